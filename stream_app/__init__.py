@@ -1,0 +1,9 @@
+"""stream_app: streaming fraud scoring on Kafka with Faust.
+
+Event flow, one package per stage:
+``io`` (topics, codecs, schemas, dead letters) → ``features`` (windowed entity state)
+→ ``scoring`` (model registry, envelope) → ``outputs`` (scores, shadow, drift)
+→ ``tools`` (broker, publish, tail, train) behind the ``stream-app`` CLI.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""One typed settings object, read from the environment.
+
+Kafka connection settings use the conventional ``KAFKA_*`` names; everything
+else is ``STREAM_APP_<FIELD>``. ``stream-app config`` prints the effective
+values with secrets masked.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "stream_app"
+
+
+class Settings(BaseSettings):
+    """Every knob of stream_app. Frozen: build a new one to change a value."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAM_APP_", frozen=True, extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Bootstrap servers (host:port[,host:port]). Default: the local broker.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        validation_alias="KAFKA_SECURITY_PROTOCOL",
+        description="Security protocol of the client connections.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validation_alias="KAFKA_SASL_MECHANISM", description="SASL mechanism, if any."
+    )
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias="KAFKA_SASL_USERNAME", description="SASL user name."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias="KAFKA_SASL_PASSWORD", description="SASL password (masked)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_CAFILE", description="CA bundle to trust for TLS."
+    )
+    topic_prefix: str = Field("", description="Prefix added to every topic name (multi-tenant).")
+
+    # --- Worker ----------------------------------------------------------------
+    app_id: str = Field("stream-app", description="Faust application id = consumer group.")
+    transport: Literal["aiokafka", "confluent"] = Field(
+        "aiokafka", description="Faust broker driver (see README: transport measurement)."
+    )
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="Table store: memory (tests, demo) or rocksdb (production)."
+    )
+    state_dir: Path = Field(
+        Path(".state"), description="Faust data directory (RocksDB files, local state)."
+    )
+    partitions: int = Field(
+        6, ge=1, description="Partition count of topics the worker creates (tables co-partition)."
+    )
+    batch_max: int = Field(500, ge=1, description="Micro-batch size: events per predict_proba.")
+    batch_within_s: float = Field(
+        0.02, gt=0, description="Longest wait (seconds) to fill a micro-batch."
+    )
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="Transactions larger than this go to the DLQ."
+    )
+    emit_features: bool = Field(
+        False, description="Put the scored feature vector in every envelope (parity checks)."
+    )
+    web_port: int = Field(6066, description="Faust web port (metrics, health).")
+    web_enabled: bool = Field(True, description="Run the Faust web server.")
+
+    # --- Models ----------------------------------------------------------------
+    models_dir: Path = Field(REPO_ROOT / "models", description="Model registry root.")
+    champion: str | None = Field(
+        None, description="Champion model version (default: the newest in models_dir)."
+    )
+
+    # --- Local broker ------------------------------------------------------------
+    broker_home: Path = Field(
+        _default_cache() / "broker",
+        description="Where `stream-app broker` keeps jars, data, logs and its pid file.",
+    )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version the local broker runs.")
+    broker_heap_mb: int = Field(512, ge=128, le=512, description="Local broker heap (MB).")
+
+    # --- Logging ---------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="text or JSON lines.")
+
+    def topic(self, name: str) -> str:
+        """The real topic name for a declared one (adds ``topic_prefix``)."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka configuration for confluent-kafka clients."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        return conf
+
+    def describe(self) -> dict[str, str]:
+        """Effective settings as strings, secrets masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[name] = "**********" if isinstance(value, SecretStr) else str(value)
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
