@@ -1,0 +1,3 @@
+from stream_app.cli.main import main
+
+main()

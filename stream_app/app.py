@@ -1,0 +1,178 @@
+"""The Faust application: topology and I/O. The logic lives in ``stream_app.pipeline``.
+
+::
+
+    transactions ──(key customer_id)──► customer stage ──► transactions.by-terminal
+        │  bad / mis-keyed / too late                     (key terminal_id)
+        ▼                                                        │
+    transactions.dlq ◄── bad labels ── labels (key terminal_id) ─┤
+                                                                 ▼
+                                   scoring stage: terminal windows + labels,
+                                   one predict_proba per micro-batch ──► scores
+
+Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``take_events``.
+State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
+co-partitioned with its stage's input topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Iterable, MutableMapping, Sequence
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from stream_app.config import Settings
+from stream_app.features.state import Retention
+from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
+from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.scoring.model import ScoringModel
+
+log = logging.getLogger("stream_app.worker")
+
+TRANSACTIONS = "transactions"
+BY_TERMINAL = "transactions.by-terminal"
+LABELS = "labels"
+SCORES = "scores"
+DLQ = "transactions.dlq"
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]]:
+    if not raw:
+        return []
+    items: Iterable[Any] = raw.items() if hasattr(raw, "items") else raw
+    return [(str(k), v) for k, v in items]
+
+
+def to_record(event: Any) -> InputRecord:
+    """The stage view of a Faust event (raw key and value bytes, position, headers)."""
+    msg = event.message
+    return InputRecord(
+        key=msg.key,
+        value=msg.value,
+        position=SourcePosition(msg.topic, msg.partition, msg.offset,
+                                int(msg.timestamp * 1000) if msg.timestamp else None),
+        headers=_headers(msg.headers),
+        handle=event,
+    )
+
+
+def faust_table_writer(table: MutableMapping[str, Any], key: str, value: Any,
+                       record: InputRecord) -> None:
+    """Write a table key as if inside ``record``'s event, so Faust sends the changelog entry to
+    that event's partition. (A micro-batch is processed after Faust's per-event iteration, where
+    Faust would otherwise find no current event.)"""
+    token = _current_event.set(weakref.ref(record.handle))
+    try:
+        table[key] = value
+    finally:
+        _current_event.reset(token)
+
+
+def _die(stage: str, exc: BaseException) -> None:
+    """Stop the process at once, before any offset of the failed batch is committed.
+
+    Input errors never get here (the stages turn them into dead letters). What does (a produce
+    that fails for good, a bug) must not be swallowed: Faust's ``take_events`` acks a batch even
+    when the agent raises, and the next periodic commit would skip its events. Exiting without
+    that commit makes the restart re-read the batch; state updates are idempotent by offset.
+    """
+    if isinstance(exc, GeneratorExit | KeyboardInterrupt):
+        raise exc
+    import asyncio
+
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc
+    log.critical("%s failed: %r; exiting without committing so the batch is re-read on restart",
+                 stage, exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
+
+
+def broker_urls(settings: Settings) -> list[str]:
+    """Faust broker URLs for the configured transport."""
+    scheme = "confluent" if settings.transport == "confluent" else "kafka"
+    return [f"{scheme}://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
+
+
+def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
+    """Build the app, its topics, tables and agents."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.state_dir / f"{settings.app_id}-data"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        autodiscover=False,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=max(4096, 4 * settings.batch_max),
+    )
+    topic = settings.topic
+    transactions = app.topic(topic(TRANSACTIONS), partitions=settings.partitions)
+    by_terminal = app.topic(topic(BY_TERMINAL), partitions=settings.partitions)
+    terminal_inputs = app.topic(topic(BY_TERMINAL), topic(LABELS), partitions=settings.partitions)
+    scores = app.topic(topic(SCORES))
+    dlq = app.topic(topic(DLQ))
+    # Table keys and values serialize as JSON (Faust's default for tables).
+    customer_table = app.Table("customer-state", default=None, partitions=settings.partitions)
+
+    terminal_table = app.Table("terminal-state", default=None, partitions=settings.partitions)
+
+    retention = Retention.for_lateness(settings.allowed_lateness_s)
+    customer_stage = CustomerStage(customer_table, retention, settings.allowed_lateness_s,
+                                   settings.max_message_bytes, faust_table_writer)
+    scoring_stage = ScoringStage(terminal_table, champion, retention, topic(LABELS),
+                                 settings.max_message_bytes, settings.emit_features,
+                                 faust_table_writer)
+
+    async def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+        for item in dead:
+            record = item.record
+            log.warning("dead letter %s from %s[%d]@%d: %s", item.rejection.reason.value,
+                        record.position.topic, record.position.partition,
+                        record.position.offset, item.rejection.message)
+            value = encode_dead_letter(dead_letter_record(
+                item.rejection, record.position, record.key, record.value, record.headers))
+            headers = [*[(k, v or b"") for k, v in record.headers],
+                       ("dlq.reason", item.rejection.reason.value.encode())]
+            await dlq.send(key=record.key, value=value, headers=headers)
+
+    @app.agent(transactions, name="customer-stage")
+    async def customer_agent(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            try:
+                out = customer_stage.process([to_record(e) for e in events])
+                for fwd in out.forwards:
+                    await by_terminal.send(key=fwd.key, value=fwd.value)
+                await send_dead_letters(out.dead_letters)
+            except BaseException as exc:
+                _die("customer stage", exc)
+
+    @app.agent(terminal_inputs, name="scoring-stage")
+    async def scoring_agent(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            try:
+                out = scoring_stage.process([to_record(e) for e in events])
+                for key, value in out.scores:
+                    await scores.send(key=key, value=value)
+                await send_dead_letters(out.dead_letters)
+            except BaseException as exc:
+                _die("scoring stage", exc)
+            if out.scores:
+                log.debug("scored %d events with %s", len(out.scores), champion.version)
+
+    return app

@@ -1,0 +1,17 @@
+"""``stream-app config``: print the effective settings, secrets masked."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from stream_app.config import Settings
+
+
+def config() -> None:
+    """Print every setting with its effective value (secrets masked) and its description."""
+    settings = Settings()
+    table = Table("setting", "value", "description")
+    for name, value in settings.describe().items():
+        table.add_row(name, value, Settings.model_fields[name].description or "")
+    Console().print(table)

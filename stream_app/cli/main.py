@@ -1,0 +1,31 @@
+"""Entry point of the ``stream-app`` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from stream_app.cli import broker, config_cmd, publish, tail, topics, train, worker
+
+app = typer.Typer(
+    name="stream-app",
+    help="Streaming fraud scoring on Kafka: broker, topics, worker, publish, tail, train.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(broker.app, name="broker")
+app.add_typer(topics.app, name="topics")
+app.command("worker")(worker.worker)
+app.command("publish")(publish.publish)
+app.command("tail")(tail.tail)
+app.command("train")(train.train)
+app.command("config")(config_cmd.config)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

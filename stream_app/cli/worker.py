@@ -1,0 +1,33 @@
+"""``stream-app worker``: run the Faust scoring worker."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def worker(
+    champion: Annotated[str | None, typer.Option(
+        help="Champion model version (default: STREAM_APP_CHAMPION or the newest).")] = None,
+) -> None:
+    """Consume transactions and labels, keep windowed state, publish score envelopes.
+
+    Loads the champion only after its SHA-256 matches its manifest, makes sure the declared
+    topics exist, then runs until SIGINT/SIGTERM (in-flight batches finish, offsets commit).
+    """
+    import faust
+
+    from stream_app.app import create_app
+    from stream_app.config import get_settings
+    from stream_app.io.topics import ensure_topics
+    from stream_app.scoring.model import ScoringModel
+    from stream_app.scoring.registry import resolve_version
+
+    settings = get_settings()
+    model = ScoringModel.load(resolve_version(settings.models_dir, champion or settings.champion))
+    typer.echo(f"champion {model.version} (sha256 {model.sha256[:12]}…, "
+               f"{len(model.features)} features) · broker {settings.kafka_bootstrap_servers}")
+    ensure_topics(settings)
+    app = create_app(settings, model)
+    faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Model quality: the handbook's metrics and its train/delay/test protocol."""

@@ -1,0 +1,1 @@
+"""Kafka boundary: topic declarations, codecs, schemas, dead letters."""

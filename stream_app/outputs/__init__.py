@@ -1,0 +1,1 @@
+"""What the worker publishes: scores, shadow scores, drift statistics, dead letters."""

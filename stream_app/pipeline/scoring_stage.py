@@ -1,0 +1,128 @@
+"""Stage 2, on the terminal-keyed topics: terminal windows, labels, and micro-batch scoring.
+
+One agent reads both the repartitioned transactions (``transactions.by-terminal``) and
+``labels`` (keyed by terminal), so a terminal's transactions and labels meet in one table
+partition. Per micro-batch: labels update fraud flags; each transaction updates its terminal's
+window (idempotent by source offset) and gets its full feature vector; then the whole batch is
+scored by **one** ``predict_proba`` and turned into envelopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream_app.features.state import Retention, TerminalState
+from stream_app.io.codecs import decode_label
+from stream_app.io.deadletter import Reason, Rejection
+from stream_app.pipeline.customer_stage import (
+    DeadLetter,
+    InputRecord,
+    StateWriter,
+    write_state,
+)
+from stream_app.scoring.envelope import ScoredEvent, build_envelopes
+from stream_app.scoring.model import ScoringModel
+
+
+@dataclass(slots=True)
+class LabelCounts:
+    """What happened to the labels of a batch."""
+
+    applied: int = 0
+    pending_or_unknown: int = 0
+
+
+@dataclass(slots=True)
+class ScoringOutput:
+    """Envelopes (key, value) for ``scores``, dead letters, counters."""
+
+    scores: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    labels: LabelCounts = field(default_factory=LabelCounts)
+    replayed: int = 0
+
+
+class ScoringStage:
+    """Stage-2 logic over a table (terminal id → state dict) and a champion model."""
+
+    def __init__(self, table: MutableMapping[str, Any], model: ScoringModel,
+                 retention: Retention, labels_topic: str, max_message_bytes: int,
+                 emit_features: bool = False, writer: StateWriter = write_state) -> None:
+        self.table = table
+        self.writer = writer
+        self.model = model
+        self.retention = retention
+        self.labels_topic = labels_topic
+        self.max_message_bytes = max_message_bytes
+        self.emit_features = emit_features
+
+    def process(self, records: Sequence[InputRecord]) -> ScoringOutput:
+        """Process one micro-batch in order and score its transactions together."""
+        out = ScoringOutput()
+        touched: dict[str, TerminalState] = {}
+        last: dict[str, InputRecord] = {}
+        events: list[ScoredEvent] = []
+        rows: list[list[float]] = []
+        names = self.model.features
+        for record in records:
+            try:
+                if record.position.topic == self.labels_topic:
+                    terminal_id = self._label(record, touched, out)
+                    if terminal_id is not None:
+                        last[terminal_id] = record
+                    continue
+                fwd = orjson.loads(record.value or b"")
+                state = self._state(fwd["terminal_id"], touched)
+                last[fwd["terminal_id"]] = record
+                if not state.apply(fwd["ts"], fwd["event_id"], record.position.offset,
+                                   self.retention.terminal_s):
+                    out.replayed += 1
+                values: dict[str, float] = fwd["features"]
+                values.update(state.features(fwd["ts"]))
+                rows.append([values[name] for name in names])
+                events.append(ScoredEvent(fwd["event_id"], fwd["customer_id"],
+                                          fwd["terminal_id"], fwd["event_time"],
+                                          fwd["arrived_ms"]))
+            except Exception as exc:  # the worker never crashes on input
+                out.dead_letters.append(DeadLetter(record, Rejection(
+                    Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")))
+        for terminal_id, record in last.items():
+            self.writer(self.table, terminal_id, touched[terminal_id].value, record)
+        if rows:
+            X = np.asarray(rows, dtype=np.float64)
+            scores = self.model.score_batch(X)
+            envelopes = build_envelopes(self.model, events, X, scores, self.emit_features)
+            out.scores = [(e.customer_id.encode(), orjson.dumps(env))
+                          for e, env in zip(events, envelopes, strict=True)]
+        return out
+
+    def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:
+        state = touched.get(terminal_id)
+        if state is None:
+            state = touched[terminal_id] = TerminalState(self.table.get(terminal_id))
+        return state
+
+    def _label(self, record: InputRecord, touched: dict[str, TerminalState],
+               out: ScoringOutput) -> str | None:
+        """Apply one label; returns the terminal whose state it touched, if any."""
+        label = decode_label(record.value, self.max_message_bytes)
+        if isinstance(label, Rejection):
+            out.dead_letters.append(DeadLetter(record, label))
+            return None
+        if record.key is None or record.key != label.terminal_id.encode():
+            out.dead_letters.append(DeadLetter(record, Rejection(
+                Reason.KEY_MISMATCH,
+                f"The record key {record.key!r} is not the terminal_id {label.terminal_id!r}; "
+                "labels must be keyed by terminal_id.")))
+            return None
+        state = self._state(label.terminal_id, touched)
+        if state.apply_label(label.ts, label.event_id, label.label):
+            out.labels.applied += 1
+        else:
+            out.labels.pending_or_unknown += 1
+        return label.terminal_id

@@ -1,0 +1,1 @@
+"""Model registry (hash-verified), micro-batch scoring and the score envelope."""
