@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import Counter
 from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
@@ -55,15 +56,20 @@ def to_record(event: Any) -> InputRecord:
     return InputRecord(
         key=msg.key,
         value=msg.value,
-        position=SourcePosition(msg.topic, msg.partition, msg.offset,
-                                int(msg.timestamp * 1000) if msg.timestamp else None),
+        position=SourcePosition(
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            int(msg.timestamp * 1000) if msg.timestamp else None,
+        ),
         headers=_headers(msg.headers),
         handle=event,
     )
 
 
-def faust_table_writer(table: MutableMapping[str, Any], key: str, value: Any,
-                       record: InputRecord) -> None:
+def faust_table_writer(
+    table: MutableMapping[str, Any], key: str, value: Any, record: InputRecord
+) -> None:
     """Write a table key as if inside ``record``'s event, so Faust sends the changelog entry to
     that event's partition. (A micro-batch is processed after Faust's per-event iteration, where
     Faust would otherwise find no current event.)"""
@@ -88,8 +94,12 @@ def _die(stage: str, exc: BaseException) -> None:
 
     if isinstance(exc, asyncio.CancelledError):
         raise exc
-    log.critical("%s failed: %r; exiting without committing so the batch is re-read on restart",
-                 stage, exc, exc_info=exc)
+    log.critical(
+        "%s failed: %r; exiting without committing so the batch is re-read on restart",
+        stage,
+        exc,
+        exc_info=exc,
+    )
     logging.shutdown()
     os._exit(70)
 
@@ -133,22 +143,47 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
     terminal_table = app.Table("terminal-state", default=None, partitions=settings.partitions)
 
     retention = Retention.for_lateness(settings.allowed_lateness_s)
-    customer_stage = CustomerStage(customer_table, retention, settings.allowed_lateness_s,
-                                   settings.max_message_bytes, faust_table_writer)
-    scoring_stage = ScoringStage(terminal_table, champion, retention, topic(LABELS),
-                                 settings.max_message_bytes, settings.emit_features,
-                                 faust_table_writer)
+    customer_stage = CustomerStage(
+        customer_table,
+        retention,
+        settings.allowed_lateness_s,
+        settings.max_message_bytes,
+        faust_table_writer,
+    )
+    scoring_stage = ScoringStage(
+        terminal_table,
+        champion,
+        retention,
+        topic(LABELS),
+        settings.max_message_bytes,
+        settings.emit_features,
+        faust_table_writer,
+    )
 
     async def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+        if dead:
+            first = dead[0]
+            reasons = Counter(item.rejection.reason.value for item in dead)
+            log.warning(
+                "%d dead letter(s) %s; first from %s[%d]@%d: %s",
+                len(dead),
+                dict(reasons),
+                first.record.position.topic,
+                first.record.position.partition,
+                first.record.position.offset,
+                first.rejection.message,
+            )
         for item in dead:
             record = item.record
-            log.warning("dead letter %s from %s[%d]@%d: %s", item.rejection.reason.value,
-                        record.position.topic, record.position.partition,
-                        record.position.offset, item.rejection.message)
-            value = encode_dead_letter(dead_letter_record(
-                item.rejection, record.position, record.key, record.value, record.headers))
-            headers = [*[(k, v or b"") for k, v in record.headers],
-                       ("dlq.reason", item.rejection.reason.value.encode())]
+            value = encode_dead_letter(
+                dead_letter_record(
+                    item.rejection, record.position, record.key, record.value, record.headers
+                )
+            )
+            headers = [
+                *[(k, v or b"") for k, v in record.headers],
+                ("dlq.reason", item.rejection.reason.value.encode()),
+            ]
             await dlq.send(key=record.key, value=value, headers=headers)
 
     @app.agent(transactions, name="customer-stage")
@@ -175,4 +210,8 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
             if out.scores:
                 log.debug("scored %d events with %s", len(out.scores), champion.version)
 
+    # Table writes go through Faust's producer buffer; past ``max_messages`` (default 100) every
+    # stream pauses until the buffer drains one message at a time. A micro-batch writes one
+    # changelog entry per touched key, so allow a few batches in flight.
+    app.producer.buffer.max_messages = max(1000, 4 * settings.batch_max)
     return app

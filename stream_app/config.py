@@ -73,8 +73,10 @@ class Settings(BaseSettings):
         64 * 1024, ge=1024, description="Transactions larger than this go to the DLQ."
     )
     allowed_lateness_s: float = Field(
-        3600.0, ge=0, description="Events this far behind their customer's latest are placed at "
-        "their event time; later ones go to the DLQ as too_late."
+        3600.0,
+        ge=0,
+        description="Events this far behind their customer's latest are placed at "
+        "their event time; later ones go to the DLQ as too_late.",
     )
     emit_features: bool = Field(
         False, description="Put the scored feature vector in every envelope (parity checks)."

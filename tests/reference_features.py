@@ -17,14 +17,14 @@ def reference_features(df: pd.DataFrame, delay: int = 7, windows=(1, 7, 30)) -> 
     out["TX_AMOUNT"] = df.TX_AMOUNT.astype(float)
     out["TX_DURING_WEEKEND"] = (df.TX_DATETIME.dt.day_of_week >= 5).astype(float)
     out["TX_DURING_NIGHT"] = (df.TX_DATETIME.dt.hour <= 6).astype(float)
-    for name, group in df.groupby("CUSTOMER_ID", sort=False):
+    for _name, group in df.groupby("CUSTOMER_ID", sort=False):
         g = group.set_index("TX_DATETIME")
         for w in windows:
             count = g.TX_AMOUNT.rolling(f"{w}D").count().to_numpy()
             total = g.TX_AMOUNT.rolling(f"{w}D").sum().to_numpy()
             out.loc[group.index, f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = count
             out.loc[group.index, f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = total / count
-    for name, group in df.groupby("TERMINAL_ID", sort=False):
+    for _name, group in df.groupby("TERMINAL_ID", sort=False):
         g = group.set_index("TX_DATETIME")
         fraud_delay = g.TX_FRAUD.rolling(f"{delay}D").sum().to_numpy()
         tx_delay = g.TX_FRAUD.rolling(f"{delay}D").count().to_numpy()

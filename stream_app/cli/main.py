@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stream_app.cli import broker, config_cmd, publish, tail, topics, train, worker
+from stream_app.cli import broker, config_cmd, demo, publish, tail, topics, train, worker
 
 app = typer.Typer(
     name="stream-app",
@@ -20,6 +20,7 @@ app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
 app.command("train")(train.train)
 app.command("config")(config_cmd.config)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

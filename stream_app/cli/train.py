@@ -15,15 +15,26 @@ PROTOCOL_DAYS = 21  # 7 train + 7 delay + 7 test
 
 
 def train(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Handbook-format CSV (.csv or .csv.gz). Default: the project's generator.")
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Handbook-format CSV (.csv or .csv.gz). Default: the project's generator.",
+        ),
     ] = None,
-    train_start: Annotated[str | None, typer.Option(
-        "--train-start", help="First training day, YYYY-MM-DD. Default: 2018-07-25 for --data, "
-        f"day {HISTORY_DAYS} of the simulation otherwise.")] = None,
+    train_start: Annotated[
+        str | None,
+        typer.Option(
+            "--train-start",
+            help="First training day, YYYY-MM-DD. Default: 2018-07-25 for --data, "
+            f"day {HISTORY_DAYS} of the simulation otherwise.",
+        ),
+    ] = None,
     model: Annotated[str, typer.Option("--model", help="logreg, hgb or rf.")] = "logreg",
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Write the version here instead of models/<version>/.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the version here instead of models/<version>/."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (generator and estimator).")] = 7,
     customers: Annotated[int, typer.Option(help="Simulated customers.")] = 1000,
     terminals: Annotated[int, typer.Option(help="Simulated terminals.")] = 2000,
@@ -32,7 +43,8 @@ def train(
     from rich.console import Console
 
     from stream_app.config import get_settings
-    from stream_app.tools.train import batch_from_events, train as run_training
+    from stream_app.tools.train import batch_from_events
+    from stream_app.tools.train import train as run_training
 
     if model not in ("logreg", "hgb", "rf"):
         raise typer.BadParameter("--model must be logreg, hgb or rf")
@@ -53,19 +65,35 @@ def train(
         sim_start = datetime(2026, 1, 1, tzinfo=UTC)
         days = HISTORY_DAYS + PROTOCOL_DAYS
         with console.status(f"Simulating {days} days of {customers} customers…"):
-            batch = batch_from_events(simulate(n_customers=customers, n_terminals=terminals,
-                                               start=sim_start, days=days, seed=seed))
+            batch = batch_from_events(
+                simulate(
+                    n_customers=customers,
+                    n_terminals=terminals,
+                    start=sim_start,
+                    days=days,
+                    seed=seed,
+                )
+            )
         start = (sim_start + timedelta(days=HISTORY_DAYS)).date()
         tag = f"synthetic:seed={seed},customers={customers},terminals={terminals},days={days}"
-    console.print(f"{len(batch):,} transactions, {int(batch.label.sum()):,} frauds"  # type: ignore[union-attr]
-                  f" · training week from {start}")
+    console.print(
+        f"{len(batch):,} transactions, {int(batch.label.sum()):,} frauds"  # type: ignore[union-attr]
+        f" · training week from {start}"
+    )
     result = run_training(
-        batch, model_type=model,  # type: ignore[arg-type]
+        batch,
+        model_type=model,  # type: ignore[arg-type]
         train_start=datetime(start.year, start.month, start.day, tzinfo=UTC),
-        models_dir=settings.models_dir, data_tag=tag, out=out, seed=seed, progress=True)
+        models_dir=settings.models_dir,
+        data_tag=tag,
+        out=out,
+        seed=seed,
+        progress=True,
+    )
     m = result.metrics
     console.print(
         f"[bold green]Model {result.version}[/] → {result.path}\n"
         f"train rows {result.train_rows:,} · test rows {result.test_rows:,} · "
         f"AUC ROC {m['auc_roc']:.3f} · AP {m['average_precision']:.3f} · "
-        f"CP@100 {m['card_precision_at_100']:.3f}")
+        f"CP@100 {m['card_precision_at_100']:.3f}"
+    )

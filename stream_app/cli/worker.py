@@ -8,8 +8,10 @@ import typer
 
 
 def worker(
-    champion: Annotated[str | None, typer.Option(
-        help="Champion model version (default: STREAM_APP_CHAMPION or the newest).")] = None,
+    champion: Annotated[
+        str | None,
+        typer.Option(help="Champion model version (default: STREAM_APP_CHAMPION or the newest)."),
+    ] = None,
 ) -> None:
     """Consume transactions and labels, keep windowed state, publish score envelopes.
 
@@ -26,8 +28,10 @@ def worker(
 
     settings = get_settings()
     model = ScoringModel.load(resolve_version(settings.models_dir, champion or settings.champion))
-    typer.echo(f"champion {model.version} (sha256 {model.sha256[:12]}…, "
-               f"{len(model.features)} features) · broker {settings.kafka_bootstrap_servers}")
+    typer.echo(
+        f"champion {model.version} (sha256 {model.sha256[:12]}…, "
+        f"{len(model.features)} features) · broker {settings.kafka_bootstrap_servers}"
+    )
     ensure_topics(settings)
     app = create_app(settings, model)
     faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

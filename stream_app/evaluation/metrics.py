@@ -32,8 +32,9 @@ def card_precision_top_k(
     for d in np.unique(days):
         in_day = days == d
         best: dict[object, list[float]] = {}
-        for c, s, y in zip(cards[in_day].tolist(), scores[in_day].tolist(),
-                           labels[in_day].tolist(), strict=True):
+        for c, s, y in zip(
+            cards[in_day].tolist(), scores[in_day].tolist(), labels[in_day].tolist(), strict=True
+        ):
             if c in detected:
                 continue
             entry = best.get(c)
@@ -65,6 +66,6 @@ def quality(
         "auc_roc": float(roc_auc_score(y, s)) if both else float("nan"),
         "average_precision": float(average_precision_score(y, s)) if both else float("nan"),
         f"card_precision_at_{k}": cp,
-        "n": int(len(y)),
+        "n": len(y),
         "frauds": int(y.sum()),
     }

@@ -49,8 +49,9 @@ def train_test_split(
         delay_day = np.flatnonzero(day == train_days + d - 1)
         known |= set(cards[delay_day][labels[delay_day] == 1].tolist())
         today = np.flatnonzero(day == train_days + delay_days + d)
-        keep = np.fromiter((c not in known for c in cards[today].tolist()), dtype=bool,
-                           count=len(today))
+        keep = np.fromiter(
+            (c not in known for c in cards[today].tolist()), dtype=bool, count=len(today)
+        )
         test_parts.append(today[keep])
     test = np.concatenate(test_parts) if test_parts else np.array([], dtype=np.intp)
     return Split(train=train, test=test, day=day)

@@ -1,8 +1,9 @@
 """The JSON Schemas in ``schemas/`` (the contract), loaded and compiled once.
 
 Every ``$ref``, local (``"#/definitions/x"``) or cross-file (``"score_envelope.schema.json"``), is
-resolved at load time, so each compiled validator is self-contained and needs no URI resolution. Validators come from fastjsonschema: the schema is compiled
-to Python code once, which makes boundary validation cheap enough for the hot path.
+resolved at load time, so each compiled validator is self-contained and needs no URI resolution.
+Validators come from fastjsonschema: the schema is compiled to Python code once, which makes
+boundary validation cheap enough for the hot path.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def schemas_dir() -> Path:
     )
 
 
-def _inline_refs(node: Any, root: dict[str, Any], directory: Path,
-                 seen: tuple[str, ...] = ()) -> Any:
+def _inline_refs(
+    node: Any, root: dict[str, Any], directory: Path, seen: tuple[str, ...] = ()
+) -> Any:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str):

@@ -57,8 +57,7 @@ class DeadLetter:
 StateWriter = Callable[[MutableMapping[str, Any], str, Any, InputRecord], None]
 
 
-def write_state(table: MutableMapping[str, Any], key: str, value: Any,
-                record: InputRecord) -> None:
+def write_state(table: MutableMapping[str, Any], key: str, value: Any, record: InputRecord) -> None:
     """Plain mapping write (tests, offline); the worker passes a Faust-aware writer."""
     table[key] = value
 
@@ -72,23 +71,36 @@ class StageOutput:
     replayed: int = 0
 
 
-def encode_forward(tx: Transaction, features: dict[str, float], arrived_ms: float,
-                   source: SourcePosition) -> bytes:
+def encode_forward(
+    tx: Transaction, features: dict[str, float], arrived_ms: float, source: SourcePosition
+) -> bytes:
     """The repartition record: the transaction, its stage-1 features, its origin."""
-    return orjson.dumps({
-        "event_id": tx.event_id, "event_time": tx.event_time, "ts": tx.ts,
-        "customer_id": tx.customer_id, "terminal_id": tx.terminal_id, "amount": tx.amount,
-        "features": features, "arrived_ms": arrived_ms,
-        "source": [source.topic, source.partition, source.offset],
-    })
+    return orjson.dumps(
+        {
+            "event_id": tx.event_id,
+            "event_time": tx.event_time,
+            "ts": tx.ts,
+            "customer_id": tx.customer_id,
+            "terminal_id": tx.terminal_id,
+            "amount": tx.amount,
+            "features": features,
+            "arrived_ms": arrived_ms,
+            "source": [source.topic, source.partition, source.offset],
+        }
+    )
 
 
 class CustomerStage:
     """Stage-1 logic over a table (any mutable mapping customer id → state dict)."""
 
-    def __init__(self, table: MutableMapping[str, Any], retention: Retention,
-                 allowed_lateness_s: float, max_message_bytes: int,
-                 writer: StateWriter = write_state) -> None:
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        retention: Retention,
+        allowed_lateness_s: float,
+        max_message_bytes: int,
+        writer: StateWriter = write_state,
+    ) -> None:
         self.table = table
         self.writer = writer
         self.retention = retention
@@ -106,24 +118,34 @@ class CustomerStage:
                 if customer_id is not None:
                     last[customer_id] = record
             except Exception as exc:  # the worker never crashes on input
-                out.dead_letters.append(DeadLetter(record, Rejection(
-                    Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")))
+                out.dead_letters.append(
+                    DeadLetter(
+                        record, Rejection(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+                    )
+                )
         for customer_id, record in last.items():
             self.writer(self.table, customer_id, touched[customer_id].value, record)
         return out
 
-    def _one(self, record: InputRecord, touched: dict[str, CustomerState],
-             out: StageOutput) -> str | None:
+    def _one(
+        self, record: InputRecord, touched: dict[str, CustomerState], out: StageOutput
+    ) -> str | None:
         """Process one record; returns the customer whose state it changed, if any."""
         tx = decode_transaction(record.value, self.max_message_bytes)
         if isinstance(tx, Rejection):
             out.dead_letters.append(DeadLetter(record, tx))
             return None
         if record.key is None or record.key != tx.customer_id.encode():
-            out.dead_letters.append(DeadLetter(record, Rejection(
-                Reason.KEY_MISMATCH,
-                f"The record key {record.key!r} is not the customer_id {tx.customer_id!r}; "
-                "transactions must be keyed by customer_id.")))
+            out.dead_letters.append(
+                DeadLetter(
+                    record,
+                    Rejection(
+                        Reason.KEY_MISMATCH,
+                        f"The record key {record.key!r} is not the customer_id {tx.customer_id!r}; "
+                        "transactions must be keyed by customer_id.",
+                    ),
+                )
+            )
             return None
         state = touched.get(tx.customer_id)
         if state is None:
@@ -135,16 +157,25 @@ class CustomerStage:
         else:
             times = state.window.times
             if times and tx.ts < times[-1] - self.allowed_lateness_s:
-                out.dead_letters.append(DeadLetter(record, Rejection(
-                    Reason.TOO_LATE,
-                    f"event_time {tx.event_time} is {times[-1] - tx.ts:.0f} s behind the "
-                    f"customer's latest event; the allowed lateness is "
-                    f"{self.allowed_lateness_s:.0f} s.")))
+                out.dead_letters.append(
+                    DeadLetter(
+                        record,
+                        Rejection(
+                            Reason.TOO_LATE,
+                            f"event_time {tx.event_time} is {times[-1] - tx.ts:.0f} s behind the "
+                            f"customer's latest event; the allowed lateness is "
+                            f"{self.allowed_lateness_s:.0f} s.",
+                        ),
+                    )
+                )
                 return None
             state.apply(tx.ts, tx.amount, offset, self.retention.customer_s)
         features = event_features(tx.amount, tx.ts)
         features.update(state.features(tx.ts))
-        out.forwards.append(Forward(
-            tx.terminal_id.encode(),
-            encode_forward(tx, features, record.arrived_ms, record.position)))
+        out.forwards.append(
+            Forward(
+                tx.terminal_id.encode(),
+                encode_forward(tx, features, record.arrived_ms, record.position),
+            )
+        )
         return tx.customer_id

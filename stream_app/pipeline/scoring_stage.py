@@ -50,9 +50,16 @@ class ScoringOutput:
 class ScoringStage:
     """Stage-2 logic over a table (terminal id → state dict) and a champion model."""
 
-    def __init__(self, table: MutableMapping[str, Any], model: ScoringModel,
-                 retention: Retention, labels_topic: str, max_message_bytes: int,
-                 emit_features: bool = False, writer: StateWriter = write_state) -> None:
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        model: ScoringModel,
+        retention: Retention,
+        labels_topic: str,
+        max_message_bytes: int,
+        emit_features: bool = False,
+        writer: StateWriter = write_state,
+    ) -> None:
         self.table = table
         self.writer = writer
         self.model = model
@@ -79,26 +86,38 @@ class ScoringStage:
                 fwd = orjson.loads(record.value or b"")
                 state = self._state(fwd["terminal_id"], touched)
                 last[fwd["terminal_id"]] = record
-                if not state.apply(fwd["ts"], fwd["event_id"], record.position.offset,
-                                   self.retention.terminal_s):
+                if not state.apply(
+                    fwd["ts"], fwd["event_id"], record.position.offset, self.retention.terminal_s
+                ):
                     out.replayed += 1
                 values: dict[str, float] = fwd["features"]
                 values.update(state.features(fwd["ts"]))
                 rows.append([values[name] for name in names])
-                events.append(ScoredEvent(fwd["event_id"], fwd["customer_id"],
-                                          fwd["terminal_id"], fwd["event_time"],
-                                          fwd["arrived_ms"]))
+                events.append(
+                    ScoredEvent(
+                        fwd["event_id"],
+                        fwd["customer_id"],
+                        fwd["terminal_id"],
+                        fwd["event_time"],
+                        fwd["arrived_ms"],
+                    )
+                )
             except Exception as exc:  # the worker never crashes on input
-                out.dead_letters.append(DeadLetter(record, Rejection(
-                    Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")))
+                out.dead_letters.append(
+                    DeadLetter(
+                        record, Rejection(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+                    )
+                )
         for terminal_id, record in last.items():
             self.writer(self.table, terminal_id, touched[terminal_id].value, record)
         if rows:
             X = np.asarray(rows, dtype=np.float64)
             scores = self.model.score_batch(X)
             envelopes = build_envelopes(self.model, events, X, scores, self.emit_features)
-            out.scores = [(e.customer_id.encode(), orjson.dumps(env))
-                          for e, env in zip(events, envelopes, strict=True)]
+            out.scores = [
+                (e.customer_id.encode(), orjson.dumps(env))
+                for e, env in zip(events, envelopes, strict=True)
+            ]
         return out
 
     def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:
@@ -107,18 +126,25 @@ class ScoringStage:
             state = touched[terminal_id] = TerminalState(self.table.get(terminal_id))
         return state
 
-    def _label(self, record: InputRecord, touched: dict[str, TerminalState],
-               out: ScoringOutput) -> str | None:
+    def _label(
+        self, record: InputRecord, touched: dict[str, TerminalState], out: ScoringOutput
+    ) -> str | None:
         """Apply one label; returns the terminal whose state it touched, if any."""
         label = decode_label(record.value, self.max_message_bytes)
         if isinstance(label, Rejection):
             out.dead_letters.append(DeadLetter(record, label))
             return None
         if record.key is None or record.key != label.terminal_id.encode():
-            out.dead_letters.append(DeadLetter(record, Rejection(
-                Reason.KEY_MISMATCH,
-                f"The record key {record.key!r} is not the terminal_id {label.terminal_id!r}; "
-                "labels must be keyed by terminal_id.")))
+            out.dead_letters.append(
+                DeadLetter(
+                    record,
+                    Rejection(
+                        Reason.KEY_MISMATCH,
+                        f"The record key {record.key!r} is not the terminal_id "
+                        f"{label.terminal_id!r}; labels must be keyed by terminal_id.",
+                    ),
+                )
+            )
             return None
         state = self._state(label.terminal_id, touched)
         if state.apply_label(label.ts, label.event_id, label.label):

@@ -78,8 +78,9 @@ class ScoringModel:
             artifact.get("feature_means", np.zeros(len(self.features))), dtype=np.float64
         )
         self._linear = self._linear_parts()
-        self.uncertainty_method = "logit_delta" if self._linear and self.covariance is not None \
-            else "bernoulli"
+        self.uncertainty_method = (
+            "logit_delta" if self._linear and self.covariance is not None else "bernoulli"
+        )
         self.explanation_method = "linear_exact" if self._linear else "occlusion"
 
     @classmethod
@@ -95,9 +96,12 @@ class ScoringModel:
         scaler, clf = steps.get("scaler"), steps.get("clf")
         if scaler is None or clf is None or not hasattr(clf, "coef_"):
             return None
-        return (np.asarray(scaler.mean_, dtype=np.float64),
-                np.asarray(scaler.scale_, dtype=np.float64),
-                np.asarray(clf.coef_[0], dtype=np.float64), float(clf.intercept_[0]))
+        return (
+            np.asarray(scaler.mean_, dtype=np.float64),
+            np.asarray(scaler.scale_, dtype=np.float64),
+            np.asarray(clf.coef_[0], dtype=np.float64),
+            float(clf.intercept_[0]),
+        )
 
     def predict(self, X: FloatArray) -> FloatArray:
         """Fraud probability per row: one ``predict_proba`` call."""
@@ -126,7 +130,12 @@ class ScoringModel:
         k = min(TOP_K, X.shape[1])
         top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
         return BatchScores(
-            score=p, decision=decision, std=std, low=low, high=high, top_index=top,
+            score=p,
+            decision=decision,
+            std=std,
+            low=low,
+            high=high,
+            top_index=top,
             contribution=np.take_along_axis(contrib, top, axis=1),
             feature_hash=feature_hashes(X),
         )

@@ -23,8 +23,16 @@ from stream_app.features.definitions import FEATURE_NAMES
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.joblib"
-_REQUIRED = ("version", "sha256", "model_file", "model_type", "features", "training_data",
-             "thresholds", "metrics")
+_REQUIRED = (
+    "version",
+    "sha256",
+    "model_file",
+    "model_type",
+    "features",
+    "training_data",
+    "thresholds",
+    "metrics",
+)
 
 
 @dataclass(frozen=True)
@@ -47,30 +55,42 @@ class Manifest:
         """Validate the manifest's fields; ``path`` is named in errors."""
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
-            raise ModelIntegrityError(f"{path}: manifest lacks {', '.join(missing)}; retrain "
-                                      "with `stream-app train` or restore the manifest.")
+            raise ModelIntegrityError(
+                f"{path}: manifest lacks {', '.join(missing)}; retrain "
+                "with `stream-app train` or restore the manifest."
+            )
         thresholds = data["thresholds"]
-        if not (isinstance(thresholds, dict) and {"review", "decline"} <= thresholds.keys()
-                and 0 <= thresholds["review"] <= thresholds["decline"] <= 1):
-            raise ModelIntegrityError(f"{path}: thresholds must hold 0 <= review <= decline <= 1, "
-                                      f"got {thresholds!r}.")
+        if not (
+            isinstance(thresholds, dict)
+            and {"review", "decline"} <= thresholds.keys()
+            and 0 <= thresholds["review"] <= thresholds["decline"] <= 1
+        ):
+            raise ModelIntegrityError(
+                f"{path}: thresholds must hold 0 <= review <= decline <= 1, got {thresholds!r}."
+            )
         features = data["features"]
-        if not (isinstance(features, list) and features
-                and all(isinstance(f, str) for f in features)):
+        if not (
+            isinstance(features, list) and features and all(isinstance(f, str) for f in features)
+        ):
             raise ModelIntegrityError(f"{path}: features must be a non-empty list of names.")
         unknown = [f for f in features if f not in FEATURE_NAMES]
         if unknown:
             raise ModelIntegrityError(
                 f"{path}: features {unknown} are not defined in stream_app.features.definitions; "
-                "the worker cannot compute them. Add them there or retrain the model.")
+                "the worker cannot compute them. Add them there or retrain the model."
+            )
         training = data["training_data"]
         return cls(
-            version=str(data["version"]), sha256=str(data["sha256"]).lower(),
-            model_file=str(data["model_file"]), model_type=str(data["model_type"]),
-            features=tuple(features), training_data_tag=str(training.get("tag", "")),
+            version=str(data["version"]),
+            sha256=str(data["sha256"]).lower(),
+            model_file=str(data["model_file"]),
+            model_type=str(data["model_type"]),
+            features=tuple(features),
+            training_data_tag=str(training.get("tag", "")),
             training_data_fingerprint=str(training.get("fingerprint", "")),
             thresholds={k: float(v) for k, v in thresholds.items() if k in ("review", "decline")},
-            metrics=dict(data["metrics"]), raw=data,
+            metrics=dict(data["metrics"]),
+            raw=data,
         )
 
 
@@ -85,8 +105,10 @@ def read_manifest(version_dir: Path) -> Manifest:
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{path} is missing; a model is loaded only with its "
-                                  "manifest. Retrain with `stream-app train`.") from exc
+        raise ModelIntegrityError(
+            f"{path} is missing; a model is loaded only with its "
+            "manifest. Retrain with `stream-app train`."
+        ) from exc
     except orjson.JSONDecodeError as exc:
         raise ModelIntegrityError(f"{path} is not valid JSON ({exc}).") from exc
     if not isinstance(data, dict):
@@ -99,28 +121,36 @@ def load_verified(version_dir: Path) -> tuple[Manifest, dict[str, Any]]:
     manifest = read_manifest(version_dir)
     path = version_dir / manifest.model_file
     if path.parent.resolve() != version_dir.resolve():
-        raise ModelIntegrityError(f"{version_dir}: model_file must name a file in the version "
-                                  f"directory, got {manifest.model_file!r}.")
+        raise ModelIntegrityError(
+            f"{version_dir}: model_file must name a file in the version "
+            f"directory, got {manifest.model_file!r}."
+        )
     try:
         payload = path.read_bytes()
     except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{path} is missing (named by {version_dir / MANIFEST}).") from exc
+        raise ModelIntegrityError(
+            f"{path} is missing (named by {version_dir / MANIFEST})."
+        ) from exc
     actual = hashlib.sha256(payload).hexdigest()
     if actual != manifest.sha256:
         raise ModelIntegrityError(
             f"Refusing to load {path}: its SHA-256 is {actual} but {version_dir / MANIFEST} "
-            f"says {manifest.sha256}. The file was changed or truncated; restore it or retrain.")
+            f"says {manifest.sha256}. The file was changed or truncated; restore it or retrain."
+        )
     try:
         artifact = joblib.load(io.BytesIO(payload))
     except Exception as exc:  # a verified file that still fails is corrupt at the source
         raise ModelIntegrityError(f"{path} matches its hash but does not load: {exc}") from exc
     if not isinstance(artifact, dict) or "estimator" not in artifact:
-        raise ModelIntegrityError(f"{path} is not a stream_app model bundle (dict with "
-                                  "'estimator').")
+        raise ModelIntegrityError(
+            f"{path} is not a stream_app model bundle (dict with 'estimator')."
+        )
     n_in = getattr(artifact["estimator"], "n_features_in_", len(manifest.features))
     if n_in != len(manifest.features):
-        raise ModelIntegrityError(f"{path}: the estimator takes {n_in} features but the "
-                                  f"manifest lists {len(manifest.features)}.")
+        raise ModelIntegrityError(
+            f"{path}: the estimator takes {n_in} features but the "
+            f"manifest lists {len(manifest.features)}."
+        )
     return manifest, artifact
 
 
@@ -136,11 +166,15 @@ def resolve_version(models_dir: Path, version: str | None) -> Path:
     versions = list_versions(models_dir)
     if version is None:
         if not versions:
-            raise ModelNotFoundError(f"No model in {models_dir}. Train one with "
-                                     "`stream-app train` (or set STREAM_APP_MODELS_DIR).")
+            raise ModelNotFoundError(
+                f"No model in {models_dir}. Train one with "
+                "`stream-app train` (or set STREAM_APP_MODELS_DIR)."
+            )
         version = versions[-1]
     path = models_dir / version
     if not (path / MANIFEST).is_file():
-        raise ModelNotFoundError(f"Model version {version!r} not found in {models_dir} "
-                                 f"(present: {', '.join(versions) or 'none'}).")
+        raise ModelNotFoundError(
+            f"Model version {version!r} not found in {models_dir} "
+            f"(present: {', '.join(versions) or 'none'})."
+        )
     return path

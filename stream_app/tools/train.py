@@ -196,7 +196,7 @@ def train(
         "training_data": {
             "tag": data_tag,
             "fingerprint": fingerprint(batch, split.train, X),
-            "rows": int(len(split.train)),
+            "rows": len(split.train),
             "frauds": int(y[split.train].sum()),
             "train_start": train_start.date().isoformat(),
         },

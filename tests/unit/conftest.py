@@ -15,13 +15,20 @@ def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
     y = (X[:, 0] + rng.normal(size=400) > 11).astype(int)
     est = make_estimator(model_type, seed)  # type: ignore[arg-type]
     est.fit(X, y)
-    bundle = {"estimator": est, "feature_means": X.mean(axis=0),
-              "logit_covariance": logit_covariance(est, X) if model_type == "logreg" else None}
+    bundle = {
+        "estimator": est,
+        "feature_means": X.mean(axis=0),
+        "logit_covariance": logit_covariance(est, X) if model_type == "logreg" else None,
+    }
     manifest = {
-        "version": f"v-{model_type}", "model_type": model_type, "model_file": "model.joblib",
-        "sha256": "", "features": list(FEATURE_NAMES),
+        "version": f"v-{model_type}",
+        "model_type": model_type,
+        "model_file": "model.joblib",
+        "sha256": "",
+        "features": list(FEATURE_NAMES),
         "training_data": {"tag": "unit", "fingerprint": "f" * 64},
-        "metrics": {}, "thresholds": {"review": 0.5, "decline": 0.9},
+        "metrics": {},
+        "thresholds": {"review": 0.5, "decline": 0.9},
     }
     target = root / f"v-{model_type}"
     write_version(target, bundle, manifest)

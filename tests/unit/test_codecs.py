@@ -14,8 +14,14 @@ from stream_app.io.deadletter import (
 from stream_app.io.schemas import validate
 
 NOW = 1_800_000_000.0
-GOOD = {"event_id": "e1", "event_time": "2018-04-01T00:00:31Z", "customer_id": "596",
-        "terminal_id": "3156", "amount": 57.16, "schema_version": 1}
+GOOD = {
+    "event_id": "e1",
+    "event_time": "2018-04-01T00:00:31Z",
+    "customer_id": "596",
+    "terminal_id": "3156",
+    "amount": 57.16,
+    "schema_version": 1,
+}
 
 
 def tx(**changes):
@@ -28,25 +34,28 @@ def test_good_transaction_decodes_with_epoch_time():
     assert got == Transaction("e1", "2018-04-01T00:00:31Z", 1522540831.0, "596", "3156", 57.16)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (None, Reason.EMPTY_VALUE),
-    (b"", Reason.EMPTY_VALUE),
-    (b"\xff\xfe{", Reason.NOT_UTF8),
-    (b"{not json", Reason.INVALID_JSON),
-    (b"[1, 2]", Reason.NOT_AN_OBJECT),
-    (b"x" * 70_000, Reason.TOO_LARGE),
-    (tx(amount="12"), Reason.SCHEMA_VIOLATION),
-    (tx(amount=-1), Reason.SCHEMA_VIOLATION),
-    (tx(customer_id=...), Reason.SCHEMA_VIOLATION),
-    (tx(extra_field=1), Reason.SCHEMA_VIOLATION),
-    (tx(event_id="a b"), Reason.SCHEMA_VIOLATION),
-    (tx(schema_version=2), Reason.UNSUPPORTED_SCHEMA_VERSION),
-    (tx(event_time="2018-04-01 00:00:31"), Reason.BAD_TIMESTAMP),
-    (tx(event_time="2018-04-01T00:00:31"), Reason.BAD_TIMESTAMP),
-    (tx(event_time="1990-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
-    (tx(event_time="2099-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
-    (tx(event_time="2018-02-30T00:00:00Z"), Reason.BAD_TIMESTAMP),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, Reason.EMPTY_VALUE),
+        (b"", Reason.EMPTY_VALUE),
+        (b"\xff\xfe{", Reason.NOT_UTF8),
+        (b"{not json", Reason.INVALID_JSON),
+        (b"[1, 2]", Reason.NOT_AN_OBJECT),
+        (b"x" * 70_000, Reason.TOO_LARGE),
+        (tx(amount="12"), Reason.SCHEMA_VIOLATION),
+        (tx(amount=-1), Reason.SCHEMA_VIOLATION),
+        (tx(customer_id=...), Reason.SCHEMA_VIOLATION),
+        (tx(extra_field=1), Reason.SCHEMA_VIOLATION),
+        (tx(event_id="a b"), Reason.SCHEMA_VIOLATION),
+        (tx(schema_version=2), Reason.UNSUPPORTED_SCHEMA_VERSION),
+        (tx(event_time="2018-04-01 00:00:31"), Reason.BAD_TIMESTAMP),
+        (tx(event_time="2018-04-01T00:00:31"), Reason.BAD_TIMESTAMP),
+        (tx(event_time="1990-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
+        (tx(event_time="2099-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
+        (tx(event_time="2018-02-30T00:00:00Z"), Reason.BAD_TIMESTAMP),
+    ],
+)
 def test_bad_transactions_are_rejected_with_reason(raw, reason):
     got = decode_transaction(raw, max_bytes=65_536, now=NOW)
     assert isinstance(got, Rejection)
@@ -55,9 +64,17 @@ def test_bad_transactions_are_rejected_with_reason(raw, reason):
 
 
 def test_label_decodes():
-    raw = orjson.dumps({"event_id": "e1", "customer_id": "1", "terminal_id": "2",
-                        "event_time": "2018-04-01T00:00:00Z", "label": 1,
-                        "label_time": "2018-04-08T00:00:00Z", "schema_version": 1})
+    raw = orjson.dumps(
+        {
+            "event_id": "e1",
+            "customer_id": "1",
+            "terminal_id": "2",
+            "event_time": "2018-04-01T00:00:00Z",
+            "label": 1,
+            "label_time": "2018-04-08T00:00:00Z",
+            "schema_version": 1,
+        }
+    )
     got = decode_label(raw, now=NOW)
     assert got == Label("e1", "1", "2", "2018-04-01T00:00:00Z", 1522540800.0, 1, 1523145600.0)
     bad = decode_label(raw.replace(b'"label":1', b'"label":2'), now=NOW)
@@ -66,13 +83,21 @@ def test_label_decodes():
 
 def test_dead_letter_keeps_original_bytes_and_is_schema_valid():
     raw = b"\x00\xffbinary"
-    record = dead_letter_record(Rejection(Reason.NOT_UTF8, "nope"),
-                                SourcePosition("transactions", 3, 42, 1000), b"k", raw,
-                                [("h", b"v"), ("n", None)])
+    record = dead_letter_record(
+        Rejection(Reason.NOT_UTF8, "nope"),
+        SourcePosition("transactions", 3, 42, 1000),
+        b"k",
+        raw,
+        [("h", b"v"), ("n", None)],
+    )
     validate("dead_letter", record)
     assert original_value(record) == raw
-    assert record["source"] == {"topic": "transactions", "partition": 3, "offset": 42,
-                                "timestamp_ms": 1000}
+    assert record["source"] == {
+        "topic": "transactions",
+        "partition": 3,
+        "offset": 42,
+        "timestamp_ms": 1000,
+    }
     assert record["headers"] == [["h", "dg=="], ["n", None]]
 
 

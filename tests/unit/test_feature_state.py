@@ -13,9 +13,13 @@ RET = Retention.for_lateness(0.0)
 
 
 def test_handbook_feature_names_and_order():
-    assert FEATURE_NAMES[:5] == ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT",
-                                 "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
-                                 "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW")
+    assert FEATURE_NAMES[:5] == (
+        "TX_AMOUNT",
+        "TX_DURING_WEEKEND",
+        "TX_DURING_NIGHT",
+        "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+        "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+    )
     assert FEATURE_NAMES[-1] == "TERMINAL_ID_RISK_30DAY_WINDOW"
     assert len(FEATURE_NAMES) == 15
     assert RET.customer_s == 30 * DAY and RET.terminal_s == 37 * DAY
@@ -23,10 +27,16 @@ def test_handbook_feature_names_and_order():
 
 def test_event_features_weekend_and_night():
     assert event_features(12.5, T0 + 6 * 3600) == {
-        "TX_AMOUNT": 12.5, "TX_DURING_WEEKEND": 0.0, "TX_DURING_NIGHT": 1.0}
+        "TX_AMOUNT": 12.5,
+        "TX_DURING_WEEKEND": 0.0,
+        "TX_DURING_NIGHT": 1.0,
+    }
     saturday_7am = T0 + 5 * DAY + 7 * 3600
     assert event_features(1.0, saturday_7am) == {
-        "TX_AMOUNT": 1.0, "TX_DURING_WEEKEND": 1.0, "TX_DURING_NIGHT": 0.0}
+        "TX_AMOUNT": 1.0,
+        "TX_DURING_WEEKEND": 1.0,
+        "TX_DURING_NIGHT": 0.0,
+    }
 
 
 def test_customer_windows_include_current_event_and_exclude_start():

@@ -40,12 +40,15 @@ def edit_manifest(model_dir, **changes):
     path.write_bytes(orjson.dumps(data))
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"features": ["TX_AMOUNT", "NOT_A_FEATURE"]}, "NOT_A_FEATURE"),
-    ({"features": []}, "non-empty"),
-    ({"thresholds": {"review": 0.9, "decline": 0.5}}, "review <= decline"),
-    ({"model_file": "../elsewhere.joblib"}, "version directory"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"features": ["TX_AMOUNT", "NOT_A_FEATURE"]}, "NOT_A_FEATURE"),
+        ({"features": []}, "non-empty"),
+        ({"thresholds": {"review": 0.9, "decline": 0.5}}, "review <= decline"),
+        ({"model_file": "../elsewhere.joblib"}, "version directory"),
+    ],
+)
 def test_bad_manifest_is_refused(model_dir, changes, message):
     edit_manifest(model_dir, **changes)
     with pytest.raises(ModelIntegrityError, match=message):

@@ -42,8 +42,9 @@ def test_delta_method_uncertainty(model, X):
     p = scores.score
     np.testing.assert_allclose(scores.std, p * (1 - p) * se, rtol=1e-9)
     logit = np.log(p / (1 - p))
-    np.testing.assert_allclose(scores.low, 1 / (1 + np.exp(-(logit - 1.959963984540054 * se))),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        scores.low, 1 / (1 + np.exp(-(logit - 1.959963984540054 * se))), rtol=1e-9
+    )
     assert np.all(scores.low <= p) and np.all(p <= scores.high)
 
 
@@ -62,7 +63,8 @@ def test_feature_hash_is_blake2b_of_le_float64():
 
     row = np.array([[1.0, 2.5]])
     assert feature_hashes(row) == [
-        hashlib.blake2b(np.array([1.0, 2.5], dtype="<f8").tobytes(), digest_size=16).hexdigest()]
+        hashlib.blake2b(np.array([1.0, 2.5], dtype="<f8").tobytes(), digest_size=16).hexdigest()
+    ]
 
 
 def test_occlusion_for_non_linear_models(tmp_path, X):
@@ -78,11 +80,12 @@ def test_occlusion_for_non_linear_models(tmp_path, X):
 
 
 def test_envelopes_are_schema_valid_and_ordered(model, X):
-    events = [ScoredEvent(f"e{i}", f"c{i}", f"t{i}", "2018-04-01T00:00:00+00:00", 1000.0)
-              for i in range(len(X))]
+    events = [
+        ScoredEvent(f"e{i}", f"c{i}", f"t{i}", "2018-04-01T00:00:00+00:00", 1000.0)
+        for i in range(len(X))
+    ]
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    envelopes = build_envelopes(model, events, X, model.score_batch(X), emit_features=True,
-                                now=now)
+    envelopes = build_envelopes(model, events, X, model.score_batch(X), emit_features=True, now=now)
     assert [e["event_id"] for e in envelopes] == [f"e{i}" for i in range(len(X))]
     for envelope in envelopes:
         validate("score_envelope", envelope)

@@ -32,7 +32,7 @@ def run_stages(records, model, batch=50):
     stage2_in = []
     for i in range(0, len(records), batch):
         chunk = []
-        for topic, key, value in records[i:i + batch]:
+        for topic, key, value in records[i : i + batch]:
             off = offsets[topic] = offsets.get(topic, -1) + 1
             rec = InputRecord(key, value, SourcePosition(topic, 0, off, 1000))
             (chunk if topic == "transactions" else stage2_in).append(rec)
@@ -55,8 +55,11 @@ def model(model_dir):
 
 @pytest.fixture
 def stream():
-    return list(simulate(n_customers=40, n_terminals=50, days=45, seed=5,
-                         start=datetime(2018, 4, 1, tzinfo=UTC)))
+    return list(
+        simulate(
+            n_customers=40, n_terminals=50, days=45, seed=5, start=datetime(2018, 4, 1, tzinfo=UTC)
+        )
+    )
 
 
 def test_live_stages_equal_offline_builder(model, stream):
@@ -73,8 +76,10 @@ def test_live_stages_equal_offline_builder(model, stream):
 
 
 def test_bad_records_become_dead_letters_and_good_ones_are_scored(model, stream):
-    good = [("transactions", item.event["customer_id"].encode(), orjson.dumps(item.event))
-            for item in stream[:30]]
+    good = [
+        ("transactions", item.event["customer_id"].encode(), orjson.dumps(item.event))
+        for item in stream[:30]
+    ]
     bad = [
         ("transactions", b"1", b"{broken"),
         ("transactions", b"1", None),
@@ -83,17 +88,29 @@ def test_bad_records_become_dead_letters_and_good_ones_are_scored(model, stream)
     ]
     records = good[:10] + bad[:2] + good[10:20] + bad[2:] + good[20:]
     envelopes, dead, _, _ = run_stages(records, model, batch=7)
-    assert sorted(e["event_id"] for e in envelopes) == sorted(i.event["event_id"] for i in stream[:30])
+    assert sorted(e["event_id"] for e in envelopes) == sorted(
+        i.event["event_id"] for i in stream[:30]
+    )
     assert [d.rejection.reason for d in dead] == [
-        Reason.INVALID_JSON, Reason.EMPTY_VALUE, Reason.KEY_MISMATCH, Reason.SCHEMA_VIOLATION]
+        Reason.INVALID_JSON,
+        Reason.EMPTY_VALUE,
+        Reason.KEY_MISMATCH,
+        Reason.SCHEMA_VIOLATION,
+    ]
 
 
 def test_replayed_offsets_are_rescored_but_not_recounted(model, stream):
     customers = {}
     stage = CustomerStage(customers, RET, 3600.0, 65_536)
     items = [i for i in stream if i.event["customer_id"] == stream[0].event["customer_id"]][:5]
-    recs = [InputRecord(i.event["customer_id"].encode(), orjson.dumps(i.event),
-                        SourcePosition("transactions", 0, n, 0)) for n, i in enumerate(items)]
+    recs = [
+        InputRecord(
+            i.event["customer_id"].encode(),
+            orjson.dumps(i.event),
+            SourcePosition("transactions", 0, n, 0),
+        )
+        for n, i in enumerate(items)
+    ]
     first = stage.process(recs)
     again = stage.process(recs[2:])  # a restart re-reads offsets 2..4
     assert again.replayed == 3
@@ -103,11 +120,24 @@ def test_replayed_offsets_are_rescored_but_not_recounted(model, stream):
 
 def test_too_late_event_goes_to_dead_letters(model):
     stage = CustomerStage({}, RET, 3600.0, 65_536)
+
     def rec(off, time):
-        body = {"event_id": f"e{off}", "event_time": time, "customer_id": "c", "terminal_id": "t",
-                "amount": 1.0, "schema_version": 1}
+        body = {
+            "event_id": f"e{off}",
+            "event_time": time,
+            "customer_id": "c",
+            "terminal_id": "t",
+            "amount": 1.0,
+            "schema_version": 1,
+        }
         return InputRecord(b"c", orjson.dumps(body), SourcePosition("transactions", 0, off, 0))
-    out = stage.process([rec(0, "2018-04-02T12:00:00Z"), rec(1, "2018-04-02T11:30:00Z"),
-                         rec(2, "2018-04-02T10:00:00Z")])
+
+    out = stage.process(
+        [
+            rec(0, "2018-04-02T12:00:00Z"),
+            rec(1, "2018-04-02T11:30:00Z"),
+            rec(2, "2018-04-02T10:00:00Z"),
+        ]
+    )
     assert len(out.forwards) == 2
     assert [d.rejection.reason for d in out.dead_letters] == [Reason.TOO_LATE]

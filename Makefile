@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine (Python 3.11, Java 17, Maven):
+#   make demo   venv + dependencies, Kafka jars, broker, topics, model, worker, events in, scores out
+#   make test   the whole test suite against a real Kafka broker the tests start themselves
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit lint bench clean broker-stop
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required to fetch the Kafka jars (apt-get install maven)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/stream-app demo
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check stream_app tests bench
+	$(BIN)/mypy stream_app
+
+broker-stop: install
+	$(BIN)/stream-app broker stop
+
+clean:
+	rm -rf .state .pytest_cache .ruff_cache .mypy_cache

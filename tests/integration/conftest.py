@@ -1,0 +1,75 @@
+"""Integration fixtures: a trained model, and a worker child per test with its own topics."""
+
+import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stream_app.config import Settings
+from stream_app.tools.generator import simulate
+from stream_app.tools.train import batch_from_events, train
+from stream_app.tools.worker_process import WorkerProcess
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A registry with one logistic model trained by the project's trainer on generator data."""
+    root = tmp_path_factory.mktemp("models")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = batch_from_events(
+        simulate(n_customers=300, n_terminals=500, days=58, seed=3, start=start)
+    )
+    train(
+        batch,
+        model_type="logreg",
+        train_start=datetime(2026, 2, 7, tzinfo=UTC),
+        models_dir=root,
+        data_tag="integration",
+        seed=3,
+    )
+    return root
+
+
+@pytest.fixture
+def app_env(kafka_bootstrap, models_dir, tmp_path) -> dict[str, str]:
+    """Environment of a worker isolated by topic prefix and app id."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAM_APP_TOPIC_PREFIX": f"it-{tag}.",
+        "STREAM_APP_APP_ID": f"it-{tag}",
+        "STREAM_APP_MODELS_DIR": str(models_dir),
+        "STREAM_APP_STATE_DIR": str(tmp_path / "state"),
+        "STREAM_APP_WEB_PORT": str(free_port()),
+        "STREAM_APP_PARTITIONS": "3",
+    }
+
+
+@pytest.fixture
+def app_settings(app_env) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=app_env["KAFKA_BOOTSTRAP_SERVERS"],
+        topic_prefix=app_env["STREAM_APP_TOPIC_PREFIX"],
+        app_id=app_env["STREAM_APP_APP_ID"],
+        partitions=3,
+    )
+
+
+@pytest.fixture
+def worker(app_env, tmp_path):
+    """A started, ready worker child; stopped (by pid) after the test."""
+    proc = WorkerProcess(tmp_path / "worker", app_env)
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,249 @@
+"""Topics as code against a real broker: create, idempotence, drift reports and ``--fix``.
+
+Every test uses its own ``topic_prefix`` so tests never see each other's topics, and deletes
+what it created.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    ResourceType,
+)
+from typer.testing import CliRunner
+
+from stream_app.config import Settings
+from stream_app.exceptions import ConfigError
+from stream_app.io.topics import (
+    Difference,
+    apply_topics,
+    ensure_topics,
+    live_topics,
+    load_topic_specs,
+    make_admin,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def prefix(kafka_bootstrap: str) -> Iterator[str]:
+    """A unique topic prefix; its topics are deleted afterwards."""
+    value = f"t-{uuid.uuid4().hex[:10]}."
+    yield value
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(value)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(timeout=30)
+
+
+def make_settings(bootstrap: str, prefix: str, partitions: int = 2) -> Settings:
+    return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
+
+
+def live_retention(admin: AdminClient, topic: str) -> str | None:
+    """retention.ms as the broker serves it; None while it does not know the topic yet."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        for future in admin.describe_configs([resource]).values():
+            return future.result(timeout=30)["retention.ms"].value
+    except KafkaException:
+        return None
+    return None
+
+
+def set_retention(admin: AdminClient, topic: str, value: str) -> None:
+    """Alter retention.ms live and wait until the broker serves the new value."""
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.ms", value, incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    wait_for(lambda: live_retention(admin, topic) == value)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
+    """Poll ``predicate`` until true: metadata may lag an admin change briefly."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.2)
+
+
+def test_apply_creates_all_then_is_idempotent(kafka_bootstrap: str, prefix: str) -> None:
+    settings = make_settings(kafka_bootstrap, prefix)
+    specs = load_topic_specs(settings)
+    names = [s.name for s in specs]
+    assert len(names) >= 7
+    assert all(n.startswith(prefix) for n in names)
+
+    dry = apply_topics(settings, specs, dry_run=True)
+    assert dry.created == names
+    assert not any(n.startswith(prefix) for n in live_topics(settings, make_admin(settings)))
+
+    first = apply_topics(settings, specs)
+    assert first.created == names
+    assert first.unchanged == []
+    assert first.differences == []
+    assert first.ok
+
+    admin = make_admin(settings)
+    wait_for(lambda: set(names) <= set(live_topics(settings, admin)))
+    live = live_topics(settings, admin)
+    for spec in specs:
+        assert live[spec.name] == (spec.partitions, spec.replication)
+    assert live[f"{prefix}transactions"] == (2, 1)
+    assert live[f"{prefix}drift"] == (1, 1)
+
+    second = apply_topics(settings, specs)
+    assert second.created == []
+    assert second.unchanged == names
+    assert second.differences == []
+    assert second.fixed == []
+    assert second.ok
+
+
+def test_retention_drift_reported_then_fixed(kafka_bootstrap: str, prefix: str) -> None:
+    settings = make_settings(kafka_bootstrap, prefix)
+    specs = load_topic_specs(settings)
+    apply_topics(settings, specs)
+    scores = f"{prefix}scores"
+    admin = make_admin(settings)
+    set_retention(admin, scores, "60000")
+
+    report = apply_topics(settings, specs, admin=admin)
+    expected = Difference(scores, "retention.ms", "2592000000", "60000", fixable=True)
+    assert report.differences == [expected]
+    assert report.remaining == [expected]
+    assert scores not in report.unchanged
+    assert not report.ok
+
+    # a dry run with --fix repairs nothing
+    dry = apply_topics(settings, specs, admin=admin, fix=True, dry_run=True)
+    assert dry.fixed == [expected]
+    assert apply_topics(settings, specs, admin=admin).differences == [expected]
+
+    fixed = apply_topics(settings, specs, admin=admin, fix=True)
+    assert fixed.differences == [expected]
+    assert fixed.fixed == [expected]
+    assert fixed.ok
+    wait_for(lambda: live_retention(admin, scores) == "2592000000")
+
+    after = apply_topics(settings, specs, admin=admin)
+    assert after.differences == []
+    assert scores in after.unchanged
+
+
+def test_partitions_differ(kafka_bootstrap: str, prefix: str) -> None:
+    small = make_settings(kafka_bootstrap, prefix, partitions=1)
+    apply_topics(small, load_topic_specs(small))
+    default_topics = [s.name for s in load_topic_specs(small) if s.partitions == 1]
+
+    # declared 3, live 1: reported, fixable
+    big = make_settings(kafka_bootstrap, prefix, partitions=3)
+    big_specs = load_topic_specs(big)
+    grown = [s.name for s in big_specs if s.partitions == 3]
+    assert f"{prefix}transactions" in grown
+    report = apply_topics(big, big_specs)
+    assert report.differences == [
+        Difference(name, "partitions", 3, 1, fixable=True) for name in grown
+    ]
+    assert set(report.unchanged) == set(default_topics) - set(grown)
+
+    fixed = apply_topics(big, big_specs, fix=True)
+    assert fixed.fixed == fixed.differences
+    admin = make_admin(big)
+    wait_for(lambda: all(live_topics(big, admin)[n][0] == 3 for n in grown))
+    assert apply_topics(big, big_specs).differences == []
+
+    # declared 1, live 3: reported, and --fix cannot repair it
+    shrunk = apply_topics(small, load_topic_specs(small), fix=True)
+    assert shrunk.differences == [
+        Difference(name, "partitions", 1, 3, fixable=False) for name in grown
+    ]
+    assert shrunk.fixed == []
+    assert not shrunk.ok
+
+
+def test_partitions_added_live_are_reported(kafka_bootstrap: str, prefix: str) -> None:
+    settings = make_settings(kafka_bootstrap, prefix)
+    specs = load_topic_specs(settings)
+    apply_topics(settings, specs)
+    drift = f"{prefix}drift"
+    admin = make_admin(settings)
+    for future in admin.create_partitions([NewPartitions(drift, 4)]).values():
+        future.result(timeout=30)
+    wait_for(lambda: live_topics(settings, admin)[drift][0] == 4)
+
+    report = apply_topics(settings, specs, admin=admin)
+    assert report.differences == [Difference(drift, "partitions", 1, 4, fixable=False)]
+
+
+def test_ensure_topics_subset(kafka_bootstrap: str, prefix: str) -> None:
+    settings = make_settings(kafka_bootstrap, prefix)
+    report = ensure_topics(settings, ["transactions", "transactions.dlq"])
+    assert report.created == [f"{prefix}transactions", f"{prefix}transactions.dlq"]
+    again = ensure_topics(settings, ["transactions"])
+    assert again.created == []
+    assert again.unchanged == [f"{prefix}transactions"]
+    with pytest.raises(ConfigError, match="undeclared"):
+        ensure_topics(settings, ["nope"])
+
+
+def test_cli_apply_reports_and_fixes(
+    kafka_bootstrap: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_app.cli.topics import app
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("STREAM_APP_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("STREAM_APP_PARTITIONS", "2")
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+
+    dry = runner.invoke(app, ["apply", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would create" in dry.output
+
+    created = runner.invoke(app, ["apply"])
+    assert created.exit_code == 0, created.output
+    assert f"{prefix}transactions" in created.output
+    assert "created" in created.output
+
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0, listed.output
+    assert "yes" in listed.output
+    assert " no " not in listed.output
+
+    set_retention(make_admin(make_settings(kafka_bootstrap, prefix)), f"{prefix}metrics", "1000")
+    differs = runner.invoke(app, ["apply"])
+    assert differs.exit_code == 1, differs.output
+    assert "differs" in differs.output
+    assert "retention.ms" in differs.output
+    assert "7776000000" in differs.output
+
+    fixed = runner.invoke(app, ["apply", "--fix"])
+    assert fixed.exit_code == 0, fixed.output
+    assert "fixed" in fixed.output
+    admin = make_admin(make_settings(kafka_bootstrap, prefix))
+    wait_for(lambda: live_retention(admin, f"{prefix}metrics") == "7776000000")
+
+    clean = runner.invoke(app, ["apply"])
+    assert clean.exit_code == 0, clean.output
+    assert "differs" not in clean.output
