@@ -102,7 +102,6 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
-    log_format: Literal["text", "json"] = Field("text", description="text or JSON lines.")
 
     def topic(self, name: str) -> str:
         """The real topic name for a declared one (adds ``topic_prefix``)."""
