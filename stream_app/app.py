@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, MutableMapping, Sequence
@@ -80,6 +81,41 @@ def faust_table_writer(
         _current_event.reset(token)
 
 
+class WorkerStats:
+    """Counters since the last summary line (a person reads the log; Prometheus comes later)."""
+
+    FIELDS = (
+        "consumed",
+        "scored",
+        "dead_letters",
+        "replayed",
+        "labels_applied",
+        "labels_unmatched",
+    )
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.since = time.monotonic()
+
+    def add(self, **counts: int) -> None:
+        """Add to the counters."""
+        self.counts.update(counts)
+
+    def summary(self) -> str | None:
+        """One line with the counts and rates since the previous call; None when idle."""
+        now = time.monotonic()
+        elapsed = max(now - self.since, 1e-9)
+        counts, self.counts, self.since = self.counts, Counter(), now
+        if not any(counts.values()):
+            return None
+        parts = [f"{name.replace('_', ' ')} {counts[name]:,}" for name in self.FIELDS]
+        return (
+            f"last {elapsed:.0f} s: "
+            + ", ".join(parts)
+            + f" ({counts['scored'] / elapsed:,.0f} scored/s)"
+        )
+
+
 def _die(stage: str, exc: BaseException) -> None:
     """Stop the process at once, before any offset of the failed batch is committed.
 
@@ -125,7 +161,7 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         autodiscover=False,
         producer_linger_ms=5,
@@ -159,6 +195,8 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
         settings.emit_features,
         faust_table_writer,
     )
+
+    stats = WorkerStats()
 
     async def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
         if dead:
@@ -196,6 +234,9 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
                 await send_dead_letters(out.dead_letters)
             except BaseException as exc:
                 _die("customer stage", exc)
+            stats.add(
+                consumed=len(events), replayed=out.replayed, dead_letters=len(out.dead_letters)
+            )
 
     @app.agent(terminal_inputs, name="scoring-stage")
     async def scoring_agent(stream: faust.StreamT[Any]) -> None:
@@ -207,8 +248,18 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
                 await send_dead_letters(out.dead_letters)
             except BaseException as exc:
                 _die("scoring stage", exc)
-            if out.scores:
-                log.debug("scored %d events with %s", len(out.scores), champion.version)
+            stats.add(
+                scored=len(out.scores),
+                dead_letters=len(out.dead_letters),
+                labels_applied=out.labels.applied,
+                labels_unmatched=out.labels.pending_or_unknown,
+            )
+
+    @app.timer(settings.stats_interval_s)
+    async def log_stats() -> None:
+        line = stats.summary()
+        if line:
+            log.info("%s · champion %s", line, champion.version)
 
     # Table writes go through Faust's producer buffer; past ``max_messages`` (default 100) every
     # stream pauses until the buffer drains one message at a time. A micro-batch writes one

@@ -81,7 +81,13 @@ class Settings(BaseSettings):
     emit_features: bool = Field(
         False, description="Put the scored feature vector in every envelope (parity checks)."
     )
+    stats_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between the worker's one-line activity summaries."
+    )
     web_port: int = Field(6066, description="Faust web port (metrics, health).")
+    web_bind: str = Field(
+        "127.0.0.1", description="Address the web server binds (0.0.0.0 in containers)."
+    )
     web_enabled: bool = Field(True, description="Run the Faust web server.")
 
     # --- Models ----------------------------------------------------------------

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from stream_app.cli import broker, config_cmd, demo, publish, tail, topics, train, worker
+from stream_app.cli import (
+    broker,
+    config_cmd,
+    demo,
+    features_cmd,
+    publish,
+    tail,
+    topics,
+    train,
+    worker,
+)
 
 app = typer.Typer(
     name="stream-app",
@@ -21,6 +31,7 @@ app.command("tail")(tail.tail)
 app.command("train")(train.train)
 app.command("config")(config_cmd.config)
 app.command("demo")(demo.demo)
+app.command("features")(features_cmd.features)
 
 
 def main() -> None:

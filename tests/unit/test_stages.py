@@ -141,3 +141,16 @@ def test_too_late_event_goes_to_dead_letters(model):
     )
     assert len(out.forwards) == 2
     assert [d.rejection.reason for d in out.dead_letters] == [Reason.TOO_LATE]
+
+
+def test_worker_stats_summary_counts_and_resets():
+    from stream_app.app import WorkerStats
+
+    stats = WorkerStats()
+    assert stats.summary() is None
+    stats.add(consumed=10, scored=8, dead_letters=2)
+    stats.add(scored=2, labels_applied=3)
+    line = stats.summary()
+    assert "consumed 10" in line and "scored 10" in line and "dead letters 2" in line
+    assert "labels applied 3" in line and "labels unmatched 0" in line
+    assert stats.summary() is None

@@ -1,0 +1,1 @@
+"""Model monitoring: drift statistics, the live scorecard and the shadow comparison."""

@@ -1,0 +1,322 @@
+"""Streaming features equal batch features, on 40 days (~384 k payments) of the handbook data.
+
+Three computations of the 15 handbook features over the same slice of ``transactions.csv.gz``,
+each starting from empty history at the slice start:
+
+* the reference: ``tests/reference_features.py``, pandas rolling windows written from the
+  dataset README, independent of ``stream_app.features``;
+* the broker-less builder: ``stream_app.features.offline.build_features`` (training, replay);
+* the live path: the slice and its labels (7-day delay) published to Kafka at full speed, a worker
+  child with ``STREAM_APP_EMIT_FEATURES=true`` scoring it, every envelope read back from ``scores``.
+
+Compared per event id with |diff| <= 1e-9: event and customer features on 100 % of the events,
+terminal features on >= 99.9 % (the residue is printed and explained), the offline builder on
+100 % of everything; exactly one envelope per event. The summary line also gives the live
+throughput and the serialized state per customer and terminal, read from the worker's changelogs.
+
+Needs ``../shared/datasets/fraud-handbook`` (or ``$FRAUD_HANDBOOK_DIR``): FAILS when it is absent.
+Run it with ``-s`` to see the numbers.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from datetime import date, timedelta
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from stream_app.cli.publish import run_publish
+from stream_app.features.definitions import FEATURE_NAMES, LABEL_DELAY_DAYS
+from stream_app.features.offline import build_features
+from stream_app.features.stats import StateSizeStats, state_size_stats
+from stream_app.tools.csv_source import DATASET_ENV, default_csv_path, read_csv_events
+from stream_app.tools.train import batch_from_events
+from stream_app.tools.worker_process import WorkerProcess
+from tests.kafka_reader import end_offsets, read_topic
+from tests.reference_features import reference_features
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.dataset]
+
+DATE_FROM = date(2018, 6, 1)
+DATE_TO = date(2018, 7, 10)  # inclusive: 40 days, 383,554 transactions
+MIN_DAYS = 40
+MIN_EVENTS = 300_000
+ATOL = 1e-9
+TERMINAL_MIN_SHARE = 0.999
+LIVE_TIMEOUT_S = 600.0  # scores must all be out this long after the publish returned
+BATCH_MAX = 1000
+
+NAMES = list(FEATURE_NAMES)
+CUSTOMER_COLS = [j for j, n in enumerate(NAMES) if not n.startswith("TERMINAL_ID_")]
+TERMINAL_COLS = [j for j, n in enumerate(NAMES) if n.startswith("TERMINAL_ID_")]
+
+RESIDUE_EXPLANATION = (
+    "a terminal fraud flag depends on whether a transaction's label was applied before the "
+    "transaction that reads its window; labels and transactions reach the scoring stage on "
+    "separate topics, and a fraud label that arrives before its transaction is kept pending, so "
+    "only a label consumed after a later transaction >= 7 days newer on the same terminal "
+    "(or a transaction reordered by > 7 days across customer partitions) leaves a residue"
+)
+
+
+def read_slice(path) -> pd.DataFrame:
+    """The slice's rows as the reference wants them, in file (= time) order."""
+    df = pd.read_csv(
+        path,
+        usecols=[
+            "TRANSACTION_ID",
+            "TX_DATETIME",
+            "CUSTOMER_ID",
+            "TERMINAL_ID",
+            "TX_AMOUNT",
+            "TX_FRAUD",
+        ],
+        dtype={"TRANSACTION_ID": str, "CUSTOMER_ID": str, "TERMINAL_ID": str},
+    )
+    df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME, format="%Y-%m-%d %H:%M:%S")
+    lo = pd.Timestamp(DATE_FROM)
+    hi = pd.Timestamp(DATE_TO + timedelta(days=1))
+    return df[df.TX_DATETIME.between(lo, hi, inclusive="left")].reset_index(drop=True)
+
+
+def within(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row: every column equal within ATOL (NaN, i.e. missing, is never equal)."""
+    return np.all(np.abs(a - b) <= ATOL, axis=1)
+
+
+def first_timestamp_ms(bootstrap: str, topic: str) -> int:
+    """The broker timestamp of the earliest record of ``topic`` (its first produce)."""
+    partitions = [p for p, end in end_offsets(bootstrap, topic).items() if end > 0]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"verify-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    firsts: dict[int, int] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while len(firsts) < len(partitions) and time.monotonic() < deadline:
+            for m in consumer.consume(100, timeout=0.5):
+                if m.error() is None:
+                    firsts.setdefault(m.partition(), m.timestamp()[1])
+    finally:
+        consumer.close()
+    assert firsts, f"no record in {topic}"
+    return min(firsts.values())
+
+
+def last_values(bootstrap: str, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
+    """The latest value of every key of ``topic`` (a changelog), read to its end offsets."""
+    ends = {p: end for p, end in end_offsets(bootstrap, topic).items() if end > 0}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"verify-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    last: dict[bytes, bytes] = {}
+    remaining = set(ends)
+    deadline = time.monotonic() + timeout
+    try:
+        while remaining and time.monotonic() < deadline:
+            for m in consumer.consume(5000, timeout=0.5):
+                if m.error() is not None:
+                    continue
+                if m.value() is None:
+                    last.pop(m.key(), None)
+                else:
+                    last[m.key()] = m.value()
+                if m.offset() + 1 >= ends[m.partition()]:
+                    remaining.discard(m.partition())
+    finally:
+        consumer.close()
+    assert not remaining, f"{topic}: partitions {sorted(remaining)} not read to the end"
+    return last
+
+
+def changelog_topics(bootstrap: str, app_id: str) -> dict[str, str]:
+    """``{"customer": topic, "terminal": topic}``: the worker's table changelogs."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = admin.list_topics(timeout=10).topics
+    found = {}
+    for entity in ("customer", "terminal"):
+        matches = [t for t in names if t.startswith(app_id) and f"{entity}-state-changelog" in t]
+        assert len(matches) == 1, f"changelog of {entity}-state: {matches} among {sorted(names)}"
+        found[entity] = matches[0]
+    return found
+
+
+def live_state_stats(bootstrap: str, app_id: str) -> dict[str, StateSizeStats]:
+    """Serialized bytes per entity of the live worker's final state (last changelog values)."""
+    return {
+        entity: state_size_stats(orjson.loads(v) for v in last_values(bootstrap, topic).values())
+        for entity, topic in changelog_topics(bootstrap, app_id).items()
+    }
+
+
+def describe_residue(
+    rows: np.ndarray, df: pd.DataFrame, live: np.ndarray, ref: np.ndarray, limit: int = 10
+) -> str:
+    """Which terminal features differ, how, and a few examples."""
+    if len(rows) == 0:
+        return "residue: none"
+    diff = np.abs(live[rows][:, TERMINAL_COLS] - ref[rows][:, TERMINAL_COLS]) > ATOL
+    per_feature = {NAMES[j]: int(diff[:, k].sum()) for k, j in enumerate(TERMINAL_COLS)}
+    count_cols = [k for k, j in enumerate(TERMINAL_COLS) if "_NB_TX_" in NAMES[j]]
+    counts_differ = int(diff[:, count_cols].any(axis=1).sum())
+    lines = [
+        f"residue: {len(rows)} events; per feature {per_feature}; "
+        f"{counts_differ} with a different count (ordering), "
+        f"{len(rows) - counts_differ} with only the risk different (label timing)"
+    ]
+    for i in rows[:limit]:
+        lines.append(
+            f"  event {df.TRANSACTION_ID[i]} t={df.TX_DATETIME[i]} terminal {df.TERMINAL_ID[i]}: "
+            + ", ".join(
+                f"{NAMES[j]} live={live[i, j]:.6g} ref={ref[i, j]:.6g}"
+                for j in TERMINAL_COLS
+                if abs(live[i, j] - ref[i, j]) > ATOL or np.isnan(live[i, j])
+            )
+        )
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(1080)
+def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bootstrap, tmp_path):
+    csv = default_csv_path()
+    if not csv.is_file():
+        pytest.fail(
+            f"the fraud-handbook dataset is missing: {csv} not found. This test needs it; put "
+            f"transactions.csv.gz in ../shared/datasets/fraud-handbook/ or set {DATASET_ENV} "
+            "to the directory holding it.",
+            pytrace=False,
+        )
+
+    # --- the reference and the broker-less builder, on exactly the published slice ---------
+    started = time.monotonic()
+    df = read_slice(csv)
+    n = len(df)
+    days = df.TX_DATETIME.dt.normalize().nunique()
+    assert n >= MIN_EVENTS and days >= MIN_DAYS, (n, days)
+    ref = reference_features(df)[NAMES].to_numpy(dtype=np.float64)
+    reference_s = time.monotonic() - started
+
+    started = time.monotonic()
+    batch = batch_from_events(read_csv_events(csv, date_from=DATE_FROM, date_to=DATE_TO))
+    assert list(batch.event_id) == df.TRANSACTION_ID.tolist(), "CSV source and pandas disagree"
+    offline = build_features(batch)
+    offline_s = time.monotonic() - started
+    offline_ok = within(offline, ref)
+    del batch
+
+    # --- the live path: publish with labels, a worker emitting features, read every score ---
+    env = {
+        **app_env,
+        "STREAM_APP_EMIT_FEATURES": "true",
+        "STREAM_APP_BATCH_MAX": str(BATCH_MAX),
+    }
+    worker = WorkerProcess(tmp_path / "parity-worker", env)
+    worker.start()
+    try:
+        worker.wait_ready()
+        published = run_publish(
+            app_settings,
+            csv=csv,
+            date_from=DATE_FROM,
+            date_to=DATE_TO,
+            rate=0,
+            label_delay_days=LABEL_DELAY_DAYS,
+            progress=False,
+        )
+        assert published.transactions == n, published
+        assert published.labels == n, published
+        scores = read_topic(
+            kafka_bootstrap, app_settings.topic("scores"), expect=n, timeout=LIVE_TIMEOUT_S
+        )
+        assert len(scores) >= n, (
+            f"{len(scores)} of {n} scores after {LIVE_TIMEOUT_S:.0f} s; worker log "
+            f"{worker.log_path}:\n{worker.tail()}"
+        )
+        dlq = read_topic(
+            kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=0, timeout=3
+        )
+    finally:
+        worker.stop()
+    first_ms = first_timestamp_ms(kafka_bootstrap, app_settings.topic("transactions"))
+    last_ms = max(m.timestamp()[1] for m in scores)
+    live_s = (last_ms - first_ms) / 1000.0
+    events_per_s = n / live_s
+    states = live_state_stats(kafka_bootstrap, app_env["STREAM_APP_APP_ID"])
+
+    # --- per event id -----------------------------------------------------------------------
+    position = {event_id: i for i, event_id in enumerate(df.TRANSACTION_ID.tolist())}
+    live = np.full((n, len(NAMES)), np.nan)
+    envelopes_per_event = np.zeros(n, dtype=np.int64)
+    unknown = 0
+    for message in scores:
+        envelope = orjson.loads(message.value())
+        i = position.get(envelope["event_id"])
+        if i is None:
+            unknown += 1
+            continue
+        envelopes_per_event[i] += 1
+        features = envelope["features"]
+        live[i] = [features[name] for name in NAMES]
+    del scores
+    duplicates = int(np.clip(envelopes_per_event - 1, 0, None).sum())
+    missing = int((envelopes_per_event == 0).sum())
+
+    customer_ok = within(live[:, CUSTOMER_COLS], ref[:, CUSTOMER_COLS])
+    terminal_ok = within(live[:, TERMINAL_COLS], ref[:, TERMINAL_COLS])
+    total_ok = customer_ok & terminal_ok
+    residue_rows = np.flatnonzero(~terminal_ok & (envelopes_per_event > 0))
+    residue = describe_residue(residue_rows, df, live, ref)
+    fraud_labels = int(df.TX_FRAUD.sum())
+
+    print()
+    print(
+        f"reference {reference_s:.1f} s, offline builder {offline_s:.1f} s; published "
+        f"{published.transactions:,} transactions + {published.labels:,} labels "
+        f"({fraud_labels:,} fraud) in {published.seconds:.1f} s; DLQ {len(dlq)}"
+    )
+    print(residue)
+    if len(residue_rows):
+        print(f"  why: {RESIDUE_EXPLANATION}")
+    print(f"state per customer: {states['customer'].describe()}")
+    print(f"state per terminal: {states['terminal'].describe()}")
+    print(
+        f"PARITY {DATE_FROM}..{DATE_TO} ({days} days): events={n:,} live={live_s:.1f} s "
+        f"({events_per_s:,.0f} events/s, first publish to last score) | customer+tx "
+        f"{int(customer_ok.sum()):,}/{n:,} | terminal {int(terminal_ok.sum()):,}/{n:,} | total "
+        f"{int(total_ok.sum()):,}/{n:,} | residue {len(residue_rows)} | offline "
+        f"{int(offline_ok.sum()):,}/{n:,} | duplicates {duplicates} missing {missing} "
+        f"unknown {unknown} | state bytes customer mean {states['customer'].mean_bytes:,.0f} "
+        f"max {states['customer'].max_bytes:,}, terminal mean "
+        f"{states['terminal'].mean_bytes:,.0f} max {states['terminal'].max_bytes:,}"
+    )
+
+    assert missing == 0 and unknown == 0, (missing, unknown)
+    assert duplicates == 0, f"{duplicates} extra envelopes: {Counter(envelopes_per_event.tolist())}"
+    assert dlq == [], f"{len(dlq)} dead letters, first: {dlq[0].value()[:500]!r}"
+    assert customer_ok.all(), (
+        f"customer/event features differ on {int((~customer_ok).sum())} events, first "
+        f"{df.TRANSACTION_ID[int(np.flatnonzero(~customer_ok)[0])]}"
+    )
+    assert terminal_ok.mean() >= TERMINAL_MIN_SHARE, residue
+    assert offline_ok.all(), (
+        f"offline builder differs from the reference on {int((~offline_ok).sum())} events"
+    )
+    assert states["customer"].count == df.CUSTOMER_ID.nunique()
+    assert states["terminal"].count == df.TERMINAL_ID.nunique()
