@@ -226,7 +226,9 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
 
     @app.agent(transactions, name="customer-stage")
     async def customer_agent(stream: faust.StreamT[Any]) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
+            settings.batch_max, within=settings.batch_within_s
+        ):
             try:
                 out = customer_stage.process([to_record(e) for e in events])
                 for fwd in out.forwards:
@@ -240,7 +242,9 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
 
     @app.agent(terminal_inputs, name="scoring-stage")
     async def scoring_agent(stream: faust.StreamT[Any]) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
+            settings.batch_max, within=settings.batch_within_s
+        ):
             try:
                 out = scoring_stage.process([to_record(e) for e in events])
                 for key, value in out.scores:

@@ -60,7 +60,7 @@ def _score_table(scored: list[dict[str, Any]], show: int) -> Table:
 
 
 def demo(
-    events: Annotated[int, typer.Option(help="Synthetic transactions to publish.")] = 6000,
+    events: Annotated[int, typer.Option(help="Synthetic transactions to publish.")] = 3000,
     rate: Annotated[
         float, typer.Option(help="Publish rate, events/s (0 = as fast as possible).")
     ] = 300.0,
@@ -156,8 +156,9 @@ def demo(
         deadline = time.monotonic() + 120
         while len(scored) < events and time.monotonic() < deadline:
             for message in consumer.consume(500, timeout=1.0):
-                if message.error() is None:
-                    scored.append(orjson.loads(message.value()))
+                value = message.value()
+                if message.error() is None and value is not None:
+                    scored.append(orjson.loads(value))
         consumer.close()
         console.print(_score_table(scored, show))
         latencies = sorted(e["latency_ms"] for e in scored) or [0.0]

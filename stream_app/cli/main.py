@@ -10,6 +10,7 @@ from stream_app.cli import (
     demo,
     features_cmd,
     publish,
+    replay,
     tail,
     topics,
     train,
@@ -32,6 +33,7 @@ app.command("train")(train.train)
 app.command("config")(config_cmd.config)
 app.command("demo")(demo.demo)
 app.command("features")(features_cmd.features)
+app.command("replay")(replay.replay)
 
 
 def main() -> None:

@@ -75,12 +75,12 @@ def build_features(
                     ts_list[next_label], batch.event_id[next_label], int(labels[next_label])
                 )
                 next_label += 1
-        customer = customers.get(batch.customer_id[i])
-        if customer is None:
-            customer = customers[batch.customer_id[i]] = CustomerState()
-        terminal = terminals.get(batch.terminal_id[i])
-        if terminal is None:
-            terminal = terminals[batch.terminal_id[i]] = TerminalState()
+        customer = customers.get(batch.customer_id[i]) or customers.setdefault(
+            batch.customer_id[i], CustomerState()
+        )
+        terminal = terminals.get(batch.terminal_id[i]) or terminals.setdefault(
+            batch.terminal_id[i], TerminalState()
+        )
         customer.apply(t, amounts[i], -1, retention.customer_s)
         terminal.apply(t, batch.event_id[i], -1, retention.terminal_s)
         values = event_features(amounts[i], t)

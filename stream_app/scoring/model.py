@@ -118,9 +118,10 @@ class ScoringModel:
             contrib = z * coef
         else:
             contrib = self._occlusion(X, p)
-        if self.uncertainty_method == "logit_delta" and self._linear is not None:
+        covariance = self.covariance
+        if covariance is not None and self._linear is not None:
             z1 = np.hstack([np.ones((n, 1)), (X - self._linear[0]) / self._linear[1]])
-            se_logit = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z1, self.covariance, z1), 0))
+            se_logit = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z1, covariance, z1), 0))
             logit = _logit(p)
             std = p * (1 - p) * se_logit
             low, high = _sigmoid(logit - Z_95 * se_logit), _sigmoid(logit + Z_95 * se_logit)
