@@ -23,14 +23,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/stream-app demo
 
-test: install
+test: install lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check stream_app tests bench
+	$(BIN)/ruff check stream_app tests
 	$(BIN)/mypy stream_app
 
 broker-stop: install

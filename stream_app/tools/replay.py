@@ -164,7 +164,9 @@ def scored_frame(
     task = progress.add_task("Scoring", total=len(models)) if progress is not None else None
     for info, model in models:
         columns = [FEATURE_NAMES.index(name) for name in model.features]
-        inputs = X_range if columns == list(range(len(FEATURE_NAMES))) else X_range[:, columns]
+        # C order, as the worker's rows: a column selection alone is F-ordered, and BLAS may
+        # then sum in another order (scores off by an ulp).
+        inputs = np.ascontiguousarray(X_range[:, columns])
         frame[info.column] = model.predict(inputs)
         if progress is not None and task is not None:
             progress.advance(task)

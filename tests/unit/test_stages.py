@@ -154,3 +154,27 @@ def test_worker_stats_summary_counts_and_resets():
     assert "consumed 10" in line and "scored 10" in line and "dead letters 2" in line
     assert "labels applied 3" in line and "labels unmatched 0" in line
     assert stats.summary() is None
+
+
+def test_out_of_order_within_lateness_is_placed_at_event_time():
+    stage = CustomerStage({}, RET, 3600.0, 65_536)
+
+    def rec(off, time, amount):
+        body = {"event_id": f"e{off}", "event_time": time, "customer_id": "c", "terminal_id": "t",
+                "amount": amount, "schema_version": 1}
+        return InputRecord(b"c", orjson.dumps(body), SourcePosition("transactions", 0, off, 0))
+
+    out = stage.process([
+        rec(0, "2018-04-02T12:00:00Z", 10.0),
+        rec(1, "2018-04-02T11:30:00Z", 20.0),  # 30 min late: inside the allowed hour
+        rec(2, "2018-04-03T11:45:00Z", 40.0),
+    ])
+    assert out.dead_letters == []
+    feats = [orjson.loads(f.value)["features"] for f in out.forwards]
+    # The late event sees only what is at or before its own time: itself.
+    assert feats[1]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1.0
+    assert feats[1]["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 20.0
+    # 2018-04-03T11:45: the 1-day window (04-02T11:45, 04-03T11:45] holds 12:00 and 11:45.
+    assert feats[2]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2.0
+    assert feats[2]["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 25.0
+    assert feats[2]["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 3.0
