@@ -78,6 +78,15 @@ def replay(
     label_delay_days: Annotated[
         float, typer.Option(help="Days after a transaction its label becomes known.")
     ] = LABEL_DELAY_DAYS,
+    handbook_protocol: Annotated[
+        bool,
+        typer.Option(
+            "--handbook-protocol",
+            help="Score only the protocol's test rows: drop cards already known compromised "
+            "(frauds from 14 days before --from, plus each test day's delay-period frauds), as "
+            "the trainer's test-week metrics do.",
+        ),
+    ] = False,
 ) -> None:
     """Replay a CSV date range through the champion and challengers, no broker.
 
@@ -107,6 +116,7 @@ def replay(
             challengers=model or [],
             history_days=history_days,
             label_delay_days=label_delay_days,
+            handbook_protocol=handbook_protocol,
             console=console,
         )
     except StreamAppError as exc:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from stream_app.evaluation.protocol import train_test_split
 from stream_app.exceptions import ConfigError, DatasetError
 from stream_app.features.definitions import (
     DAY_S,
@@ -186,6 +187,7 @@ def replay(
     challengers: Sequence[str] = (),
     history_days: int = HISTORY_DAYS,
     label_delay_days: float = LABEL_DELAY_DAYS,
+    handbook_protocol: bool = False,
     console: Console | None = None,
 ) -> ReplayResult:
     """Replay ``[date_from, date_to]`` of ``csv`` through the models and write the outputs.
@@ -207,6 +209,16 @@ def replay(
     batch = read_history_and_range(csv, date_from, date_to, history_days, console)
     lo, hi = _day_start(date_from), _day_start(date_to + timedelta(days=1))
     rows = np.flatnonzero((batch.ts >= lo) & (batch.ts < hi))
+    if handbook_protocol and len(rows):
+        # [--from, --to] are the protocol's test days; its training week starts 14 days earlier.
+        split = train_test_split(
+            batch.ts,
+            batch.customer_id,
+            batch.label,
+            lo - 14 * DAY_S,
+            test_days=(date_to - date_from).days + 1,
+        )
+        rows = split.test
     if len(rows) == 0:
         raise DatasetError(
             f"no transactions in {csv} between {date_from} and {date_to} (its "
@@ -218,8 +230,9 @@ def replay(
         "csv": str(csv),
         "csv_sha256": file_sha256(csv),
         "history_days": history_days,
-        "history_rows": int(len(batch) - len(rows)),
+        "history_rows": int(np.count_nonzero(batch.ts < lo)),
         "label_delay_days": label_delay_days,
+        "handbook_protocol": handbook_protocol,
     }
     infos = [info for info, _ in models]
     if console is None:
@@ -249,4 +262,4 @@ def replay(
                     task, advance=1, description=f"Writing outputs ({what})"
                 ),
             )
-    return ReplayResult(files, infos, len(rows), int(len(batch) - len(rows)))
+    return ReplayResult(files, infos, len(rows), int(np.count_nonzero(batch.ts < lo)))

@@ -50,7 +50,10 @@ MIN_DAYS = 40
 MIN_EVENTS = 300_000
 ATOL = 1e-9
 TERMINAL_MIN_SHARE = 0.999
-LIVE_TIMEOUT_S = 600.0  # scores must all be out this long after the publish returned
+# The live path must have scored everything this long after the publish started. It normally
+# takes 6-9 min (383 k transactions + 383 k labels at ~800-1,100 events/s on the shared 2-core
+# machine); the margin is for other load on the machine.
+LIVE_DEADLINE_S = 840.0
 BATCH_MAX = 1000
 
 NAMES = list(FEATURE_NAMES)
@@ -193,7 +196,7 @@ def describe_residue(
     return "\n".join(lines)
 
 
-@pytest.mark.timeout(1080)
+@pytest.mark.timeout(1260)
 def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bootstrap, tmp_path):
     csv = default_csv_path()
     if not csv.is_file():
@@ -231,6 +234,7 @@ def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bo
     worker.start()
     try:
         worker.wait_ready()
+        publish_started = time.monotonic()
         published = run_publish(
             app_settings,
             csv=csv,
@@ -243,10 +247,13 @@ def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bo
         assert published.transactions == n, published
         assert published.labels == n, published
         scores = read_topic(
-            kafka_bootstrap, app_settings.topic("scores"), expect=n, timeout=LIVE_TIMEOUT_S
+            kafka_bootstrap,
+            app_settings.topic("scores"),
+            expect=n,
+            timeout=max(60.0, LIVE_DEADLINE_S - (time.monotonic() - publish_started)),
         )
         assert len(scores) >= n, (
-            f"{len(scores)} of {n} scores after {LIVE_TIMEOUT_S:.0f} s; worker log "
+            f"{len(scores)} of {n} scores {LIVE_DEADLINE_S:.0f} s after the publish; worker log "
             f"{worker.log_path}:\n{worker.tail()}"
         )
         dlq = read_topic(

@@ -6,8 +6,11 @@ from typer.testing import CliRunner
 from stream_app.cli.main import app
 from stream_app.features.definitions import FEATURE_NAMES
 
-CSV = """TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SECONDS,TX_TIME_DAYS,TX_FRAUD,TX_FRAUD_SCENARIO
-0,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0
+HEADER = (
+    "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SECONDS,"
+    "TX_TIME_DAYS,TX_FRAUD,TX_FRAUD_SCENARIO\n"
+)
+CSV = HEADER + """0,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0
 1,2018-04-01 12:00:00,596,3156,20.00,43200,0,1,1
 2,2018-04-07 08:00:00,4961,3156,10.00,547200,6,0,0
 3,2018-04-09 08:00:00,596,3156,30.00,720000,8,0,0
@@ -21,8 +24,14 @@ def test_features_export(tmp_path):
     result = CliRunner().invoke(app, ["features", "--csv", str(src), "--out", str(out)])
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["event_id", "event_time", "customer_id", "terminal_id",
-                                   *FEATURE_NAMES, "label"]
+    assert list(frame.columns) == [
+        "event_id",
+        "event_time",
+        "customer_id",
+        "terminal_id",
+        *FEATURE_NAMES,
+        "label",
+    ]
     assert frame.event_id.tolist() == ["0", "1", "2", "3"]
     last = frame.iloc[3]
     assert last.CUSTOMER_ID_NB_TX_30DAY_WINDOW == 3.0

@@ -320,3 +320,33 @@ def test_a_model_sees_only_its_manifest_features(data, tmp_path):
     np.testing.assert_array_equal(frame["score_v-subset"], estimator.predict_proba(inputs)[:, 1])
     assert result.rows == len(frame) == len(data.in_range)
     assert result.metrics["v-subset"]["n"] == len(frame)
+
+
+def test_handbook_protocol_replay_reproduces_the_trainers_test_metrics(data, tmp_path):
+    """Training and replay agree: same features, same model, same protocol rows, same metrics."""
+    from stream_app.tools.csv_source import read_csv_events
+    from stream_app.tools.train import batch_from_events, train
+
+    models = tmp_path / "models"
+    trained = train(
+        batch_from_events(read_csv_events(data.csv)),
+        model_type="logreg",
+        train_start=datetime(2026, 1, 25, tzinfo=UTC),  # FROM - 14 days
+        models_dir=models,
+        data_tag="unit",
+        seed=0,
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["replay", "--csv", str(data.csv), "--from", FROM, "--to", TO, "--out", str(out),
+         "--models-dir", str(models), "--handbook-protocol"],
+        env=WIDE,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads((out / "metrics.json").read_bytes())
+    replayed = doc["metrics"][trained.version]
+    assert doc["source"]["handbook_protocol"] is True
+    assert replayed["n"] == trained.test_rows
+    for key in ("auc_roc", "average_precision", "card_precision_at_100"):
+        assert replayed[key] == trained.metrics[key], key

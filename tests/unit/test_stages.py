@@ -160,15 +160,23 @@ def test_out_of_order_within_lateness_is_placed_at_event_time():
     stage = CustomerStage({}, RET, 3600.0, 65_536)
 
     def rec(off, time, amount):
-        body = {"event_id": f"e{off}", "event_time": time, "customer_id": "c", "terminal_id": "t",
-                "amount": amount, "schema_version": 1}
+        body = {
+            "event_id": f"e{off}",
+            "event_time": time,
+            "customer_id": "c",
+            "terminal_id": "t",
+            "amount": amount,
+            "schema_version": 1,
+        }
         return InputRecord(b"c", orjson.dumps(body), SourcePosition("transactions", 0, off, 0))
 
-    out = stage.process([
-        rec(0, "2018-04-02T12:00:00Z", 10.0),
-        rec(1, "2018-04-02T11:30:00Z", 20.0),  # 30 min late: inside the allowed hour
-        rec(2, "2018-04-03T11:45:00Z", 40.0),
-    ])
+    out = stage.process(
+        [
+            rec(0, "2018-04-02T12:00:00Z", 10.0),
+            rec(1, "2018-04-02T11:30:00Z", 20.0),  # 30 min late: inside the allowed hour
+            rec(2, "2018-04-03T11:45:00Z", 40.0),
+        ]
+    )
     assert out.dead_letters == []
     feats = [orjson.loads(f.value)["features"] for f in out.forwards]
     # The late event sees only what is at or before its own time: itself.
