@@ -13,6 +13,9 @@
 Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``take_events``.
 State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
 co-partitioned with its stage's input topics.
+
+Prometheus metrics (``stream_app.monitoring.metrics``) are updated once per micro-batch and served
+with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring.health``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from faust.streams import _current_event
 from stream_app.config import Settings
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.monitoring.health import install_views
+from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
@@ -146,8 +151,13 @@ def broker_urls(settings: Settings) -> list[str]:
     return [f"{scheme}://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
 
 
-def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
-    """Build the app, its topics, tables and agents."""
+def create_app(
+    settings: Settings, champion: ScoringModel, metrics: WorkerMetrics | None = None
+) -> faust.App:
+    """Build the app, its topics, tables, agents and web views.
+
+    ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -178,6 +188,10 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
 
     terminal_table = app.Table("terminal-state", default=None, partitions=settings.partitions)
 
+    metrics = metrics if metrics is not None else WorkerMetrics()
+    metrics.set_model(champion.version, champion.sha256)
+    labels_topic = topic(LABELS)
+
     retention = Retention.for_lateness(settings.allowed_lateness_s)
     customer_stage = CustomerStage(
         customer_table,
@@ -190,7 +204,7 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
         terminal_table,
         champion,
         retention,
-        topic(LABELS),
+        labels_topic,
         settings.max_message_bytes,
         settings.emit_features,
         faust_table_writer,
@@ -211,6 +225,7 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
                 first.record.position.offset,
                 first.rejection.message,
             )
+            metrics.dead(reasons)
         for item in dead:
             record = item.record
             value = encode_dead_letter(
@@ -239,6 +254,7 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
             stats.add(
                 consumed=len(events), replayed=out.replayed, dead_letters=len(out.dead_letters)
             )
+            metrics.batch("customer", len(events), out.replayed)
 
     @app.agent(terminal_inputs, name="scoring-stage")
     async def scoring_agent(stream: faust.StreamT[Any]) -> None:
@@ -246,7 +262,8 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
             settings.batch_max, within=settings.batch_within_s
         ):
             try:
-                out = scoring_stage.process([to_record(e) for e in events])
+                records = [to_record(e) for e in events]
+                out = scoring_stage.process(records)
                 for key, value in out.scores:
                     await scores.send(key=key, value=value)
                 await send_dead_letters(out.dead_letters)
@@ -258,6 +275,14 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
                 labels_applied=out.labels.applied,
                 labels_unmatched=out.labels.pending_or_unknown,
             )
+            metrics.batch("scoring", len(events), out.replayed)
+            metrics.scored_batch(
+                champion.version,
+                len(out.scores),
+                out.scoring_s if out.scores else None,
+                latencies_from_ms(out.arrived_ms) if out.scores else None,
+            )
+            metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
 
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:
@@ -269,4 +294,12 @@ def create_app(settings: Settings, champion: ScoringModel) -> faust.App:
     # stream pauses until the buffer drains one message at a time. A micro-batch writes one
     # changelog entry per touched key, so allow a few batches in flight.
     app.producer.buffer.max_messages = max(1000, 4 * settings.batch_max)
+
+    if settings.web_enabled:
+        install_views(
+            app,
+            metrics,
+            champion,
+            tables={"customer-state": customer_table, "terminal-state": terminal_table},
+        )
     return app

@@ -9,6 +9,7 @@ scored by **one** ``predict_proba`` and turned into envelopes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class ScoringOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     labels: LabelCounts = field(default_factory=LabelCounts)
     replayed: int = 0
+    arrived_ms: list[float] = field(default_factory=list)  # Kafka timestamps of scored events
+    scoring_s: float = 0.0  # predict_proba + explanations + envelopes of the batch
 
 
 class ScoringStage:
@@ -111,6 +114,7 @@ class ScoringStage:
         for terminal_id, record in last.items():
             self.writer(self.table, terminal_id, touched[terminal_id].value, record)
         if rows:
+            started = time.perf_counter()
             X = np.asarray(rows, dtype=np.float64)
             scores = self.model.score_batch(X)
             envelopes = build_envelopes(self.model, events, X, scores, self.emit_features)
@@ -118,6 +122,8 @@ class ScoringStage:
                 (e.customer_id.encode(), orjson.dumps(env))
                 for e, env in zip(events, envelopes, strict=True)
             ]
+            out.scoring_s = time.perf_counter() - started
+            out.arrived_ms = [e.arrived_ms for e in events]
         return out
 
     def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:

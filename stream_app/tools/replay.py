@@ -209,7 +209,7 @@ def replay(
     batch = read_history_and_range(csv, date_from, date_to, history_days, console)
     lo, hi = _day_start(date_from), _day_start(date_to + timedelta(days=1))
     rows = np.flatnonzero((batch.ts >= lo) & (batch.ts < hi))
-    if handbook_protocol and len(rows):
+    if handbook_protocol and len(rows) and batch.label is not None:
         # [--from, --to] are the protocol's test days; its training week starts 14 days earlier.
         split = train_test_split(
             batch.ts,

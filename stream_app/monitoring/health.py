@@ -1,0 +1,104 @@
+"""Web endpoints on the worker's Faust web port: ``/metrics``, ``/healthz``, ``/readyz``.
+
+* ``GET /metrics``: the worker's registry in the Prometheus text format.
+* ``GET /healthz``: 200 ``ok`` while the process (and its event loop) runs. Liveness only.
+* ``GET /readyz``: 200 when the worker can score: the consumer has partitions assigned, table
+  recovery has finished (no rebalance or changelog recovery in progress) and the champion is
+  loaded; otherwise 503 with a JSON body naming each check and whether it passes.
+
+Faust's flags, from ``faust/app/base.py`` and ``faust/tables/recovery.py``:
+``app.rebalancing`` is set in ``on_rebalance_start`` and cleared in ``on_rebalance_end`` (called
+when recovery finishes); ``app.in_recovery`` is true while changelogs are being replayed;
+``app.tables.recovery.completed`` is set once the first recovery has ended and streams resumed
+(it is never cleared, so the two flags cover later rebalances).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sized
+from typing import Any
+
+import faust
+from faust import web
+
+from stream_app.monitoring.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
+from stream_app.scoring.model import ScoringModel
+
+#: Seconds between two ``len(table)`` refreshes of ``stream_app_table_keys`` (on scrape).
+TABLE_KEYS_REFRESH_S = 5.0
+
+
+def readiness(app: faust.App, champion: ScoringModel | None) -> dict[str, dict[str, Any]]:
+    """Each readiness check: ``{"ok": bool, "detail": str}``."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        assigned = len(app.consumer.assignment())
+    except Exception as exc:  # consumer not started yet, or being torn down
+        checks["partitions_assigned"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    else:
+        checks["partitions_assigned"] = {
+            "ok": assigned > 0,
+            "detail": f"{assigned} partition(s) assigned",
+        }
+    recovery = getattr(app.tables, "recovery", None)  # TableManager has it, TableManagerT omits it
+    completed = recovery is not None and recovery.completed.is_set()
+    rebalancing = bool(getattr(app, "rebalancing", False))
+    in_recovery = bool(getattr(app, "in_recovery", False))
+    checks["recovery_finished"] = {
+        "ok": completed and not rebalancing and not in_recovery,
+        "detail": (
+            f"recovery completed={completed}, rebalancing={rebalancing}, in_recovery={in_recovery}"
+        ),
+    }
+    loaded = champion is not None and getattr(champion, "estimator", None) is not None
+    checks["champion_loaded"] = {
+        "ok": loaded,
+        "detail": f"champion {champion.version}" if champion is not None else "no champion",
+    }
+    return checks
+
+
+def install_views(
+    app: faust.App,
+    metrics: WorkerMetrics,
+    champion: ScoringModel | None,
+    tables: Mapping[str, Sized] | None = None,
+    ready: Callable[[], dict[str, dict[str, Any]]] | None = None,
+) -> None:
+    """Register ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server.
+
+    ``tables`` (name → table) feed ``stream_app_table_keys`` at scrape time; ``ready`` replaces
+    the default checks (tests).
+    """
+    checks = ready if ready is not None else (lambda: readiness(app, champion))
+    table_map: Mapping[str, Sized] = tables or {}
+
+    class MetricsView(web.View):
+        """Prometheus exposition of the worker's registry."""
+
+        async def get(self, request: web.Request) -> web.Response:
+            """The text format; table key counts refreshed first (throttled)."""
+            metrics.refresh_table_keys(table_map, TABLE_KEYS_REFRESH_S)
+            # aiohttp refuses a charset inside ``content_type``: pass the header as is.
+            return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    class HealthView(web.View):
+        """Liveness."""
+
+        async def get(self, request: web.Request) -> web.Response:
+            """200 ``ok``."""
+            return self.text("ok\n")
+
+    class ReadyView(web.View):
+        """Readiness: partitions, recovery, champion."""
+
+        async def get(self, request: web.Request) -> web.Response:
+            """200 when every check passes, else 503; the checks as JSON either way."""
+            result = checks()
+            failing = sorted(name for name, check in result.items() if not check["ok"])
+            body = {"ready": not failing, "failing": failing, "checks": result}
+            return self.json(body, status=200 if not failing else 503)
+
+    app.page("/metrics", name="stream-app-metrics")(MetricsView)
+    app.page("/healthz", name="stream-app-healthz")(HealthView)
+    app.page("/readyz", name="stream-app-readyz")(ReadyView)

@@ -1,0 +1,319 @@
+"""Prometheus metrics of one worker, in a registry of its own.
+
+Each app gets its own :class:`~prometheus_client.CollectorRegistry` (never the process-global
+one), so several apps built in one test process do not clash. Seconds are the unit everywhere.
+
+Metric (labels)                                   what
+================================================  ==========================================
+``stream_app_events_consumed_total`` (stage)      records read by a stage (customer, scoring)
+``stream_app_events_scored_total`` (model_version) score envelopes produced
+``stream_app_dead_letters_total`` (reason)        records sent to the DLQ, by reason code
+``stream_app_labels_total`` (outcome)             labels ``applied`` or ``unmatched``
+``stream_app_replayed_total`` (stage)             records seen before a restart (idempotent)
+``stream_app_end_to_end_latency_seconds``         transaction's Kafka timestamp → scored
+``stream_app_scoring_seconds``                    a batch's score + envelope step
+``stream_app_batch_size`` (stage)                 records per micro-batch
+``stream_app_table_keys`` (table)                 keys in a state table (refreshed on scrape)
+``stream_app_model_info`` (version, sha256)       the champion
+================================================  ==========================================
+
+The hot path updates per batch: a few counter increments and one ``observe`` per histogram. The
+end-to-end latency has one value per scored event; :class:`BatchHistogram` buckets the whole
+batch with numpy (one ``searchsorted`` + ``bincount``) instead of one ``observe`` call per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from stream_app.io.deadletter import Reason
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "CONTENT_TYPE_LATEST",
+    "LATENCY_BUCKETS",
+    "SCORING_BUCKETS",
+    "STAGES",
+    "BatchHistogram",
+    "WorkerMetrics",
+]
+
+#: End-to-end latency buckets (seconds), 5 ms to 30 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+#: Score + envelope step of one batch (seconds), 0.5 ms to 2.5 s.
+SCORING_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+#: Records per micro-batch.
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+#: The two stages of the worker.
+STAGES: tuple[str, ...] = ("customer", "scoring")
+LABEL_OUTCOMES: tuple[str, ...] = ("applied", "unmatched")
+
+
+class BatchHistogram(Collector):
+    """A label-less Prometheus histogram fed a whole array of observations at once.
+
+    Same exposition as :class:`prometheus_client.Histogram` (``_bucket{le}``, ``_count``,
+    ``_sum``; no ``_created``), but :meth:`observe_many` costs one numpy pass per batch rather than
+    one locked Python call per value. Bucket upper bounds are inclusive (``value <= le``), as in
+    Prometheus.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
+        if bounds.size == 0 or not np.all(np.isfinite(bounds)):
+            raise ValueError("buckets must be finite and non-empty (+Inf is added)")
+        self.name = name
+        self.documentation = documentation
+        self.bounds = bounds
+        self._counts = np.zeros(bounds.size + 1, dtype=np.int64)  # last slot: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: npt.ArrayLike) -> None:
+        """Add every value of ``values`` (seconds); NaNs are dropped."""
+        arr = np.asarray(values, dtype=np.float64).ravel()
+        if arr.size == 0:
+            return
+        arr = arr[~np.isnan(arr)]
+        index = np.searchsorted(self.bounds, arr, side="left")
+        counts = np.bincount(index, minlength=self._counts.size)
+        total = float(arr.sum())
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def observe(self, value: float) -> None:
+        """Add one value."""
+        self.observe_many([value])
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Cumulative counts per bucket (the last is +Inf, i.e. the total) and the sum."""
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            return [int(c) for c in cumulative], self._sum
+
+    def _family(self) -> HistogramMetricFamily:
+        cumulative, total = self.snapshot()
+        labels = [*(_le(b) for b in self.bounds.tolist()), "+Inf"]
+        return HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=list(zip(labels, cumulative, strict=True)),
+            sum_value=total,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        """The histogram family: ``_bucket{le}``, ``_count``, ``_sum``."""
+        yield self._family()
+
+    def describe(self) -> Iterator[Metric]:
+        """Name and type only (lets the registry detect duplicate names)."""
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+def _le(bound: float) -> str:
+    """The ``le`` label text prometheus_client uses for a bound (``0.005``, ``1.0``, ``30.0``)."""
+    return floatToGoString(bound)
+
+
+class WorkerMetrics:
+    """Every metric of one worker, registered in ``self.registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "stream_app_events_consumed",
+            "Records consumed by a stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.scored = Counter(
+            "stream_app_events_scored",
+            "Score envelopes produced, by model version.",
+            ["model_version"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "stream_app_dead_letters",
+            "Records sent to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "stream_app_labels",
+            "Fraud labels consumed: applied to a known transaction, or unmatched (pending or "
+            "unknown event).",
+            ["outcome"],
+            registry=r,
+        )
+        self.replayed = Counter(
+            "stream_app_replayed",
+            "Records already applied before a restart (recomputed, state unchanged).",
+            ["stage"],
+            registry=r,
+        )
+        self.latency = BatchHistogram(
+            "stream_app_end_to_end_latency_seconds",
+            "Seconds from the transaction's Kafka record timestamp to its score.",
+            LATENCY_BUCKETS,
+        )
+        r.register(self.latency)
+        self.scoring_seconds = Histogram(
+            "stream_app_scoring_seconds",
+            "Seconds of a micro-batch's score + envelope step (predict_proba, explanations, "
+            "envelope encoding).",
+            buckets=SCORING_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "stream_app_batch_size",
+            "Records per micro-batch.",
+            ["stage"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.table_keys = Gauge(
+            "stream_app_table_keys",
+            "Keys in a state table (active partitions of this worker).",
+            ["table"],
+            registry=r,
+        )
+        self.model = Info("stream_app_model", "The champion model.", registry=r)
+
+        # Children resolved once: ``labels()`` takes a lock and a dict lookup per call.
+        self._consumed = {s: self.consumed.labels(stage=s) for s in STAGES}
+        self._replayed = {s: self.replayed.labels(stage=s) for s in STAGES}
+        self._batch = {s: self.batch_size.labels(stage=s) for s in STAGES}
+        self._labels = {o: self.labels.labels(outcome=o) for o in LABEL_OUTCOMES}
+        # The reason list is closed: export every series (at 0) so rate() works from the start.
+        self._dead = {
+            reason.value: self.dead_letters.labels(reason=reason.value) for reason in Reason
+        }
+        self._scored: dict[str, Any] = {}
+        self._table_refreshed = 0.0
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def set_model(self, version: str, sha256: str) -> None:
+        """Publish the champion (Info) and create its scored series at 0."""
+        self.model.info({"version": version, "sha256": sha256})
+        self._scored_child(version)
+
+    def _scored_child(self, version: str) -> Any:
+        child = self._scored.get(version)
+        if child is None:
+            child = self._scored[version] = self.scored.labels(model_version=version)
+        return child
+
+    # --- per batch ------------------------------------------------------------------------
+
+    def batch(self, stage: str, size: int, replayed: int = 0) -> None:
+        """One micro-batch of ``size`` records read by ``stage``."""
+        if size:
+            self._consumed[stage].inc(size)
+            self._batch[stage].observe(size)
+        if replayed:
+            self._replayed[stage].inc(replayed)
+
+    def dead(self, reasons: Mapping[str, int]) -> None:
+        """Dead letters of a batch, counted by reason code."""
+        for reason, n in reasons.items():
+            child = self._dead.get(reason)
+            if child is None:  # not a Reason value: still counted, under its own label
+                child = self._dead[reason] = self.dead_letters.labels(reason=reason)
+            child.inc(n)
+
+    def scored_batch(
+        self,
+        model_version: str,
+        scored: int,
+        scoring_seconds: float | None = None,
+        latencies_s: npt.ArrayLike | None = None,
+    ) -> None:
+        """The scoring result of a batch: envelope count, step time, end-to-end latencies."""
+        if scored:
+            self._scored_child(model_version).inc(scored)
+        if scoring_seconds is not None:
+            self.scoring_seconds.observe(scoring_seconds)
+        if latencies_s is not None:
+            self.latency.observe_many(latencies_s)
+
+    def label_outcomes(self, applied: int, unmatched: int) -> None:
+        """Labels of a batch: applied to a transaction, or unmatched."""
+        if applied:
+            self._labels["applied"].inc(applied)
+        if unmatched:
+            self._labels["unmatched"].inc(unmatched)
+
+    # --- scrape time ----------------------------------------------------------------------
+
+    def refresh_table_keys(self, tables: Mapping[str, Sized], min_interval_s: float = 0.0) -> None:
+        """Set ``stream_app_table_keys`` from ``len(table)``, at most every ``min_interval_s``.
+
+        ``len`` of a memory table is O(1); of a RocksDB table it walks the keys, hence the
+        interval.
+        """
+        now = time.monotonic()
+        if self._table_refreshed and now - self._table_refreshed < min_interval_s:
+            return
+        self._table_refreshed = now
+        for name, table in tables.items():
+            self.table_keys.labels(table=name).set(len(table))
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
+
+
+def latencies_from_ms(arrived_ms: Iterable[float], now_s: float | None = None) -> npt.NDArray[Any]:
+    """Seconds from each Kafka timestamp (ms) to ``now_s`` (default: now); unknown (<= 0) dropped,
+    negative clock skew clipped to 0."""
+    arr = np.fromiter(arrived_ms, dtype=np.float64)
+    arr = arr[arr > 0]
+    now = time.time() if now_s is None else now_s
+    return np.maximum(now - arr / 1000.0, 0.0)  # type: ignore[no-any-return]
