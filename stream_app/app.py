@@ -208,6 +208,8 @@ def create_app(
         settings.max_message_bytes,
         settings.emit_features,
         faust_table_writer,
+        source_partitions=settings.partitions,
+        max_source_skew_s=settings.max_source_skew_s,
     )
 
     stats = WorkerStats()

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         description="Events this far behind their customer's latest are placed at "
         "their event time; later ones go to the DLQ as too_late.",
     )
+    max_source_skew_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="How far (event time) one transactions partition may lag the others before "
+        "terminal state is evicted regardless (bounds state when a partition is idle).",
+    )
     emit_features: bool = Field(
         False, description="Put the scored feature vector in every envelope (parity checks)."
     )

@@ -98,9 +98,21 @@ class TerminalState:
         self.window = SlidingWindow(self.value["t"], self.value["f"])
 
     def apply(
-        self, ts: float, event_id: str, offset: int, retention_s: float, fraud: float = 0.0
+        self,
+        ts: float,
+        event_id: str,
+        offset: int,
+        retention_s: float,
+        fraud: float = 0.0,
+        horizon_end: float | None = None,
     ) -> bool:
-        """Add a transaction unless ``offset`` was applied already; returns whether it added."""
+        """Add a transaction unless ``offset`` was applied already; returns whether it added.
+
+        Samples older than ``horizon_end - retention_s`` are evicted; ``horizon_end`` defaults to
+        the newest sample. The live stage passes its event-time low watermark instead: terminal
+        events come from several customer partitions that progress unevenly, and an event from a
+        lagging partition still needs the samples its window reaches back to.
+        """
         if 0 <= offset <= self.value["o"]:
             return False
         pending: dict[str, float] = self.value["p"]
@@ -110,7 +122,8 @@ class TerminalState:
         self.value["i"].insert(index, event_id)
         if offset >= 0:
             self.value["o"] = offset
-        cutoff = self.window.times[-1] - retention_s
+        newest = self.window.times[-1]
+        cutoff = (newest if horizon_end is None else min(horizon_end, newest)) - retention_s
         dropped = self.window.evict_through(cutoff)
         if dropped:
             del self.value["i"][:dropped]

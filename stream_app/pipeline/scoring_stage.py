@@ -62,8 +62,15 @@ class ScoringStage:
         max_message_bytes: int,
         emit_features: bool = False,
         writer: StateWriter = write_state,
+        source_partitions: int = 1,
+        max_source_skew_s: float = 7 * 86_400.0,
     ) -> None:
         self.table = table
+        self.source_partitions = source_partitions
+        self.max_source_skew_s = max_source_skew_s
+        # Newest event time seen per partition of the transactions topic (the customer stage's
+        # input). Their minimum is the event-time low watermark that bounds terminal eviction.
+        self._source_time: dict[int, float] = {}
         self.writer = writer
         self.model = model
         self.retention = retention
@@ -89,8 +96,16 @@ class ScoringStage:
                 fwd = orjson.loads(record.value or b"")
                 state = self._state(fwd["terminal_id"], touched)
                 last[fwd["terminal_id"]] = record
+                ts = fwd["ts"]
+                source_partition = fwd["source"][1]
+                if ts > self._source_time.get(source_partition, float("-inf")):
+                    self._source_time[source_partition] = ts
                 if not state.apply(
-                    fwd["ts"], fwd["event_id"], record.position.offset, self.retention.terminal_s
+                    ts,
+                    fwd["event_id"],
+                    record.position.offset,
+                    self.retention.terminal_s,
+                    horizon_end=self.eviction_horizon(ts),
                 ):
                     out.replayed += 1
                 values: dict[str, float] = fwd["features"]
@@ -125,6 +140,20 @@ class ScoringStage:
             out.scoring_s = time.perf_counter() - started
             out.arrived_ms = [e.arrived_ms for e in events]
         return out
+
+    def eviction_horizon(self, ts: float) -> float:
+        """The event time terminal state may be evicted relative to.
+
+        The low watermark (the least advanced source partition's newest event time) once every
+        source partition has been seen, but never more than ``max_source_skew_s`` behind the
+        newest: an idle or stuck partition must not let state grow without bound.
+        """
+        newest = max(ts, max(self._source_time.values(), default=ts))
+        if len(self._source_time) >= self.source_partitions:
+            watermark = min(self._source_time.values())
+        else:
+            watermark = float("-inf")
+        return max(watermark, newest - self.max_source_skew_s)
 
     def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:
         state = touched.get(terminal_id)

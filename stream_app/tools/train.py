@@ -78,7 +78,17 @@ def batch_from_events(events: Iterable[LabelledTransaction]) -> TransactionBatch
 
 
 def make_estimator(model_type: ModelType, seed: int) -> Any:
-    """The scikit-learn estimator for ``model_type`` (inputs standardized for logreg)."""
+    """The scikit-learn estimator for ``model_type`` (inputs standardized for logreg).
+
+    ``hgb`` was tuned on the protocol's test weeks of three earlier periods (training weeks from
+    2018-06-27, 2018-07-04 and 2018-07-11; mean average precision), never on the 2018-08-08 ..
+    2018-08-14 test week: slow learning rate with a fixed number of iterations (no early
+    stopping, so no training rows are held out and the fit is deterministic), small leaves, and
+    frauds weighted 20x, which ranks the few frauds of the 7-day training week better than
+    re-weighting nothing (mean AP 0.690 vs 0.663 on those periods). The weighting makes its
+    scores overstate the fraud probability (about 20x the odds): they rank, they are not
+    calibrated; the manifest's thresholds are score quantiles, so they are unaffected.
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -93,7 +103,14 @@ def make_estimator(model_type: ModelType, seed: int) -> Any:
         )
     if model_type == "hgb":
         return HistGradientBoostingClassifier(
-            max_iter=300, learning_rate=0.05, max_leaf_nodes=31, random_state=seed
+            learning_rate=0.03,
+            max_iter=400,
+            max_leaf_nodes=15,
+            min_samples_leaf=50,
+            l2_regularization=1.0,
+            class_weight={0: 1.0, 1: 20.0},
+            early_stopping=False,
+            random_state=seed,
         )
     if model_type == "rf":
         return RandomForestClassifier(n_estimators=100, max_depth=20, n_jobs=1, random_state=seed)

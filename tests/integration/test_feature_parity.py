@@ -10,9 +10,12 @@ each starting from empty history at the slice start:
   child with ``STREAM_APP_EMIT_FEATURES=true`` scoring it, every envelope read back from ``scores``.
 
 Compared per event id with |diff| <= 1e-9: event and customer features on 100 % of the events,
-terminal features on >= 99.9 % (the residue is printed and explained), the offline builder on
+terminal features on >= 99.9 % (the residue is printed and diagnosed), the offline builder on
 100 % of everything; exactly one envelope per event. The summary line also gives the live
 throughput and the serialized state per customer and terminal, read from the worker's changelogs.
+
+The two batch computations (~1.5 min of CPU) run in a child process at the lowest CPU priority
+while the live path runs, so they use idle CPU only and leave the measured throughput alone.
 
 Needs ``../shared/datasets/fraud-handbook`` (or ``$FRAUD_HANDBOOK_DIR``): FAILS when it is absent.
 Run it with ``-s`` to see the numbers.
@@ -20,10 +23,13 @@ Run it with ``-s`` to see the numbers.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -35,6 +41,7 @@ from confluent_kafka.admin import AdminClient
 from stream_app.cli.publish import run_publish
 from stream_app.features.definitions import FEATURE_NAMES, LABEL_DELAY_DAYS
 from stream_app.features.offline import build_features
+from stream_app.features.state import Retention, TerminalState
 from stream_app.features.stats import StateSizeStats, state_size_stats
 from stream_app.tools.csv_source import DATASET_ENV, default_csv_path, read_csv_events
 from stream_app.tools.train import batch_from_events
@@ -50,27 +57,26 @@ MIN_DAYS = 40
 MIN_EVENTS = 300_000
 ATOL = 1e-9
 TERMINAL_MIN_SHARE = 0.999
-# The live path must have scored everything this long after the publish started. It normally
-# takes 6-9 min (383 k transactions + 383 k labels at ~800-1,100 events/s on the shared 2-core
-# machine); the margin is for other load on the machine.
+# The live path must have scored everything this long after the publish started. Measured:
+# ~625 s (383 k transactions + 383 k labels, ~610 events/s on the shared, loaded 2-core machine).
 LIVE_DEADLINE_S = 840.0
 BATCH_MAX = 1000
 
 NAMES = list(FEATURE_NAMES)
 CUSTOMER_COLS = [j for j, n in enumerate(NAMES) if not n.startswith("TERMINAL_ID_")]
 TERMINAL_COLS = [j for j, n in enumerate(NAMES) if n.startswith("TERMINAL_ID_")]
+TERMINAL_COUNTS = [n for n in NAMES if n.startswith("TERMINAL_ID_NB_TX_")]
 
 RESIDUE_EXPLANATION = (
-    "a terminal fraud flag depends on whether a transaction's label was applied before the "
-    "transaction that reads its window; labels and transactions reach the scoring stage on "
-    "separate topics, and a fraud label that arrives before its transaction is kept pending, so "
-    "only a label consumed after a later transaction >= 7 days newer on the same terminal "
-    "(or a transaction reordered by > 7 days across customer partitions) leaves a residue"
+    "expected 0. A risk-only difference would be label timing (a fraud label consumed after a "
+    "transaction >= 7 days newer on its terminal was scored; labels that arrive before their "
+    "transaction are kept pending, so arriving early is harmless). A count difference is "
+    "ordering: the terminal read its window with samples missing or extra."
 )
 
 
-def read_slice(path) -> pd.DataFrame:
-    """The slice's rows as the reference wants them, in file (= time) order."""
+def read_slice(path: Path | str, date_from: date, date_to: date) -> pd.DataFrame:
+    """The rows of days ``date_from..date_to`` as the reference wants them, in time order."""
     df = pd.read_csv(
         path,
         usecols=[
@@ -84,9 +90,40 @@ def read_slice(path) -> pd.DataFrame:
         dtype={"TRANSACTION_ID": str, "CUSTOMER_ID": str, "TERMINAL_ID": str},
     )
     df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME, format="%Y-%m-%d %H:%M:%S")
-    lo = pd.Timestamp(DATE_FROM)
-    hi = pd.Timestamp(DATE_TO + timedelta(days=1))
+    lo = pd.Timestamp(date_from)
+    hi = pd.Timestamp(date_to + timedelta(days=1))
     return df[df.TX_DATETIME.between(lo, hi, inclusive="left")].reset_index(drop=True)
+
+
+def batch_features(csv: str, date_from: date, date_to: date) -> dict:
+    """The reference and the offline builder's features of the slice (run in the child)."""
+    started = time.monotonic()
+    df = read_slice(csv, date_from, date_to)
+    ref = reference_features(df)[NAMES].to_numpy(dtype=np.float64)
+    reference_s = time.monotonic() - started
+    started = time.monotonic()
+    batch = batch_from_events(read_csv_events(csv, date_from=date_from, date_to=date_to))
+    ids = df.TRANSACTION_ID.tolist()
+    if list(batch.event_id) != ids:
+        raise AssertionError("the CSV source and pandas read different rows")
+    offline = build_features(batch)
+    return {
+        "event_id": ids,
+        "reference": ref,
+        "offline": offline,
+        "reference_s": reference_s,
+        "offline_s": time.monotonic() - started,
+    }
+
+
+def lowest_priority() -> None:
+    """Process-pool initializer: use idle CPU only (own session, so its own autogroup)."""
+    try:
+        os.setsid()
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:
+        pass
+    os.nice(19)
 
 
 def within(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,16 +131,20 @@ def within(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.all(np.abs(a - b) <= ATOL, axis=1)
 
 
-def first_timestamp_ms(bootstrap: str, topic: str) -> int:
-    """The broker timestamp of the earliest record of ``topic`` (its first produce)."""
-    partitions = [p for p, end in end_offsets(bootstrap, topic).items() if end > 0]
-    consumer = Consumer(
+def _consumer(bootstrap: str) -> Consumer:
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"verify-{uuid.uuid4()}",
             "enable.auto.commit": False,
         }
     )
+
+
+def first_timestamp_ms(bootstrap: str, topic: str) -> int:
+    """The broker timestamp of the earliest record of ``topic`` (its first produce)."""
+    partitions = [p for p, end in end_offsets(bootstrap, topic).items() if end > 0]
+    consumer = _consumer(bootstrap)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     firsts: dict[int, int] = {}
     deadline = time.monotonic() + 30
@@ -121,13 +162,7 @@ def first_timestamp_ms(bootstrap: str, topic: str) -> int:
 def last_values(bootstrap: str, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
     """The latest value of every key of ``topic`` (a changelog), read to its end offsets."""
     ends = {p: end for p, end in end_offsets(bootstrap, topic).items() if end > 0}
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"verify-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = _consumer(bootstrap)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     last: dict[bytes, bytes] = {}
     remaining = set(ends)
@@ -149,28 +184,91 @@ def last_values(bootstrap: str, topic: str, timeout: float = 120.0) -> dict[byte
     return last
 
 
-def changelog_topics(bootstrap: str, app_id: str) -> dict[str, str]:
-    """``{"customer": topic, "terminal": topic}``: the worker's table changelogs."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = admin.list_topics(timeout=10).topics
-    found = {}
-    for entity in ("customer", "terminal"):
-        matches = [t for t in names if t.startswith(app_id) and f"{entity}-state-changelog" in t]
-        assert len(matches) == 1, f"changelog of {entity}-state: {matches} among {sorted(names)}"
-        found[entity] = matches[0]
-    return found
-
-
 def live_state_stats(bootstrap: str, app_id: str) -> dict[str, StateSizeStats]:
     """Serialized bytes per entity of the live worker's final state (last changelog values)."""
-    return {
-        entity: state_size_stats(orjson.loads(v) for v in last_values(bootstrap, topic).values())
-        for entity, topic in changelog_topics(bootstrap, app_id).items()
-    }
+    names = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    out = {}
+    for entity in ("customer", "terminal"):
+        topic = f"{app_id}-{entity}-state-changelog"  # Faust: "{app id}-{table}-changelog"
+        assert topic in names, f"no changelog {topic} among {sorted(names)}"
+        values = last_values(bootstrap, topic).values()
+        out[entity] = state_size_stats(orjson.loads(v) for v in values)
+    return out
+
+
+def replay_terminal_counts(
+    partitions: dict[int, list[tuple[int, str, float, str]]], retention_s: float
+) -> dict[str, list[float]]:
+    """``TERMINAL_ID_NB_TX_*`` per event when ``transactions.by-terminal`` is applied in its
+    partition order (as the scoring stage does) through ``TerminalState``."""
+    states: dict[str, TerminalState] = {}
+    out: dict[str, list[float]] = {}
+    for records in partitions.values():
+        for offset, event_id, ts, terminal_id in records:
+            state = states.get(terminal_id)
+            if state is None:
+                state = states[terminal_id] = TerminalState()
+            state.apply(ts, event_id, offset, retention_s)
+            features = state.features(ts)
+            out[event_id] = [features[name] for name in TERMINAL_COUNTS]
+    return out
+
+
+def diagnose_residue(
+    bootstrap: str,
+    by_terminal_topic: str,
+    allowed_lateness_s: float,
+    df: pd.DataFrame,
+    live: np.ndarray,
+    ref: np.ndarray,
+    residue_rows: np.ndarray,
+) -> str:
+    """Why terminal counts differ: replay the worker's own by-terminal order offline."""
+    n = len(df)
+    partitions: dict[int, list[tuple[int, str, float, str]]] = defaultdict(list)
+    for m in read_topic(bootstrap, by_terminal_topic, expect=n, timeout=180):
+        value = orjson.loads(m.value())
+        partitions[m.partition()].append(
+            (m.offset(), value["event_id"], value["ts"], value["terminal_id"])
+        )
+    newest: dict[str, float] = {}
+    lags = []
+    for records in partitions.values():
+        records.sort()
+        for _, _, ts, terminal_id in records:
+            top = newest.get(terminal_id, ts)
+            lags.append(max(0.0, top - ts))
+            newest[terminal_id] = max(top, ts)
+    lag = np.asarray(lags)
+    max_lag = float(lag.max()) if len(lag) else 0.0
+    late = int((lag > allowed_lateness_s).sum())
+    count_cols = [NAMES.index(name) for name in TERMINAL_COUNTS]
+    ids = df.TRANSACTION_ID.tolist()
+
+    def agreement(replayed: dict[str, list[float]], target: np.ndarray) -> np.ndarray:
+        values = np.asarray([replayed.get(i, [np.nan] * len(count_cols)) for i in ids])
+        return within(values, target[:, count_cols])
+
+    default_s = Retention.for_lateness(allowed_lateness_s).terminal_s
+    as_live = agreement(replay_terminal_counts(partitions, default_s), live)
+    widened = Retention.for_lateness(allowed_lateness_s + max_lag).terminal_s
+    as_ref = agreement(replay_terminal_counts(partitions, widened), ref)
+    return (
+        f"diagnosis: {len(lag):,} by-terminal records; a record reaches its terminal up to "
+        f"{max_lag / 3600:,.1f} h behind that terminal's newest record ({late:,} more than the "
+        f"allowed lateness of {allowed_lateness_s / 3600:g} h behind). The terminal state evicts "
+        f"samples at or before newest - retention ({default_s / 86400:.2f} d), so the window of "
+        "a lagging event (reaching back 37 d for the 30-day feature) can lose samples. "
+        f"Replaying by-terminal in its partition order through TerminalState reproduces the "
+        f"live terminal counts on {int(as_live.sum()):,}/{n:,} events "
+        f"({int(as_live[residue_rows].sum()):,}/{len(residue_rows):,} of the residue); with "
+        f"retention widened by the observed lag the replay equals the reference on "
+        f"{int(as_ref.sum()):,}/{n:,}."
+    )
 
 
 def describe_residue(
-    rows: np.ndarray, df: pd.DataFrame, live: np.ndarray, ref: np.ndarray, limit: int = 10
+    rows: np.ndarray, df: pd.DataFrame, live: np.ndarray, ref: np.ndarray, limit: int = 5
 ) -> str:
     """Which terminal features differ, how, and a few examples."""
     if len(rows) == 0:
@@ -179,10 +277,11 @@ def describe_residue(
     per_feature = {NAMES[j]: int(diff[:, k].sum()) for k, j in enumerate(TERMINAL_COLS)}
     count_cols = [k for k, j in enumerate(TERMINAL_COLS) if "_NB_TX_" in NAMES[j]]
     counts_differ = int(diff[:, count_cols].any(axis=1).sum())
+    first, last = df.TX_DATETIME[rows[0]], df.TX_DATETIME[rows[-1]]
     lines = [
-        f"residue: {len(rows)} events; per feature {per_feature}; "
-        f"{counts_differ} with a different count (ordering), "
-        f"{len(rows) - counts_differ} with only the risk different (label timing)"
+        f"residue: {len(rows):,} events ({first} .. {last}); differing per feature "
+        f"{per_feature}; {counts_differ:,} with a different count (ordering), "
+        f"{len(rows) - counts_differ:,} with only the risk different (label timing)"
     ]
     for i in rows[:limit]:
         lines.append(
@@ -190,7 +289,7 @@ def describe_residue(
             + ", ".join(
                 f"{NAMES[j]} live={live[i, j]:.6g} ref={ref[i, j]:.6g}"
                 for j in TERMINAL_COLS
-                if abs(live[i, j] - ref[i, j]) > ATOL or np.isnan(live[i, j])
+                if not abs(live[i, j] - ref[i, j]) <= ATOL
             )
         )
     return "\n".join(lines)
@@ -206,68 +305,66 @@ def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bo
             "to the directory holding it.",
             pytrace=False,
         )
-
-    # --- the reference and the broker-less builder, on exactly the published slice ---------
-    started = time.monotonic()
-    df = read_slice(csv)
+    df = read_slice(csv, DATE_FROM, DATE_TO)
     n = len(df)
     days = df.TX_DATETIME.dt.normalize().nunique()
     assert n >= MIN_EVENTS and days >= MIN_DAYS, (n, days)
-    ref = reference_features(df)[NAMES].to_numpy(dtype=np.float64)
-    reference_s = time.monotonic() - started
 
-    started = time.monotonic()
-    batch = batch_from_events(read_csv_events(csv, date_from=DATE_FROM, date_to=DATE_TO))
-    assert list(batch.event_id) == df.TRANSACTION_ID.tolist(), "CSV source and pandas disagree"
-    offline = build_features(batch)
-    offline_s = time.monotonic() - started
+    # The batch features, in the background at the lowest priority (killed on the way out).
+    with multiprocessing.get_context("spawn").Pool(1, initializer=lowest_priority) as pool:
+        batch = pool.apply_async(batch_features, (str(csv), DATE_FROM, DATE_TO))
+
+        # The live path: publish with labels, a worker emitting features, read every score.
+        env = {
+            **app_env,
+            "STREAM_APP_EMIT_FEATURES": "true",
+            "STREAM_APP_BATCH_MAX": str(BATCH_MAX),
+        }
+        worker = WorkerProcess(tmp_path / "parity-worker", env)
+        worker.start()
+        try:
+            worker.wait_ready()
+            publish_started = time.monotonic()
+            published = run_publish(
+                app_settings,
+                csv=csv,
+                date_from=DATE_FROM,
+                date_to=DATE_TO,
+                rate=0,
+                label_delay_days=LABEL_DELAY_DAYS,
+                progress=False,
+            )
+            assert published.transactions == n, published
+            assert published.labels == n, published
+            scores = read_topic(
+                kafka_bootstrap,
+                app_settings.topic("scores"),
+                expect=n,
+                timeout=max(60.0, LIVE_DEADLINE_S - (time.monotonic() - publish_started)),
+            )
+            assert len(scores) >= n, (
+                f"{len(scores)} of {n} scores {LIVE_DEADLINE_S:.0f} s after the publish; "
+                f"worker log {worker.log_path}:\n{worker.tail()}"
+            )
+            dlq = read_topic(
+                kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=0, timeout=3
+            )
+        finally:
+            worker.stop()
+        waited = time.monotonic()
+        computed = batch.get(timeout=600)
+        waited_s = time.monotonic() - waited
+    assert computed["event_id"] == df.TRANSACTION_ID.tolist()
+    ref, offline = computed["reference"], computed["offline"]
     offline_ok = within(offline, ref)
-    del batch
 
-    # --- the live path: publish with labels, a worker emitting features, read every score ---
-    env = {
-        **app_env,
-        "STREAM_APP_EMIT_FEATURES": "true",
-        "STREAM_APP_BATCH_MAX": str(BATCH_MAX),
-    }
-    worker = WorkerProcess(tmp_path / "parity-worker", env)
-    worker.start()
-    try:
-        worker.wait_ready()
-        publish_started = time.monotonic()
-        published = run_publish(
-            app_settings,
-            csv=csv,
-            date_from=DATE_FROM,
-            date_to=DATE_TO,
-            rate=0,
-            label_delay_days=LABEL_DELAY_DAYS,
-            progress=False,
-        )
-        assert published.transactions == n, published
-        assert published.labels == n, published
-        scores = read_topic(
-            kafka_bootstrap,
-            app_settings.topic("scores"),
-            expect=n,
-            timeout=max(60.0, LIVE_DEADLINE_S - (time.monotonic() - publish_started)),
-        )
-        assert len(scores) >= n, (
-            f"{len(scores)} of {n} scores {LIVE_DEADLINE_S:.0f} s after the publish; worker log "
-            f"{worker.log_path}:\n{worker.tail()}"
-        )
-        dlq = read_topic(
-            kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=0, timeout=3
-        )
-    finally:
-        worker.stop()
     first_ms = first_timestamp_ms(kafka_bootstrap, app_settings.topic("transactions"))
     last_ms = max(m.timestamp()[1] for m in scores)
     live_s = (last_ms - first_ms) / 1000.0
     events_per_s = n / live_s
     states = live_state_stats(kafka_bootstrap, app_env["STREAM_APP_APP_ID"])
 
-    # --- per event id -----------------------------------------------------------------------
+    # Per event id.
     position = {event_id: i for i, event_id in enumerate(df.TRANSACTION_ID.tolist())}
     live = np.full((n, len(NAMES)), np.nan)
     envelopes_per_event = np.zeros(n, dtype=np.int64)
@@ -290,17 +387,25 @@ def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bo
     total_ok = customer_ok & terminal_ok
     residue_rows = np.flatnonzero(~terminal_ok & (envelopes_per_event > 0))
     residue = describe_residue(residue_rows, df, live, ref)
-    fraud_labels = int(df.TX_FRAUD.sum())
+    if len(residue_rows):
+        residue += f"\n  why: {RESIDUE_EXPLANATION}\n  " + diagnose_residue(
+            kafka_bootstrap,
+            app_settings.topic("transactions.by-terminal"),
+            app_settings.allowed_lateness_s,
+            df,
+            live,
+            ref,
+            residue_rows,
+        )
 
     print()
     print(
-        f"reference {reference_s:.1f} s, offline builder {offline_s:.1f} s; published "
+        f"reference {computed['reference_s']:.1f} s + offline builder {computed['offline_s']:.1f}"
+        f" s in the background (waited {waited_s:.1f} s for them after the live path); published "
         f"{published.transactions:,} transactions + {published.labels:,} labels "
-        f"({fraud_labels:,} fraud) in {published.seconds:.1f} s; DLQ {len(dlq)}"
+        f"({int(df.TX_FRAUD.sum()):,} fraud) in {published.seconds:.1f} s; DLQ {len(dlq)}"
     )
     print(residue)
-    if len(residue_rows):
-        print(f"  why: {RESIDUE_EXPLANATION}")
     print(f"state per customer: {states['customer'].describe()}")
     print(f"state per terminal: {states['terminal'].describe()}")
     print(
@@ -321,9 +426,9 @@ def test_streaming_features_equal_batch_features(app_env, app_settings, kafka_bo
         f"customer/event features differ on {int((~customer_ok).sum())} events, first "
         f"{df.TRANSACTION_ID[int(np.flatnonzero(~customer_ok)[0])]}"
     )
-    assert terminal_ok.mean() >= TERMINAL_MIN_SHARE, residue
     assert offline_ok.all(), (
         f"offline builder differs from the reference on {int((~offline_ok).sum())} events"
     )
+    assert terminal_ok.mean() >= TERMINAL_MIN_SHARE, residue
     assert states["customer"].count == df.CUSTOMER_ID.nunique()
     assert states["terminal"].count == df.TERMINAL_ID.nunique()

@@ -186,3 +186,40 @@ def test_out_of_order_within_lateness_is_placed_at_event_time():
     assert feats[2]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2.0
     assert feats[2]["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 25.0
     assert feats[2]["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 3.0
+
+
+def test_terminal_eviction_waits_for_the_lagging_source_partition(model):
+    """Two customer partitions progress unevenly: the lagging one's event still sees the
+    terminal samples its 30-day window needs (eviction follows the low watermark)."""
+    from stream_app.io.codecs import Transaction
+    from stream_app.pipeline.customer_stage import encode_forward
+
+    day = 86_400.0
+    t0 = datetime(2018, 4, 1, tzinfo=UTC).timestamp()
+
+    def fwd(eid, ts, partition, offset):
+        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", "T", 1.0)
+        feats = {n: 0.0 for n in model.features if not n.startswith("TERMINAL")}
+        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", partition, 0, 0))
+        return InputRecord(b"T", value, SourcePosition("by", 0, offset, 0))
+
+    # Partition 0 runs ahead to day 42 while partition 1 is still at day 1.5. Evicting from the
+    # terminal's newest time (day 42 - 37 days - 1 hour) would drop days 0, 1.5 and 2.
+    records = [
+        fwd("old", t0, 0, 0),
+        fwd("p1-early", t0 + 1.5 * day, 1, 1),
+        fwd("p0-now", t0 + 2 * day, 0, 2),
+        fwd("p0-late", t0 + 42 * day, 0, 3),
+        fwd("p1", t0 + 38 * day, 1, 4),
+    ]
+    stage = ScoringStage({}, model, RET, "labels", 65_536, emit_features=True, source_partitions=2)
+    out = stage.process(records)
+    env = {orjson.loads(v)["event_id"]: orjson.loads(v) for _, v in out.scores}
+    # p1 at day 38: the 30-day terminal window after the 7-day delay is (day 1, day 31].
+    assert env["p1"]["features"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 2.0
+    assert stage.eviction_horizon(t0 + 42 * day) == t0 + 38 * day  # the low watermark
+    capped = ScoringStage(
+        {}, model, RET, "labels", 65_536, source_partitions=2, max_source_skew_s=3 * day
+    )
+    capped.process(records)
+    assert capped.eviction_horizon(t0 + 42 * day) == t0 + 39 * day  # at most 3 days behind
