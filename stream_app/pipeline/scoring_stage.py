@@ -27,7 +27,7 @@ from stream_app.pipeline.customer_stage import (
     write_state,
 )
 from stream_app.scoring.envelope import ScoredEvent, build_envelopes
-from stream_app.scoring.model import ScoringModel
+from stream_app.scoring.model import BatchScores, ScoringModel
 
 
 @dataclass(slots=True)
@@ -48,6 +48,11 @@ class ScoringOutput:
     replayed: int = 0
     arrived_ms: list[float] = field(default_factory=list)  # Kafka timestamps of scored events
     scoring_s: float = 0.0  # predict_proba + explanations + envelopes of the batch
+    # What the shadow and drift outputs need, row-aligned with ``scores``:
+    events: list[ScoredEvent] = field(default_factory=list)
+    event_ts: list[float] = field(default_factory=list)  # event times, epoch seconds
+    X: np.ndarray | None = None  # feature matrix in the stage's ``columns`` order
+    champion: BatchScores | None = None
 
 
 class ScoringStage:
@@ -64,13 +69,21 @@ class ScoringStage:
         writer: StateWriter = write_state,
         source_partitions: int = 1,
         max_source_skew_s: float = 7 * 86_400.0,
+        extra_features: Sequence[str] = (),
     ) -> None:
         self.table = table
+        # Champion features first, then any a challenger needs beyond them.
+        self.columns: tuple[str, ...] = tuple(model.features) + tuple(
+            name for name in dict.fromkeys(extra_features) if name not in model.features
+        )
+        self._champion_columns = len(model.features)
         self.source_partitions = source_partitions
         self.max_source_skew_s = max_source_skew_s
-        # Newest event time seen per partition of the transactions topic (the customer stage's
-        # input). Their minimum is the event-time low watermark that bounds terminal eviction.
-        self._source_time: dict[int, float] = {}
+        # Newest event time seen per (input partition, transactions partition). A terminal's
+        # records all arrive on one input partition, interleaved from every customer partition;
+        # each of those sub-streams is in event-time order, so the least advanced one is the
+        # low watermark that bounds eviction for the terminals of that input partition.
+        self._source_time: dict[int, dict[int, float]] = {}
         self.writer = writer
         self.model = model
         self.retention = retention
@@ -85,7 +98,8 @@ class ScoringStage:
         last: dict[str, InputRecord] = {}
         events: list[ScoredEvent] = []
         rows: list[list[float]] = []
-        names = self.model.features
+        names = self.columns
+        event_ts: list[float] = []
         for record in records:
             try:
                 if record.position.topic == self.labels_topic:
@@ -97,20 +111,23 @@ class ScoringStage:
                 state = self._state(fwd["terminal_id"], touched)
                 last[fwd["terminal_id"]] = record
                 ts = fwd["ts"]
+                partition = record.position.partition
+                seen = self._source_time.setdefault(partition, {})
                 source_partition = fwd["source"][1]
-                if ts > self._source_time.get(source_partition, float("-inf")):
-                    self._source_time[source_partition] = ts
+                if ts > seen.get(source_partition, float("-inf")):
+                    seen[source_partition] = ts
                 if not state.apply(
                     ts,
                     fwd["event_id"],
                     record.position.offset,
                     self.retention.terminal_s,
-                    horizon_end=self.eviction_horizon(ts),
+                    horizon_end=self.eviction_horizon(partition),
                 ):
                     out.replayed += 1
                 values: dict[str, float] = fwd["features"]
                 values.update(state.features(fwd["ts"]))
                 rows.append([values[name] for name in names])
+                event_ts.append(ts)
                 events.append(
                     ScoredEvent(
                         fwd["event_id"],
@@ -131,28 +148,40 @@ class ScoringStage:
         if rows:
             started = time.perf_counter()
             X = np.asarray(rows, dtype=np.float64)
-            scores = self.model.score_batch(X)
-            envelopes = build_envelopes(self.model, events, X, scores, self.emit_features)
+            X_champion = (
+                X[:, : self._champion_columns] if X.shape[1] > self._champion_columns else X
+            )
+            scores = self.model.score_batch(X_champion)
+            envelopes = build_envelopes(self.model, events, X_champion, scores, self.emit_features)
             out.scores = [
                 (e.customer_id.encode(), orjson.dumps(env))
                 for e, env in zip(events, envelopes, strict=True)
             ]
             out.scoring_s = time.perf_counter() - started
             out.arrived_ms = [e.arrived_ms for e in events]
+            out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
         return out
 
-    def eviction_horizon(self, ts: float) -> float:
-        """The event time terminal state may be evicted relative to.
+    def matrix(self, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        """The columns of ``X`` (in ``columns`` order) that a model with ``features`` needs."""
+        if tuple(features) == self.columns[: len(features)]:
+            return X[:, : len(features)]
+        index = [self.columns.index(name) for name in features]
+        return X[:, index]
 
-        The low watermark (the least advanced source partition's newest event time) once every
-        source partition has been seen, but never more than ``max_source_skew_s`` behind the
-        newest: an idle or stuck partition must not let state grow without bound.
+    def eviction_horizon(self, partition: int) -> float:
+        """The event time that terminal state on input ``partition`` may be evicted relative to.
+
+        The partition's low watermark (the least advanced transactions partition's newest event
+        time among the records it carried) once every transactions partition has been seen on
+        it, but never more than ``max_source_skew_s`` behind its newest: an idle or stuck
+        partition must not let state grow without bound. Unknown partitions give -inf.
         """
-        newest = max(ts, max(self._source_time.values(), default=ts))
-        if len(self._source_time) >= self.source_partitions:
-            watermark = min(self._source_time.values())
-        else:
-            watermark = float("-inf")
+        seen = self._source_time.get(partition)
+        if not seen:
+            return float("-inf")
+        newest = max(seen.values())
+        watermark = min(seen.values()) if len(seen) >= self.source_partitions else float("-inf")
         return max(watermark, newest - self.max_source_skew_s)
 
     def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:

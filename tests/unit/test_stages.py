@@ -197,13 +197,13 @@ def test_terminal_eviction_waits_for_the_lagging_source_partition(model):
     day = 86_400.0
     t0 = datetime(2018, 4, 1, tzinfo=UTC).timestamp()
 
-    def fwd(eid, ts, partition, offset):
-        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", "T", 1.0)
+    def fwd(eid, ts, source, offset, partition=0, terminal="T"):
+        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 1.0)
         feats = {n: 0.0 for n in model.features if not n.startswith("TERMINAL")}
-        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", partition, 0, 0))
-        return InputRecord(b"T", value, SourcePosition("by", 0, offset, 0))
+        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", source, 0, 0))
+        return InputRecord(terminal.encode(), value, SourcePosition("by", partition, offset, 0))
 
-    # Partition 0 runs ahead to day 42 while partition 1 is still at day 1.5. Evicting from the
+    # Source 0 runs ahead to day 42 while source 1 is still at day 1.5. Evicting from the
     # terminal's newest time (day 42 - 37 days - 1 hour) would drop days 0, 1.5 and 2.
     records = [
         fwd("old", t0, 0, 0),
@@ -217,9 +217,47 @@ def test_terminal_eviction_waits_for_the_lagging_source_partition(model):
     env = {orjson.loads(v)["event_id"]: orjson.loads(v) for _, v in out.scores}
     # p1 at day 38: the 30-day terminal window after the 7-day delay is (day 1, day 31].
     assert env["p1"]["features"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 2.0
-    assert stage.eviction_horizon(t0 + 42 * day) == t0 + 38 * day  # the low watermark
+    assert stage.eviction_horizon(0) == t0 + 38 * day  # the low watermark
+    assert stage.eviction_horizon(5) == float("-inf")  # nothing seen: evict nothing
     capped = ScoringStage(
         {}, model, RET, "labels", 65_536, source_partitions=2, max_source_skew_s=3 * day
     )
     capped.process(records)
-    assert capped.eviction_horizon(t0 + 42 * day) == t0 + 39 * day  # at most 3 days behind
+    assert capped.eviction_horizon(0) == t0 + 39 * day  # at most 3 days behind
+
+
+def test_terminal_eviction_watermark_is_per_input_partition(model):
+    """The lag that matters is inside the terminal's own input partition: another input
+    partition having seen source 1 at day 42 must not let terminal U (on input partition 1,
+    where source 1 is still at day 3) evict what its lagging day-38 event needs."""
+    from stream_app.io.codecs import Transaction
+    from stream_app.pipeline.customer_stage import encode_forward
+
+    day = 86_400.0
+    t0 = datetime(2018, 4, 1, tzinfo=UTC).timestamp()
+
+    def fwd(eid, ts, source, partition, offset, terminal):
+        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 1.0)
+        feats = {n: 0.0 for n in model.features if not n.startswith("TERMINAL")}
+        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", source, 0, 0))
+        return InputRecord(terminal.encode(), value, SourcePosition("by", partition, offset, 0))
+
+    records = [
+        # Input partition 0 (terminal T) is consumed far ahead on both sources.
+        fwd("t0", t0 + 41 * day, 0, 0, 0, "T"),
+        fwd("t1", t0 + 42 * day, 1, 0, 1, "T"),
+        # Input partition 1 (terminal U): source 1 lags at day 3, source 0 is at day 40.
+        fwd("u-old", t0, 0, 1, 0, "U"),
+        fwd("u-early", t0 + 1.5 * day, 1, 1, 1, "U"),
+        fwd("u-now", t0 + 2 * day, 0, 1, 2, "U"),
+        fwd("u-3", t0 + 3 * day, 1, 1, 3, "U"),
+        fwd("u-late", t0 + 40 * day, 0, 1, 4, "U"),
+        fwd("u-lagging", t0 + 38 * day, 1, 1, 5, "U"),
+    ]
+    stage = ScoringStage({}, model, RET, "labels", 65_536, emit_features=True, source_partitions=2)
+    out = stage.process(records)
+    env = {orjson.loads(v)["event_id"]: orjson.loads(v) for _, v in out.scores}
+    # u-lagging at day 38: terminal window (day 1, day 31] holds days 1.5, 2 and 3.
+    assert env["u-lagging"]["features"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 3.0
+    assert stage.eviction_horizon(0) == t0 + 41 * day
+    assert stage.eviction_horizon(1) == t0 + 38 * day
