@@ -9,6 +9,9 @@
                                                                  ▼
                                    scoring stage: terminal windows + labels,
                                    one predict_proba per micro-batch ──► scores
+                                          │                  │
+                          challenger (thread, never          drift windows ──► drift
+                          blocks the champion) ──► scores.shadow
 
 Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``take_events``.
 State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
@@ -29,16 +32,19 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event
 
 from stream_app.config import Settings
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
+from stream_app.scoring.shadow import ShadowJob, ShadowScorer
 
 log = logging.getLogger("stream_app.worker")
 
@@ -46,6 +52,8 @@ TRANSACTIONS = "transactions"
 BY_TERMINAL = "transactions.by-terminal"
 LABELS = "labels"
 SCORES = "scores"
+SHADOW = "scores.shadow"
+DRIFT = "drift"
 DLQ = "transactions.dlq"
 
 
@@ -152,11 +160,15 @@ def broker_urls(settings: Settings) -> list[str]:
 
 
 def create_app(
-    settings: Settings, champion: ScoringModel, metrics: WorkerMetrics | None = None
+    settings: Settings,
+    champion: ScoringModel,
+    metrics: WorkerMetrics | None = None,
+    challenger: ScoringModel | None = None,
 ) -> faust.App:
     """Build the app, its topics, tables, agents and web views.
 
-    ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own.
+    ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own. With a
+    ``challenger``, every scored batch is also scored by it in shadow on ``scores.shadow``.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -182,6 +194,8 @@ def create_app(
     by_terminal = app.topic(topic(BY_TERMINAL), partitions=settings.partitions)
     terminal_inputs = app.topic(topic(BY_TERMINAL), topic(LABELS), partitions=settings.partitions)
     scores = app.topic(topic(SCORES))
+    shadow_topic = app.topic(topic(SHADOW))
+    drift_topic = app.topic(topic(DRIFT))
     dlq = app.topic(topic(DLQ))
     # Table keys and values serialize as JSON (Faust's default for tables).
     customer_table = app.Table("customer-state", default=None, partitions=settings.partitions)
@@ -210,6 +224,23 @@ def create_app(
         faust_table_writer,
         source_partitions=settings.partitions,
         max_source_skew_s=settings.max_source_skew_s,
+        extra_features=challenger.features if challenger is not None else (),
+    )
+    shadow = (
+        ShadowScorer(challenger, settings.shadow_max_pending, settings.emit_features)
+        if challenger is not None
+        else None
+    )
+    drift = (
+        DriftMonitor(
+            champion,
+            max_events=settings.drift_window_events,
+            max_seconds=settings.drift_window_seconds,
+            min_events=settings.drift_min_events,
+            detector=settings.drift_detector,
+        )
+        if settings.drift_enabled
+        else None
     )
 
     stats = WorkerStats()
@@ -241,6 +272,27 @@ def create_app(
             ]
             await dlq.send(key=record.key, value=value, headers=headers)
 
+    async def publish_drift(records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        alerts = [r for r in records if r["alert"]]
+        window = records[0]["window"]
+        log.info(
+            "drift window %s .. %s (%d events): %d statistics, %d alert(s)%s",
+            window["start"],
+            window["end"],
+            window["events"],
+            len(records),
+            len(alerts),
+            ": " + ", ".join(f"{r['statistic']} {r['subject']} {r['value']:.3f}" for r in alerts)
+            if alerts
+            else "",
+        )
+        metrics.drift(records)
+        key = champion.version.encode()
+        for record in records:
+            await drift_topic.send(key=key, value=orjson.dumps(record))
+
     @app.agent(transactions, name="customer-stage")
     async def customer_agent(stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
@@ -269,6 +321,24 @@ def create_app(
                 for key, value in out.scores:
                     await scores.send(key=key, value=value)
                 await send_dead_letters(out.dead_letters)
+                if out.X is not None and out.champion is not None:
+                    if shadow is not None:
+                        shadow.offer(
+                            ShadowJob(
+                                out.events,
+                                scoring_stage.matrix(out.X, shadow.challenger.features),
+                                champion.version,
+                                out.champion,
+                            )
+                        )
+                    if drift is not None:
+                        await publish_drift(
+                            drift.observe(
+                                scoring_stage.matrix(out.X, champion.features),
+                                out.champion.score.tolist(),
+                                out.event_ts,
+                            )
+                        )
             except BaseException as exc:
                 _die("scoring stage", exc)
             stats.add(
@@ -286,9 +356,37 @@ def create_app(
             )
             metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
 
+    if shadow is not None:
+
+        async def send_shadow(key: bytes, value: bytes) -> None:
+            await shadow_topic.send(key=key, value=value)
+
+        @app.task
+        async def shadow_task() -> None:
+            try:
+                await shadow.run(send_shadow)
+            except BaseException as exc:
+                _die("shadow scoring", exc)
+
+    shadow_seen = [0, 0, 0]  # scored, agreed, skipped at the previous stats tick
+
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:
         line = stats.summary()
+        if shadow is not None:
+            c = shadow.counts
+            scored, agreed, skipped = (
+                c.scored - shadow_seen[0],
+                c.agreed - shadow_seen[1],
+                c.skipped - shadow_seen[2],
+            )
+            shadow_seen[:] = [c.scored, c.agreed, c.skipped]
+            metrics.shadow_outcomes(agreed, scored - agreed, skipped)
+            if line and (scored or skipped):
+                line += (
+                    f"; shadow {shadow.challenger.version}: scored {scored:,}, agree "
+                    f"{agreed / scored if scored else 0:.1%}, skipped {skipped:,}"
+                )
         if line:
             log.info("%s · champion %s", line, champion.version)
 

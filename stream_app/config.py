@@ -101,6 +101,31 @@ class Settings(BaseSettings):
     champion: str | None = Field(
         None, description="Champion model version (default: the newest in models_dir)."
     )
+    challenger: str | None = Field(
+        None,
+        description="Challenger version scored in shadow on `scores.shadow` (unset: no shadow).",
+    )
+    shadow_max_pending: int = Field(
+        64,
+        ge=1,
+        description="Micro-batches queued for the challenger; further ones are skipped and "
+        "counted, so the champion never waits.",
+    )
+
+    # --- Drift -------------------------------------------------------------------
+    drift_enabled: bool = Field(True, description="Publish drift statistics on `drift`.")
+    drift_window_events: int = Field(
+        5000, ge=1, description="A drift window closes after this many scored events..."
+    )
+    drift_window_seconds: float = Field(
+        86_400.0, gt=0, description="...or once it spans this many seconds of event time..."
+    )
+    drift_min_events: int = Field(
+        500, ge=1, description="...holding at least this many events (no noisy tiny windows)."
+    )
+    drift_detector: Literal["adwin", "page_hinkley"] = Field(
+        "adwin", description="river change detector on the score stream."
+    )
 
     # --- Local broker ------------------------------------------------------------
     broker_home: Path = Field(

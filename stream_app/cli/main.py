@@ -11,6 +11,7 @@ from stream_app.cli import (
     features_cmd,
     publish,
     replay,
+    scorecard,
     tail,
     topics,
     train,
@@ -34,6 +35,7 @@ app.command("config")(config_cmd.config)
 app.command("demo")(demo.demo)
 app.command("features")(features_cmd.features)
 app.command("replay")(replay.replay)
+app.command("scorecard")(scorecard.scorecard)
 
 
 def main() -> None:

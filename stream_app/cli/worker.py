@@ -12,11 +12,19 @@ def worker(
         str | None,
         typer.Option(help="Champion model version (default: STREAM_APP_CHAMPION or the newest)."),
     ] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option(
+            help="Challenger version to shadow on scores.shadow (default: STREAM_APP_CHALLENGER; "
+            "unset: no shadow).",
+        ),
+    ] = None,
 ) -> None:
     """Consume transactions and labels, keep windowed state, publish score envelopes.
 
-    Loads the champion only after its SHA-256 matches its manifest, makes sure the declared
-    topics exist, then runs until SIGINT/SIGTERM (in-flight batches finish, offsets commit).
+    Loads the champion (and any challenger) only after its SHA-256 matches its manifest, makes
+    sure the declared topics exist, then runs until SIGINT/SIGTERM (in-flight batches finish,
+    offsets commit). Drift statistics go to `drift`, challenger scores to `scores.shadow`.
     """
     import faust
 
@@ -32,6 +40,11 @@ def worker(
         f"champion {model.version} (sha256 {model.sha256[:12]}…, "
         f"{len(model.features)} features) · broker {settings.kafka_bootstrap_servers}"
     )
+    shadow = None
+    shadow_version = challenger or settings.challenger
+    if shadow_version:
+        shadow = ScoringModel.load(resolve_version(settings.models_dir, shadow_version))
+        typer.echo(f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow")
     ensure_topics(settings)
-    app = create_app(settings, model)
+    app = create_app(settings, model, challenger=shadow)
     faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

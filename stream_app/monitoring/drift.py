@@ -271,6 +271,13 @@ class FeatureWindow:
         """Earliest event time in the window, ``None`` while empty."""
         return self._start if self._scores else None
 
+    def span(self, now: float) -> tuple[float, float]:
+        """The (start, end) ``close(now)`` would report: earliest event time to
+        ``max(now, latest event time)``. Raises ``ValueError`` while empty."""
+        if not self._scores:
+            raise ValueError("the window is empty")
+        return self._start, max(now, self._last)
+
     def add(self, row_values: Sequence[float], score: float, event_time: float) -> None:
         """Add one scored event: its feature row (in ``features`` order), score and time."""
         if len(row_values) != len(self.features):
@@ -301,7 +308,7 @@ class FeatureWindow:
             return []
         X = np.asarray(self._rows, dtype=np.float64)
         scores = np.asarray(self._scores, dtype=np.float64)
-        start, end = self._start, max(now, self._last)
+        start, end = self.span(now)
         self._rows, self._scores = [], []
         self._start, self._last = math.inf, -math.inf
 

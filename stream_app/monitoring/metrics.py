@@ -15,6 +15,10 @@ Metric (labels)                                   what
 ``stream_app_batch_size`` (stage)                 records per micro-batch
 ``stream_app_table_keys`` (table)                 keys in a state table (refreshed on scrape)
 ``stream_app_model_info`` (version, sha256)       the champion
+``stream_app_shadow_total`` (outcome)             challenger events: agree, disagree, skipped
+``stream_app_drift_records_total`` (statistic)    drift records published
+``stream_app_drift_alerts_total`` (statistic,     drift records with ``alert`` set
+subject)
 ================================================  ==========================================
 
 The hot path updates per batch: a few counter increments and one ``observe`` per histogram. The
@@ -224,6 +228,25 @@ class WorkerMetrics:
             registry=r,
         )
         self.model = Info("stream_app_model", "The champion model.", registry=r)
+        self.shadow = Counter(
+            "stream_app_shadow",
+            "Events the challenger scored in shadow (its decision agrees or disagrees with the "
+            "champion's), or skipped because the challenger lagged (the champion never waits).",
+            ["outcome"],
+            registry=r,
+        )
+        self.drift_records = Counter(
+            "stream_app_drift_records",
+            "Drift records published, by statistic.",
+            ["statistic"],
+            registry=r,
+        )
+        self.drift_alerts = Counter(
+            "stream_app_drift_alerts",
+            "Drift records with the alert flag set, by statistic and subject.",
+            ["statistic", "subject"],
+            registry=r,
+        )
 
         # Children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._consumed = {s: self.consumed.labels(stage=s) for s in STAGES}
@@ -289,6 +312,21 @@ class WorkerMetrics:
             self._labels["applied"].inc(applied)
         if unmatched:
             self._labels["unmatched"].inc(unmatched)
+
+    def shadow_outcomes(self, agreed: int, disagreed: int, skipped: int) -> None:
+        """Challenger events since the previous call."""
+        for outcome, n in (("agree", agreed), ("disagree", disagreed), ("skipped", skipped)):
+            if n:
+                self.shadow.labels(outcome=outcome).inc(n)
+
+    def drift(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Count published drift records and their alerts."""
+        for record in records:
+            self.drift_records.labels(statistic=record["statistic"]).inc()
+            if record["alert"]:
+                self.drift_alerts.labels(
+                    statistic=record["statistic"], subject=record["subject"]
+                ).inc()
 
     # --- scrape time ----------------------------------------------------------------------
 

@@ -20,26 +20,45 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
-    """A registry with one logistic model trained by the project's trainer on generator data."""
+def trained_models(tmp_path_factory) -> tuple[Path, str, str]:
+    """A registry with a logistic champion and a gradient-boosting challenger, trained by the
+    project's trainer on generator data: (root, champion version, challenger version)."""
     root = tmp_path_factory.mktemp("models")
     start = datetime(2026, 1, 1, tzinfo=UTC)
     batch = batch_from_events(
         simulate(n_customers=300, n_terminals=500, days=58, seed=3, start=start)
     )
-    train(
-        batch,
-        model_type="logreg",
-        train_start=datetime(2026, 2, 7, tzinfo=UTC),
-        models_dir=root,
-        data_tag="integration",
-        seed=3,
-    )
-    return root
+    versions = [
+        train(
+            batch,
+            model_type=model_type,
+            train_start=datetime(2026, 2, 7, tzinfo=UTC),
+            models_dir=root,
+            data_tag="integration",
+            seed=3,
+        ).version
+        for model_type in ("logreg", "hgb")
+    ]
+    return root, versions[0], versions[1]
+
+
+@pytest.fixture(scope="session")
+def models_dir(trained_models) -> Path:
+    return trained_models[0]
+
+
+@pytest.fixture(scope="session")
+def champion_version(trained_models) -> str:
+    return trained_models[1]
+
+
+@pytest.fixture(scope="session")
+def challenger_version(trained_models) -> str:
+    return trained_models[2]
 
 
 @pytest.fixture
-def app_env(kafka_bootstrap, models_dir, tmp_path) -> dict[str, str]:
+def app_env(kafka_bootstrap, models_dir, champion_version, tmp_path) -> dict[str, str]:
     """Environment of a worker isolated by topic prefix and app id."""
     tag = uuid.uuid4().hex[:8]
     return {
@@ -47,6 +66,7 @@ def app_env(kafka_bootstrap, models_dir, tmp_path) -> dict[str, str]:
         "STREAM_APP_TOPIC_PREFIX": f"it-{tag}.",
         "STREAM_APP_APP_ID": f"it-{tag}",
         "STREAM_APP_MODELS_DIR": str(models_dir),
+        "STREAM_APP_CHAMPION": champion_version,
         "STREAM_APP_STATE_DIR": str(tmp_path / "state"),
         "STREAM_APP_WEB_PORT": str(free_port()),
         "STREAM_APP_PARTITIONS": "3",

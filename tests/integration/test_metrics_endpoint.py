@@ -63,7 +63,9 @@ def test_metrics_count_200_scored_and_5_dead_letters(
     worker, app_env, app_settings, kafka_bootstrap
 ):
     port = int(app_env["STREAM_APP_WEB_PORT"])
-    champion = ScoringModel.load(resolve_version(Path(app_env["STREAM_APP_MODELS_DIR"]), None))
+    champion = ScoringModel.load(
+        resolve_version(Path(app_env["STREAM_APP_MODELS_DIR"]), app_env["STREAM_APP_CHAMPION"])
+    )
 
     items = list(
         simulate(

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from stream_app.features.definitions import FEATURE_NAMES
-from stream_app.tools.train import logit_covariance, make_estimator, write_version
+from stream_app.tools.train import (
+    logit_covariance,
+    make_estimator,
+    reference_distributions,
+    write_version,
+)
 
 
 def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
@@ -29,6 +34,7 @@ def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
         "training_data": {"tag": "unit", "fingerprint": "f" * 64},
         "metrics": {},
         "thresholds": {"review": 0.5, "decline": 0.9},
+        "reference": reference_distributions(X, est.predict_proba(X)[:, 1], seed),
     }
     target = root / f"v-{model_type}"
     write_version(target, bundle, manifest)

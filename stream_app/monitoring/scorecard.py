@@ -1,0 +1,237 @@
+"""The live scorecard: late labels joined to the scores that were served, per model version.
+
+Pure logic, no Kafka (``stream_app.tools.scorecard`` feeds it from the topics):
+
+* :class:`ScoreJoin` holds served scores (champion envelopes and challenger shadow envelopes) by
+  ``event_id`` until their label arrives, and labels that arrive before their score. State is
+  bounded by the label horizon in event time: a score older than ``newest event time - horizon``
+  without a label is evicted and counted (``evicted_unlabelled``), as is a label whose score
+  never came (``labels_unmatched``).
+* :class:`Scorecard` accumulates the joined pairs per model version and period (day of event
+  time, hour of processing time = the envelope's ``scored_at``) and turns the periods that
+  changed into ``metrics_record`` dicts: AUC ROC, average precision, precision@k (the k highest
+  scores of the period), Brier score, label count and coverage (labelled / scored).
+
+>>> join = ScoreJoin(horizon_s=86_400.0)
+>>> join.add_score("e1", "v1", 0.9, 1_000.0, "2018-04-01T10:15:00+00:00")
+[]
+>>> [(p.version, p.score, p.label) for p in join.add_label("e1", 1, 1_000.0)]
+[('v1', 0.9, 1)]
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+EVENT_DAY = "event_day"
+PROCESSING_HOUR = "processing_hour"
+
+
+def event_day(ts: float) -> str:
+    """``YYYY-MM-DD`` (UTC) of an epoch-seconds event time."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def processing_hour(scored_at: str) -> str:
+    """``YYYY-MM-DDTHH`` (UTC) of an envelope's ``scored_at``."""
+    return datetime.fromisoformat(scored_at).astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One model's answer for one event."""
+
+    version: str
+    score: float
+    event_ts: float
+    scored_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedPair:
+    """A served score with its label."""
+
+    version: str
+    score: float
+    label: int
+    event_ts: float
+    scored_at: str
+
+
+@dataclass(slots=True)
+class JoinCounts:
+    joined: int = 0
+    evicted_unlabelled: int = 0
+    labels_unmatched: int = 0
+    duplicates: int = 0  # a second score of the same event by the same version (replays)
+
+
+class ScoreJoin:
+    """Served scores and early labels by event id, evicted past the label horizon."""
+
+    def __init__(self, horizon_s: float) -> None:
+        if not horizon_s > 0:
+            raise ValueError("horizon_s must be > 0")
+        self.horizon_s = horizon_s
+        self.served: dict[str, dict[str, Served]] = {}
+        self.early_labels: dict[str, tuple[int, float]] = {}
+        self.labelled: dict[str, int] = {}  # event id → label, for scores arriving later
+        self.counts = JoinCounts()
+        self._expiry: list[tuple[float, str]] = []  # (event time, event id), a min-heap
+        self._newest = -math.inf
+
+    def __len__(self) -> int:
+        return len(self.served) + len(self.early_labels)
+
+    def add_score(
+        self, event_id: str, version: str, score: float, event_ts: float, scored_at: str
+    ) -> list[JoinedPair]:
+        """A served score; the pair if its label is already known."""
+        served = Served(version, score, event_ts, scored_at)
+        self._advance(event_ts)
+        label = self.labelled.get(event_id)
+        early = self.early_labels.pop(event_id, None)
+        if early is not None:
+            label = self.labelled[event_id] = early[0]
+        if label is not None:
+            self.counts.joined += 1
+            return [JoinedPair(version, score, label, event_ts, scored_at)]
+        by_version = self.served.get(event_id)
+        if by_version is None:
+            by_version = self.served[event_id] = {}
+            heapq.heappush(self._expiry, (event_ts, event_id))
+        if version in by_version:
+            self.counts.duplicates += 1
+        by_version[version] = served
+        return []
+
+    def add_label(self, event_id: str, label: int, event_ts: float) -> list[JoinedPair]:
+        """A label; the pairs of every version that scored the event (none if not yet)."""
+        self._advance(event_ts)
+        by_version = self.served.pop(event_id, None)
+        if by_version is None:
+            if event_id not in self.labelled and event_id not in self.early_labels:
+                self.early_labels[event_id] = (label, event_ts)
+                heapq.heappush(self._expiry, (event_ts, event_id))
+            return []
+        self.labelled[event_id] = label
+        heapq.heappush(self._expiry, (event_ts, event_id))
+        self.counts.joined += len(by_version)
+        return [
+            JoinedPair(s.version, s.score, label, s.event_ts, s.scored_at)
+            for s in by_version.values()
+        ]
+
+    def _advance(self, event_ts: float) -> None:
+        if event_ts <= self._newest:
+            return
+        self._newest = event_ts
+        cutoff = event_ts - self.horizon_s
+        expiry = self._expiry
+        while expiry and expiry[0][0] < cutoff:
+            _, event_id = heapq.heappop(expiry)
+            by_version = self.served.pop(event_id, None)
+            if by_version is not None:
+                self.counts.evicted_unlabelled += len(by_version)
+            if self.early_labels.pop(event_id, None) is not None:
+                self.counts.labels_unmatched += 1
+            self.labelled.pop(event_id, None)
+
+
+@dataclass(slots=True)
+class PeriodStats:
+    """Scores and labels of one (version, granularity, period)."""
+
+    scored: int = 0
+    scores: list[float] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+
+def period_metrics(scores: Iterable[float], labels: Iterable[int], k: int) -> dict[str, Any]:
+    """AUC ROC, AP (None unless both classes), precision@k, Brier (None when empty)."""
+    s = np.fromiter(scores, dtype=np.float64)
+    y = np.fromiter(labels, dtype=np.int64)
+    if len(s) == 0:
+        return {"auc_roc": None, "average_precision": None, "precision_at_k": None, "brier": None}
+    both = 0 < int(y.sum()) < len(y)
+    top = np.argsort(-s, kind="stable")[: min(k, len(s))]
+    return {
+        "auc_roc": float(roc_auc_score(y, s)) if both else None,
+        "average_precision": float(average_precision_score(y, s)) if both else None,
+        "precision_at_k": float(y[top].mean()),
+        "brier": float(np.mean((s - y) ** 2)),
+    }
+
+
+class Scorecard:
+    """Per version and period: scored count, joined pairs; records of what changed."""
+
+    def __init__(self, k: int = 100, keep_days: int = 35, keep_hours: int = 72) -> None:
+        self.k = k
+        self.keep = {EVENT_DAY: keep_days, PROCESSING_HOUR: keep_hours}
+        self.periods: dict[tuple[str, str, str], PeriodStats] = {}
+        self._changed: set[tuple[str, str, str]] = set()
+
+    def _keys(self, version: str, event_ts: float, scored_at: str) -> list[tuple[str, str, str]]:
+        return [
+            (version, EVENT_DAY, event_day(event_ts)),
+            (version, PROCESSING_HOUR, processing_hour(scored_at)),
+        ]
+
+    def _stats(self, key: tuple[str, str, str]) -> PeriodStats:
+        stats = self.periods.get(key)
+        if stats is None:
+            stats = self.periods[key] = PeriodStats()
+        self._changed.add(key)
+        return stats
+
+    def scored(self, version: str, event_ts: float, scored_at: str) -> None:
+        """Count one served score in its periods."""
+        for key in self._keys(version, event_ts, scored_at):
+            self._stats(key).scored += 1
+
+    def joined(self, pair: JoinedPair) -> None:
+        """Add a labelled score to its periods."""
+        for key in self._keys(pair.version, pair.event_ts, pair.scored_at):
+            stats = self._stats(key)
+            stats.scores.append(pair.score)
+            stats.labels.append(pair.label)
+
+    def records(self) -> list[dict[str, Any]]:
+        """``metrics_record`` dicts of the periods changed since the last call (sorted), then
+        the oldest periods beyond ``keep_days`` / ``keep_hours`` per version are dropped."""
+        out = []
+        for version, granularity, period in sorted(self._changed):
+            stats = self.periods.get((version, granularity, period))
+            if stats is None:
+                continue
+            n = len(stats.labels)
+            out.append(
+                {
+                    "model_version": version,
+                    "granularity": granularity,
+                    "period": period,
+                    "labels": n,
+                    "label_coverage": min(1.0, n / stats.scored) if stats.scored else 0.0,
+                    "metrics": period_metrics(stats.scores, stats.labels, self.k),
+                }
+            )
+        self._changed.clear()
+        self._trim()
+        return out
+
+    def _trim(self) -> None:
+        by_group: dict[tuple[str, str], list[str]] = {}
+        for version, granularity, period in self.periods:
+            by_group.setdefault((version, granularity), []).append(period)
+        for (version, granularity), periods in by_group.items():
+            for period in sorted(periods)[: -self.keep[granularity]]:
+                del self.periods[(version, granularity, period)]

@@ -1,0 +1,127 @@
+"""Shadow challenger, drift records and the live scorecard, on the real broker."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from stream_app.io.schemas import validate
+from stream_app.scoring.model import ScoringModel
+from stream_app.tools.generator import simulate
+from stream_app.tools.producer import BulkProducer
+from stream_app.tools.schedule import schedule
+from stream_app.tools.scorecard import ScorecardService, run_scorecard
+from stream_app.tools.worker_process import WorkerProcess
+from tests.kafka_reader import read_topic
+
+pytestmark = pytest.mark.integration
+
+N = 1000
+WINDOW = 250
+
+
+def test_shadow_drift_and_scorecard(
+    app_env,
+    app_settings,
+    kafka_bootstrap,
+    models_dir,
+    champion_version,
+    challenger_version,
+    tmp_path,
+):
+    env = {
+        **app_env,
+        "STREAM_APP_CHALLENGER": challenger_version,
+        "STREAM_APP_EMIT_FEATURES": "true",
+        "STREAM_APP_SHADOW_MAX_PENDING": "100000",  # this test wants every event shadowed
+        "STREAM_APP_DRIFT_WINDOW_EVENTS": str(WINDOW),
+        "STREAM_APP_DRIFT_MIN_EVENTS": "1",
+        "STREAM_APP_DRIFT_WINDOW_SECONDS": "1e9",
+    }
+    items = list(
+        simulate(
+            n_customers=200,
+            n_terminals=300,
+            n_events=N,
+            seed=33,
+            start=datetime(2026, 3, 1, tzinfo=UTC),
+        )
+    )
+    # The generator's first day has almost no fraud; mark every 20th event so both classes exist
+    # (the worker does not care, the scorecard's metrics need both).
+    items = [(item.event, int(i % 20 == 7)) for i, item in enumerate(items)]
+    truth = {event["event_id"]: label for event, label in items}
+    worker = WorkerProcess(tmp_path / "worker", env)
+    worker.start()
+    try:
+        worker.wait_ready()
+        with BulkProducer(app_settings) as producer:
+            for record in schedule(items):
+                producer.produce(app_settings.topic(record.topic), record.key, record.value)
+        scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=N)
+        shadow = read_topic(kafka_bootstrap, app_settings.topic("scores.shadow"), expect=N)
+        drift = read_topic(kafka_bootstrap, app_settings.topic("drift"), expect=1, timeout=30)
+    finally:
+        worker.stop()
+    assert "challenger" in worker.log_text() and challenger_version in worker.log_text()
+
+    # Shadow: one record per event, the champion's answer copied, the challenger's recomputed.
+    champion = ScoringModel.load(models_dir / champion_version)
+    challenger = ScoringModel.load(models_dir / challenger_version)
+    served = {e["event_id"]: e for e in (orjson.loads(m.value()) for m in scores)}
+    assert len(served) == N and set(served) == set(truth)
+    records = [orjson.loads(m.value()) for m in shadow]
+    assert len(records) == N
+    assert {r["challenger"]["event_id"] for r in records} == set(truth)
+    X = np.array([[r["challenger"]["features"][f] for f in challenger.features] for r in records])
+    expected = challenger.predict(X)
+    for record, message, p in zip(records, shadow, expected, strict=True):
+        validate("shadow_score", record)
+        env_ = record["challenger"]
+        champ = served[env_["event_id"]]
+        assert message.key().decode() == env_["customer_id"]
+        assert env_["model_version"] == challenger_version
+        assert env_["score"] == pytest.approx(p, abs=1e-12)
+        assert record["champion_version"] == champion.version
+        assert record["champion_score"] == champ["score"]
+        assert record["champion_decision"] == champ["decision"]
+        assert record["agree"] == (env_["decision"] == champ["decision"])
+        assert env_["features"] == champ["features"]  # one feature vector for both models
+
+    # Drift: N / WINDOW windows of (PSI + KS per feature, score PSI, detector).
+    drift = read_topic(
+        kafka_bootstrap, app_settings.topic("drift"), expect=(N // WINDOW) * (2 * 15 + 2)
+    )
+    assert len(drift) == (N // WINDOW) * (2 * len(champion.features) + 2)
+    for message in drift:
+        record = orjson.loads(message.value())
+        validate("drift_record", record)
+        assert message.key().decode() == champion_version
+        assert record["window"]["events"] == WINDOW
+
+    # Scorecard: labels joined to both models' scores, metrics equal an independent computation.
+    service = ScorecardService(horizon_s=365 * 86_400.0, k=100)
+    totals = run_scorecard(app_settings, service, since_ms=None, until_end=True)
+    assert (totals.scores, totals.shadow, totals.labels) == (N, N, N)
+    assert service.join.counts.joined == 2 * N
+    overall = totals.overall(k=100)
+    y = np.array([truth[e] for e in served])
+    s = np.array([served[e]["score"] for e in served])
+    assert 0 < y.sum() < N
+    assert overall[champion_version]["auc_roc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert overall[champion_version]["average_precision"] == pytest.approx(
+        average_precision_score(y, s), abs=1e-12
+    )
+    assert overall[challenger_version]["labels"] == N
+    published = read_topic(kafka_bootstrap, app_settings.topic("metrics"), expect=4)
+    by_day = {}
+    for message in published:
+        record = orjson.loads(message.value())
+        validate("metrics_record", record)
+        if record["granularity"] == "event_day":
+            by_day[(record["model_version"], record["period"])] = record
+    for version in (champion_version, challenger_version):
+        assert sum(r["labels"] for (v, _), r in by_day.items() if v == version) == N
+        assert all(r["label_coverage"] == 1.0 for (v, _), r in by_day.items() if v == version)
