@@ -1,0 +1,63 @@
+"""Read whole topics once: every partition from its first offset to the log end seen at start.
+
+Manual assignment and no commits, so no consumer group's offsets ever move. Used by the
+evaluation tools (served-score evaluation, topic replay) that need a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from stream_app.config import Settings
+from stream_app.exceptions import DatasetError
+
+OnRecord = Callable[[str, int, int, bytes | None], None]  # topic, partition, offset, value
+
+
+def read_to_end(
+    settings: Settings,
+    topics: Sequence[str],
+    group_id: str,
+    on_record: OnRecord,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Call ``on_record`` for every record of ``topics`` (real names) present at the start."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": group_id, "enable.auto.commit": False}
+    )
+    try:
+        end: dict[tuple[str, int], int] = {}
+        assignment = []
+        for name in topics:
+            meta = consumer.list_topics(name, timeout=10).topics[name]
+            if meta.error is not None:
+                raise DatasetError(
+                    f"topic {name} is not readable ({meta.error}); check KAFKA_BOOTSTRAP_SERVERS "
+                    "and STREAM_APP_TOPIC_PREFIX (the worker's)"
+                )
+            for partition in sorted(meta.partitions):
+                tp = TopicPartition(name, partition, OFFSET_BEGINNING)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                if high > low:
+                    end[(name, partition)] = high
+                    assignment.append(tp)
+        consumer.assign(assignment)
+        while end:
+            batch = consumer.consume(2000, timeout=1.0)
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                key = (topic, partition)
+                if key not in end or offset >= end[key]:
+                    continue
+                if offset + 1 >= end[key]:
+                    del end[key]
+                on_record(topic, partition, offset, msg.value())
+            if on_progress is not None and batch:
+                on_progress(len(batch))
+    finally:
+        consumer.close()
