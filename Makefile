@@ -30,7 +30,7 @@ test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check stream_app tests
+	$(BIN)/ruff check stream_app tests bench
 	$(BIN)/mypy stream_app
 
 broker-stop: install

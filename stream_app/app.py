@@ -227,7 +227,12 @@ def create_app(
         extra_features=challenger.features if challenger is not None else (),
     )
     shadow = (
-        ShadowScorer(challenger, settings.shadow_max_pending, settings.emit_features)
+        ShadowScorer(
+            challenger,
+            settings.shadow_max_pending,
+            settings.emit_features,
+            version_dir=settings.models_dir / challenger.version,
+        )
         if challenger is not None
         else None
     )
@@ -324,7 +329,7 @@ def create_app(
                 if out.X is not None and out.champion is not None:
                     if shadow is not None:
                         shadow.offer(
-                            ShadowJob(
+                            ShadowJob.of(
                                 out.events,
                                 scoring_stage.matrix(out.X, shadow.challenger.features),
                                 champion.version,

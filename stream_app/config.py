@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # --- Drift -------------------------------------------------------------------
     drift_enabled: bool = Field(True, description="Publish drift statistics on `drift`.")
     drift_window_events: int = Field(
-        5000, ge=1, description="A drift window closes after this many scored events..."
+        20_000, ge=1, description="A drift window closes after this many scored events..."
     )
     drift_window_seconds: float = Field(
         86_400.0, gt=0, description="...or once it spans this many seconds of event time..."

@@ -38,10 +38,16 @@ class Aggregate(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EventFeature:
-    """A feature computed from the event alone: ``compute(amount, utc_time_struct)``."""
+    """A feature computed from the event alone: ``compute(amount, utc_time_struct)``.
+
+    ``calendar`` marks a function of the clock alone (weekend, night): its distribution over a
+    window says where the window sits in the week, not what the traffic is, so drift monitoring
+    leaves it out.
+    """
 
     name: str
     compute: Callable[[float, time.struct_time], float]
+    calendar: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +106,15 @@ def _terminal(w: int) -> tuple[WindowFeature, WindowFeature]:
 
 FEATURES: tuple[Feature, ...] = (
     EventFeature("TX_AMOUNT", _amount),
-    EventFeature("TX_DURING_WEEKEND", _weekend),
-    EventFeature("TX_DURING_NIGHT", _night),
+    EventFeature("TX_DURING_WEEKEND", _weekend, calendar=True),
+    EventFeature("TX_DURING_NIGHT", _night, calendar=True),
     *(f for w in WINDOWS_DAYS for f in _customer(w)),
     *(f for w in WINDOWS_DAYS for f in _terminal(w)),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 EVENT_FEATURES: tuple[EventFeature, ...] = tuple(f for f in FEATURES if isinstance(f, EventFeature))
+CALENDAR_FEATURES: frozenset[str] = frozenset(f.name for f in EVENT_FEATURES if f.calendar)
 
 
 def window_features(entity: Entity) -> tuple[WindowFeature, ...]:

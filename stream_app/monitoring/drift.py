@@ -26,7 +26,7 @@ caller passes event times (epoch seconds) in and publishes the records it gets b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -197,7 +197,8 @@ class FeatureWindow:
     The window opens at its first event. It is ``ready`` once it holds ``max_events`` events,
     or ``max_seconds`` have passed since its earliest event time and it holds at least
     ``min_events`` (default 1; raise it to keep quiet periods from producing noisy tiny
-    windows). ``close`` returns the records and empties the window.
+    windows). ``close`` returns the records and empties the window. Features named in
+    ``exclude`` stay in the rows but get no PSI/KS records.
 
     >>> ref = {
     ...     "features": {"x": {"edges": [0.5], "shares": [0.5, 0.5]}},
@@ -227,10 +228,15 @@ class FeatureWindow:
         min_events: int = 1,
         thresholds: DriftThresholds = DriftThresholds(),
         eps: float = PSI_EPS,
+        exclude: Collection[str] = (),
     ) -> None:
         if max_events < 1 or not max_seconds > 0 or min_events < 1:
             raise ValueError("max_events and min_events must be >= 1 and max_seconds > 0")
         self.features: tuple[str, ...] = tuple(features)
+        # (row index, name) of the features with PSI/KS records: all but ``exclude``.
+        self.monitored: tuple[tuple[int, str], ...] = tuple(
+            (j, f) for j, f in enumerate(self.features) if f not in exclude
+        )
         self.model_version = model_version
         self.max_events = max_events
         self.max_seconds = float(max_seconds)
@@ -238,9 +244,11 @@ class FeatureWindow:
         self.thresholds = thresholds
         self.eps = eps
         try:
-            self.bins = [BinnedReference.from_dict(reference["features"][f]) for f in features]
+            self.bins = [
+                BinnedReference.from_dict(reference["features"][f]) for _, f in self.monitored
+            ]
             self.samples = [
-                _sorted_finite(reference["sample"][f], f"sample of {f}") for f in features
+                _sorted_finite(reference["sample"][f], f"sample of {f}") for _, f in self.monitored
             ]
             self.score_bins = BinnedReference.from_dict(reference["score"])
         except KeyError as exc:
@@ -321,10 +329,10 @@ class FeatureWindow:
                 )
             )
 
-        for j, name in enumerate(self.features):
+        for i, (j, name) in enumerate(self.monitored):
             column = X[:, j]
-            emit("psi", name, self.bins[j].psi(column, self.eps), self.thresholds.psi)
-            ks = _ks_sorted(self.samples[j], _sorted_finite(column, f"window of {name}"))
+            emit("psi", name, self.bins[i].psi(column, self.eps), self.thresholds.psi)
+            ks = _ks_sorted(self.samples[i], _sorted_finite(column, f"window of {name}"))
             emit("ks", name, ks, self.thresholds.ks)
         emit("psi", SCORE, self.score_bins.psi(scores, self.eps), self.thresholds.psi)
         return records

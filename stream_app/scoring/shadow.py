@@ -2,9 +2,10 @@
 
 The scoring agent hands each scored micro-batch to :class:`ShadowScorer` with ``offer`` (never
 blocking: when ``max_pending`` batches already wait, the batch is skipped and counted, so a slow
-challenger can cost the champion nothing). A background task takes the batches in order, runs
-the challenger's ``predict_proba`` in a worker thread (scikit-learn releases the GIL in its
-numeric kernels, so on two cores it runs beside the event loop) and publishes one
+challenger can cost the champion nothing). A background task takes the waiting batches in order
+(merged into one, so a small batch does not pay a model call of its own), runs the challenger in
+a process of its own (its CPU time and its Python work never hold the champion's interpreter
+lock) and publishes one
 ``shadow_score`` record per event on ``scores.shadow``: the challenger's full envelope, the
 champion's score and decision, whether the decisions agree and the score difference.
 """
@@ -12,14 +13,17 @@ champion's score and decision, whether the decisions agree and the score differe
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+from threadpoolctl import threadpool_limits
 
 from stream_app.scoring.envelope import ScoredEvent, build_envelopes
 from stream_app.scoring.model import BatchScores, ScoringModel
@@ -34,15 +38,44 @@ class ShadowJob:
     events: Sequence[ScoredEvent]
     X: FloatArray  # the challenger's columns, row-aligned with ``events``
     champion_version: str
-    champion: BatchScores
+    champion_score: FloatArray
+    champion_decision: npt.NDArray[np.str_]
+
+    @classmethod
+    def of(
+        cls,
+        events: Sequence[ScoredEvent],
+        X: FloatArray,
+        champion_version: str,
+        champion: BatchScores,
+    ) -> ShadowJob:
+        """A job from the champion's batch scores."""
+        return cls(events, X, champion_version, champion.score, champion.decision)
+
+    @classmethod
+    def merge(cls, jobs: Sequence[ShadowJob]) -> ShadowJob:
+        """Consecutive jobs of one champion as one (one ``predict_proba`` for all)."""
+        if len(jobs) == 1:
+            return jobs[0]
+        return cls(
+            [event for job in jobs for event in job.events],
+            np.vstack([job.X for job in jobs]),
+            jobs[0].champion_version,
+            np.concatenate([job.champion_score for job in jobs]),
+            np.concatenate([job.champion_decision for job in jobs]),
+        )
 
 
 def shadow_records(
-    envelopes: Sequence[dict[str, Any]], champion_version: str, champion: BatchScores
+    envelopes: Sequence[dict[str, Any]],
+    champion_version: str,
+    champion_score: FloatArray,
+    champion_decision: npt.NDArray[np.str_],
 ) -> list[dict[str, Any]]:
-    """The ``shadow_score`` records for challenger ``envelopes`` (row-aligned with ``champion``)."""
-    scores = champion.score.tolist()
-    decisions = champion.decision.tolist()
+    """The ``shadow_score`` records for challenger ``envelopes`` (row-aligned with the
+    champion's scores and decisions)."""
+    scores = champion_score.tolist()
+    decisions = champion_decision.tolist()
     return [
         {
             "challenger": envelope,
@@ -68,11 +101,64 @@ class ShadowCounts:
 Send = Callable[[bytes, bytes], Awaitable[Any]]
 
 
+def score_job(
+    challenger: ScoringModel, job: ShadowJob, emit_features: bool = False
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Score one job with the challenger: ((key, value) pairs for ``scores.shadow``, agreed).
+
+    Native thread pools (OpenMP in gradient boosting, BLAS) are held to one thread: their idle
+    threads spin-wait, and on a small machine that spinning takes the champion's cores.
+    """
+    with threadpool_limits(limits=1):
+        batch = challenger.score_batch(job.X)
+    envelopes = build_envelopes(challenger, job.events, job.X, batch, emit_features)
+    records = shadow_records(
+        envelopes, job.champion_version, job.champion_score, job.champion_decision
+    )
+    pairs = [
+        (event.customer_id.encode(), orjson.dumps(record))
+        for event, record in zip(job.events, records, strict=True)
+    ]
+    return pairs, sum(1 for r in records if r["agree"])
+
+
+# --- the challenger's own process ----------------------------------------------------------------
+
+_child: tuple[ScoringModel, bool] | None = None
+
+
+def _child_init(version_dir: str, emit_features: bool) -> None:
+    """Load the challenger in the shadow process, hash-verified again. (Lowering this process's
+    CPU priority was measured and made things worse: the starved challenger fell behind, its
+    queue filled, and batches were skipped.)"""
+    global _child
+    _child = (ScoringModel.load(Path(version_dir)), emit_features)
+
+
+def _child_score(job: ShadowJob) -> tuple[list[tuple[bytes, bytes]], int]:
+    assert _child is not None, "the shadow process was not initialised"
+    return score_job(_child[0], job, _child[1])
+
+
+def _child_ready() -> str:
+    assert _child is not None
+    return _child[0].version
+
+
 class ShadowScorer:
-    """A bounded hand-off queue from the champion's path to the challenger."""
+    """A bounded hand-off queue from the champion's path to the challenger.
+
+    With ``version_dir`` (the challenger's registry directory) the challenger runs in a process
+    of its own, so neither its CPU time nor its Python work (explanations, envelopes) holds the
+    champion's interpreter lock; without it, in a thread of this process.
+    """
 
     def __init__(
-        self, challenger: ScoringModel, max_pending: int = 64, emit_features: bool = False
+        self,
+        challenger: ScoringModel,
+        max_pending: int = 64,
+        emit_features: bool = False,
+        version_dir: Path | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -80,7 +166,17 @@ class ShadowScorer:
         self.emit_features = emit_features
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=max_pending)
         self.counts = ShadowCounts()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.in_process = version_dir is None
+        self._executor: Executor
+        if version_dir is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        else:
+            self._executor = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init,
+                initargs=(str(version_dir), emit_features),
+            )
 
     def offer(self, job: ShadowJob) -> bool:
         """Queue ``job`` without waiting; False (and counted) when the queue is full."""
@@ -92,29 +188,44 @@ class ShadowScorer:
         return True
 
     def score(self, job: ShadowJob) -> list[tuple[bytes, bytes]]:
-        """Score one job with the challenger: (key, value) pairs for ``scores.shadow``."""
-        batch = self.challenger.score_batch(job.X)
-        envelopes = build_envelopes(self.challenger, job.events, job.X, batch, self.emit_features)
-        records = shadow_records(envelopes, job.champion_version, job.champion)
-        self.counts.scored += len(records)
-        self.counts.agreed += sum(1 for r in records if r["agree"])
-        return [
-            (event.customer_id.encode(), orjson.dumps(record))
-            for event, record in zip(job.events, records, strict=True)
-        ]
+        """Score one job here and now (counted): (key, value) pairs for ``scores.shadow``."""
+        pairs, agreed = score_job(self.challenger, job, self.emit_features)
+        self._count(len(pairs), agreed)
+        return pairs
 
-    async def run(self, send: Send) -> None:
-        """Forever: take a job, score it in the worker thread, send its records in order."""
+    def _count(self, scored: int, agreed: int) -> None:
+        self.counts.scored += scored
+        self.counts.agreed += agreed
+
+    async def run(self, send: Send, max_rows: int = 5000) -> None:
+        """Forever: take the queued jobs (up to ``max_rows`` events) as one batch, score it in
+        the challenger's process (or thread), send its records in order. Merging matters at low
+        rates, where the champion's micro-batches are small and a model's per-call cost would
+        dominate."""
         loop = asyncio.get_running_loop()
+        if not self.in_process:
+            await loop.run_in_executor(self._executor, _child_ready)  # start it now, not later
         while True:
-            job = await self.queue.get()
+            jobs = [await self.queue.get()]
+            rows = len(jobs[0].events)
+            while rows < max_rows and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+                rows += len(jobs[-1].events)
             try:
-                pairs = await loop.run_in_executor(self._executor, self.score, job)
+                job = ShadowJob.merge(jobs)
+                if self.in_process:
+                    pairs, agreed = await loop.run_in_executor(
+                        self._executor, score_job, self.challenger, job, self.emit_features
+                    )
+                else:
+                    pairs, agreed = await loop.run_in_executor(self._executor, _child_score, job)
+                self._count(len(pairs), agreed)
                 for key, value in pairs:
                     await send(key, value)
             finally:
-                self.queue.task_done()
+                for _ in jobs:
+                    self.queue.task_done()
 
     def close(self) -> None:
-        """Stop the worker thread (pending jobs are dropped)."""
+        """Stop the challenger's thread or process (pending jobs are dropped)."""
         self._executor.shutdown(wait=False, cancel_futures=True)

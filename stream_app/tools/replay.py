@@ -84,6 +84,7 @@ def load_models(
             model_type=model.manifest.model_type,
             role=role,
             training_data=model.training_data_tag,
+            reference=model.manifest.raw.get("reference"),
         )
         loaded.append((info, model))
     return loaded

@@ -20,7 +20,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ import orjson
 import pandas as pd
 
 from stream_app.evaluation.metrics import card_precision_top_k, quality
+from stream_app.monitoring.drift import PSI_THRESHOLD as PSI_ALERT
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,6 +51,7 @@ PLOT_TITLES = (
     "Calibration curve",
     "Score histograms by label",
     f"Daily CP@{TOP_K}",
+    "Drift over time",
 )
 REPORT_STEPS = 3 + len(PLOT_TITLES)
 """Steps :func:`write_outputs` reports through ``on_step``: parquet, metrics, each plot, HTML."""
@@ -72,6 +74,9 @@ class ModelInfo:
     model_type: str
     role: str  # "champion" or "challenger"
     training_data: str = ""
+    # The manifest's ``reference`` block (training bins per feature and for the score), when
+    # known: the report's drift-over-time plot measures each day against it.
+    reference: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def column(self) -> str:
@@ -156,7 +161,37 @@ def metrics_document(
             for m in models
         ],
         "metrics": {m.version: model_metrics(frame, m, k) for m in models},
+        "drift": {m.version: daily_drift(frame, m) for m in models if m.reference},
     }
+
+
+DRIFT_TOP_FEATURES = 4
+
+
+def daily_drift(frame: pd.DataFrame, model: ModelInfo) -> dict[str, Any]:
+    """PSI per UTC day against the model's training reference: of its score, and of each of its
+    non-calendar features present in the frame."""
+    from stream_app.features.definitions import CALENDAR_FEATURES
+    from stream_app.monitoring.drift import BinnedReference
+
+    assert model.reference is not None
+    days = day_numbers(frame["event_time"])
+    unique = np.unique(days)
+    groups = [np.flatnonzero(days == d) for d in unique]
+    score_bins = BinnedReference.from_dict(model.reference["score"])
+    scores = frame[model.column].to_numpy(dtype=np.float64)
+    out: dict[str, Any] = {
+        "days": [iso_day(d) for d in unique.tolist()],
+        "score": [score_bins.psi(scores[g]) for g in groups],
+        "features": {},
+    }
+    for name, bins in model.reference.get("features", {}).items():
+        if name in CALENDAR_FEATURES or name not in frame.columns:
+            continue
+        reference = BinnedReference.from_dict(bins)
+        values = frame[name].to_numpy(dtype=np.float64)
+        out["features"][name] = [reference.psi(values[g]) for g in groups]
+    return out
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -355,6 +390,40 @@ def plot_daily_cp(models: Sequence[ModelInfo], metrics: dict[str, Any]) -> str:
     return _png(fig)
 
 
+def plot_drift(models: Sequence[ModelInfo], document: dict[str, Any]) -> str:
+    """Daily PSI against the training reference: each model's score, and the champion's
+    features with the largest PSI."""
+    fig, ax = _figure()
+    drift = document.get("drift", {})
+    days: list[str] = []
+    champion = next((m for m in models if m.role == "champion"), None)
+    for m in models:
+        series = drift.get(m.version)
+        if not series:
+            continue
+        days = series["days"]
+        ax.plot(range(len(days)), series["score"], marker="o", label=f"score {m.version}")
+        if m is champion:
+            top = sorted(series["features"].items(), key=lambda kv: -max(kv[1], default=0.0))
+            for name, values in top[:DRIFT_TOP_FEATURES]:
+                ax.plot(range(len(days)), values, linestyle="--", label=name)
+    if not days:
+        ax.text(
+            0.5,
+            0.5,
+            "no training reference known for these models",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    ax.axhline(PSI_ALERT, color="#c62828", linewidth=0.8, linestyle=":")
+    ax.set_xticks(range(len(days)), days, rotation=45, ha="right", fontsize="small")
+    ax.set(xlabel="Day (UTC)", ylabel="PSI vs training", title=PLOT_TITLES[5])
+    if days:
+        ax.legend(loc="upper left", fontsize="x-small")
+    return _png(fig)
+
+
 # --- HTML ---------------------------------------------------------------------------------------
 
 _CSS = """
@@ -436,6 +505,7 @@ def render_html(
             lambda: plot_calibration(frame, models),
             lambda: plot_histograms(frame, models),
             lambda: plot_daily_cp(models, metrics),
+            lambda: plot_drift(models, document),
         ),
         strict=True,
     ):

@@ -17,11 +17,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from stream_app.features.offline import TransactionBatch
+from stream_app.features.offline import TransactionBatch, build_features
+from stream_app.monitoring.drift_monitor import DriftMonitor
+from stream_app.scoring.model import ScoringModel
 from stream_app.tools.csv_source import default_csv_path, read_csv_events
 from stream_app.tools.train import ModelType, TrainResult, batch_from_events, train
 
@@ -73,10 +77,16 @@ def fit(batch: TransactionBatch, model_type: ModelType, out: Path) -> TrainResul
     return result
 
 
-def test_logreg_reproduces_published_baseline(
-    handbook_batch: TransactionBatch, tmp_path: Path
-) -> None:
-    result = fit(handbook_batch, "logreg", tmp_path)
+@pytest.fixture(scope="module")
+def logreg(
+    handbook_batch: TransactionBatch, tmp_path_factory: pytest.TempPathFactory
+) -> TrainResult:
+    """The protocol's logistic regression, trained once for the module."""
+    return fit(handbook_batch, "logreg", tmp_path_factory.mktemp("logreg"))
+
+
+def test_logreg_reproduces_published_baseline(logreg: TrainResult) -> None:
+    result = logreg
     measured = {name: result.metrics[name] for name in PUBLISHED_LOGREG}
     off = {
         name: (measured[name], published)
@@ -103,3 +113,84 @@ def test_hgb_beats_best_published_average_precision(
         f"(AUC ROC {result.metrics['auc_roc']:.4f}, "
         f"CP@100 {result.metrics['card_precision_at_100']:.4f})"
     )
+
+
+TEST_FROM = datetime(2018, 8, 8, tzinfo=UTC).timestamp()
+TEST_END = datetime(2018, 8, 15, tzinfo=UTC).timestamp()
+INJECT_FROM = datetime(2018, 8, 11, tzinfo=UTC).timestamp()
+INJECT_TERMINAL_SHARE = 0.2  # amounts x3 on this share of terminals (chosen by id) from 08-11
+STREAM_BATCH = 500  # the worker's micro-batch
+# The monitor as the worker runs it by default: one window per event-time day on this traffic.
+WINDOW = {"max_events": 20_000, "max_seconds": 86_400.0, "min_events": 500}
+
+
+def drift_run(model: Any, X: np.ndarray, ts: np.ndarray) -> tuple[list[dict[str, Any]], list[int]]:
+    """Feed the test week to a fresh DriftMonitor in micro-batches, as the worker does: the
+    records, and for each record the number of events fed when it was emitted."""
+    monitor = DriftMonitor(model, **WINDOW)
+    scores = model.predict(X)
+    records: list[dict[str, Any]] = []
+    fed_at: list[int] = []
+    for lo in range(0, len(X), STREAM_BATCH):
+        out = monitor.observe(
+            X[lo : lo + STREAM_BATCH],
+            scores[lo : lo + STREAM_BATCH].tolist(),
+            ts[lo : lo + STREAM_BATCH].tolist(),
+        )
+        records += out
+        fed_at += [min(lo + STREAM_BATCH, len(X))] * len(out)
+    return records, fed_at
+
+
+def test_drift_quiet_on_the_test_week_and_alerts_on_injected_amounts(
+    handbook_batch: TransactionBatch, logreg: TrainResult
+) -> None:
+    model = ScoringModel.load(logreg.path)
+    rows = np.flatnonzero((handbook_batch.ts >= TEST_FROM) & (handbook_batch.ts < TEST_END))
+    ts = handbook_batch.ts[rows]
+    X = build_features(handbook_batch)[rows]
+    records, _ = drift_run(model, X, ts)
+    alerts = [r for r in records if r["alert"]]
+    windows = sum(1 for r in records if (r["statistic"], r["subject"]) == ("psi", "score"))
+    print(
+        f"\nstationary test week: {len(rows):,} events, {windows} windows, {len(records)} "
+        f"drift records, {len(alerts)} alerts"
+        + "".join(f"\n  {r['statistic']} {r['subject']} {r['value']:.4f}" for r in alerts)
+    )
+    assert windows >= 6
+    assert alerts == [], "false alarms on the stationary test week"
+
+    # Inject: amounts x3 on a fifth of the terminals from 2018-08-11.
+    terminals = sorted(set(handbook_batch.terminal_id))
+    chosen = set(terminals[:: int(1 / INJECT_TERMINAL_SHARE)])
+    hit = np.array([t in chosen for t in handbook_batch.terminal_id], dtype=bool) & (
+        handbook_batch.ts >= INJECT_FROM
+    )
+    drifted = TransactionBatch(
+        handbook_batch.event_id,
+        handbook_batch.ts,
+        handbook_batch.customer_id,
+        handbook_batch.terminal_id,
+        np.where(hit, handbook_batch.amount * 3, handbook_batch.amount),
+        handbook_batch.label,
+    )
+    X2 = build_features(drifted)[rows]
+    records2, fed_at = drift_run(model, X2, ts)
+    first_injected = int(np.searchsorted(ts, INJECT_FROM))
+    before = [r for r, n in zip(records2, fed_at, strict=True) if n <= first_injected]
+    assert not any(r["alert"] for r in before), "alerts before the injection"
+    delays = {}
+    for r, n in zip(records2, fed_at, strict=True):
+        if r["alert"] and n > first_injected:
+            delays.setdefault((r["statistic"], r["subject"]), n - first_injected)
+    print(
+        f"injected amounts x3 on {len(chosen):,} of {len(terminals):,} terminals from "
+        f"2018-08-11 ({int(hit[rows].sum()):,} events hit): first alert after "
+        + ", ".join(
+            f"{s} {subj} {d:,}" for (s, subj), d in sorted(delays.items(), key=lambda x: x[1])
+        )
+        + " events"
+    )
+    assert delays, "no alert after the injection"
+    # Detected within the first window that holds injected events (one event-time day here).
+    assert min(delays.values()) <= 12_000

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from stream_app.features.definitions import CALENDAR_FEATURES
 from stream_app.io.schemas import validator
 from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.scoring.model import ScoringModel
@@ -36,7 +37,11 @@ def test_window_closes_by_count_with_exact_statistics(model):
         records += monitor.observe(
             X[lo : lo + 60], scores[lo : lo + 60].tolist(), times[lo : lo + 60]
         )
-    d = len(model.features)
+    monitored = [
+        (j, name) for j, name in enumerate(model.features) if name not in CALENDAR_FEATURES
+    ]
+    assert len(monitored) == len(model.features) - 2  # weekend and night are calendar
+    d = len(monitored)
     per_window = 2 * d + 2  # PSI + KS per feature, PSI of the score, the detector's record
     assert monitor.windows == 2 and len(records) == 2 * per_window
     validate = validator("drift_record")
@@ -46,8 +51,8 @@ def test_window_closes_by_count_with_exact_statistics(model):
     for w, lo in enumerate((0, 100)):
         window = records[w * per_window : (w + 1) * per_window]
         block = X[lo : lo + 100]
-        for j, name in enumerate(model.features):
-            psi_rec, ks_rec = window[2 * j], window[2 * j + 1]
+        for i, (j, name) in enumerate(monitored):
+            psi_rec, ks_rec = window[2 * i], window[2 * i + 1]
             assert (psi_rec["statistic"], psi_rec["subject"]) == ("psi", name)
             bins = ref["features"][name]
             assert psi_rec["value"] == pytest.approx(
@@ -89,4 +94,10 @@ def test_detector_fires_on_a_score_shift(model):
         score = 0.05 if i < 400 else 0.6
         records += monitor.observe(X, [score], [T0 + i])
     detectors = [r for r in records if r["statistic"] == "page_hinkley"]
-    assert [r["alert"] for r in detectors] == [False, True]
+    # Window 1 (quiet), the detection itself (published at once), window 2's close (no further
+    # detection since).
+    assert [r["alert"] for r in detectors] == [False, True, False]
+    fired = detectors[1]
+    assert fired["value"] == 1.0
+    assert fired["window"]["start"] == "2018-05-01T00:06:40+00:00"  # window 2 opened at 400
+    assert 0 < fired["window"]["events"] <= 400

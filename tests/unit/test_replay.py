@@ -175,7 +175,7 @@ def test_metrics_match_sklearn_and_the_handbook_cp(data, replayed):
 def test_report_is_self_contained_with_one_image_per_plot(replayed):
     page = (replayed.out / "report.html").read_text()
     images = re.findall(r"<img [^>]*>", page)
-    assert len(images) == len(PLOT_TITLES) == 5
+    assert len(images) == len(PLOT_TITLES) == 6
     assert all('src="data:image/png;base64,' in img for img in images)
     assert "http://" not in page and "https://" not in page
     assert CHAMPION in page and CHALLENGER in page and "Δ vs champion" in page
@@ -200,7 +200,7 @@ def test_default_champion_only_and_duplicates_dropped(data):
     assert doc["source"]["history_days"] == 3
     frame = pd.read_parquet(out / "scored.parquet")
     assert list(frame.columns)[-2:] == [f"score_{CHAMPION}", "label"]
-    assert len(re.findall(r"<img ", (out / "report.html").read_text())) == 5
+    assert len(re.findall(r"<img ", (out / "report.html").read_text())) == 6
 
 
 def test_missing_csv(data, tmp_path):
