@@ -196,8 +196,8 @@ def _replay_topic(
     label_delay_days: float,
 ) -> None:
     from rich.markup import escape
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.tools.topic_replay import Bound, replay_topic
@@ -205,15 +205,7 @@ def _replay_topic(
     settings = get_settings()
     try:
         bounds = Bound.parse(start), Bound.parse(stop, end=True)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn(f"reading {escape(settings.topic(topic))} and labels"),
-            TextColumn("{task.completed:,} records"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("read", total=None)
+        with record_counter(console, f"reading {settings.topic(topic)} and labels") as advance:
             result = replay_topic(
                 settings,
                 topic=topic,
@@ -225,7 +217,7 @@ def _replay_topic(
                 challengers=challengers,
                 history_days=history_days,
                 label_delay_days=label_delay_days,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=advance,
             )
     except StreamAppError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -237,22 +229,14 @@ def _replay_served(
     console: Console, first: date, last: date, out: Path, handbook_protocol: bool
 ) -> None:
     from rich.markup import escape
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.tools.served import evaluate_served
 
     settings = get_settings()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("reading scores, shadow scores and labels"),
-        TextColumn("{task.completed:,} records"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("read", total=None)
+    with record_counter(console, "reading scores, shadow scores and labels") as advance:
         try:
             files = evaluate_served(
                 settings,
@@ -260,7 +244,7 @@ def _replay_served(
                 date_to=last,
                 out_dir=out,
                 handbook_protocol=handbook_protocol,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=advance,
             )
         except StreamAppError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}")

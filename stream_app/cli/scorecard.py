@@ -67,9 +67,9 @@ def scorecard(
     group's offsets.
     """
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
     from stream_app.tools.scorecard import ScorecardService, run_scorecard
 
@@ -88,15 +88,7 @@ def scorecard(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        TextColumn("{task.completed:,} records"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("scorecard: reading scores, shadow scores and labels", total=None)
+    with record_counter(console, "scorecard: reading scores, shadow scores and labels") as advance:
         try:
             totals = run_scorecard(
                 settings,
@@ -105,7 +97,7 @@ def scorecard(
                 until_end=once,
                 publish=publish,
                 publish_interval_s=interval,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=advance,
                 should_stop=lambda: stopping["now"],
             )
         except RuntimeError as exc:

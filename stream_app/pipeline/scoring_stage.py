@@ -76,7 +76,6 @@ class ScoringStage:
         self.columns: tuple[str, ...] = tuple(model.features) + tuple(
             name for name in dict.fromkeys(extra_features) if name not in model.features
         )
-        self._champion_columns = len(model.features)
         self.source_partitions = source_partitions
         self.max_source_skew_s = max_source_skew_s
         # Newest event time seen per (input partition, transactions partition). A terminal's
@@ -148,9 +147,7 @@ class ScoringStage:
         if rows:
             started = time.perf_counter()
             X = np.asarray(rows, dtype=np.float64)
-            X_champion = (
-                X[:, : self._champion_columns] if X.shape[1] > self._champion_columns else X
-            )
+            X_champion = self.matrix(X, self.model.features)
             scores = self.model.score_batch(X_champion)
             envelopes = build_envelopes(self.model, events, X_champion, scores, self.emit_features)
             out.scores = [
