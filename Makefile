@@ -29,6 +29,9 @@ test: install lint
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+bench: install
+	$(BIN)/python bench/shadow_latency.py
+
 lint: install
 	$(BIN)/ruff check stream_app tests bench
 	$(BIN)/mypy stream_app
