@@ -38,6 +38,7 @@ from faust.streams import _current_event
 from stream_app.config import Settings
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
@@ -204,6 +205,8 @@ def create_app(
 
     metrics = metrics if metrics is not None else WorkerMetrics()
     metrics.set_model(champion.version, champion.sha256)
+    if challenger is not None:
+        metrics.set_challenger(challenger.version, challenger.sha256)
     labels_topic = topic(LABELS)
 
     retention = Retention.for_lateness(settings.allowed_lateness_s)
@@ -325,6 +328,8 @@ def create_app(
                 out = scoring_stage.process(records)
                 for key, value in out.scores:
                     await scores.send(key=key, value=value)
+                if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
+                    log_scores(score_log, out.events, out.champion, champion.version)
                 await send_dead_letters(out.dead_letters)
                 if out.X is not None and out.champion is not None:
                     if shadow is not None:
@@ -406,5 +411,6 @@ def create_app(
             metrics,
             champion,
             tables={"customer-state": customer_table, "terminal-state": terminal_table},
+            input_topics={topic(TRANSACTIONS), topic(BY_TERMINAL), topic(LABELS)},
         )
     return app

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the web server binds (0.0.0.0 in containers)."
     )
     web_enabled: bool = Field(True, description="Run the Faust web server.")
+    scorecard_web_port: int = Field(
+        6067,
+        ge=0,
+        description="Port of `stream-app scorecard`'s /metrics (binds `web_bind`; 0: none).",
+    )
 
     # --- Models ----------------------------------------------------------------
     models_dir: Path = Field(REPO_ROOT / "models", description="Model registry root.")
@@ -137,7 +142,12 @@ class Settings(BaseSettings):
 
     # --- Logging ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level."
+        "INFO",
+        description="Log level. DEBUG adds one `scored` line per event (event id, model "
+        "version, feature hash, score, decision).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` for people, `json` for one JSON object per line."
     )
 
     def topic(self, name: str) -> str:

@@ -13,6 +13,7 @@ from stream_app.cli import (
     replay,
     scorecard,
     tail,
+    top,
     topics,
     train,
     worker,
@@ -20,7 +21,8 @@ from stream_app.cli import (
 
 app = typer.Typer(
     name="stream-app",
-    help="Streaming fraud scoring on Kafka: broker, topics, worker, publish, tail, train.",
+    help="Streaming fraud scoring on Kafka: broker, topics, worker, publish, tail, train, "
+    "replay, scorecard, top.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,6 +38,7 @@ app.command("demo")(demo.demo)
 app.command("features")(features_cmd.features)
 app.command("replay")(replay.replay)
 app.command("scorecard")(scorecard.scorecard)
+app.command("top")(top.top)
 
 
 def main() -> None:

@@ -64,13 +64,17 @@ def scorecard(
 
     Runs until SIGINT/SIGTERM (or, with --once, until it has read what the topics held at
     start). It reads with manual assignment and commits nothing, so it never moves a consumer
-    group's offsets.
+    group's offsets. While it runs (not with --once) it serves Prometheus metrics on
+    STREAM_APP_SCORECARD_WEB_PORT (default 6067; 0: none).
     """
+    from prometheus_client import start_http_server
     from rich.console import Console
     from rich.table import Table
 
     from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
+    from stream_app.logs import configure_logging
+    from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
     from stream_app.tools.scorecard import ScorecardService, run_scorecard
 
     settings = get_settings()
@@ -80,7 +84,26 @@ def scorecard(
     if not from_beginning:
         hours = since_hours if since_hours is not None else horizon_s / 3600.0
         since_ms = int((time.time() - hours * 3600.0) * 1000)
-    service = ScorecardService(settings.max_message_bytes, horizon_s, k, settings.drift_detector)
+    configure_logging(settings)
+    metrics = ScorecardMetrics()
+    if not once and settings.scorecard_web_port:
+        try:
+            start_http_server(
+                settings.scorecard_web_port, addr=settings.web_bind, registry=metrics.registry
+            )
+        except OSError as exc:
+            console.print(
+                f"[bold red]error:[/] cannot serve metrics on {settings.web_bind}:"
+                f"{settings.scorecard_web_port} ({exc}); set STREAM_APP_SCORECARD_WEB_PORT to a "
+                "free port, or 0 for none"
+            )
+            raise typer.Exit(EXIT_ERROR) from exc
+        console.print(
+            f"metrics on http://{settings.web_bind}:{settings.scorecard_web_port}/metrics"
+        )
+    service = ScorecardService(
+        settings.max_message_bytes, horizon_s, k, settings.drift_detector, metrics
+    )
     stopping = {"now": False}
 
     def stop(*_: object) -> None:

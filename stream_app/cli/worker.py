@@ -31,6 +31,7 @@ def worker(
     from stream_app.app import create_app
     from stream_app.config import get_settings
     from stream_app.io.topics import ensure_topics
+    from stream_app.logs import logging_config
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version
 
@@ -47,4 +48,9 @@ def worker(
         typer.echo(f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow")
     ensure_topics(settings)
     app = create_app(settings, model, challenger=shadow)
-    faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    faust.Worker(
+        app,
+        loglevel=settings.log_level.lower(),
+        logging_config=logging_config(settings),
+        quiet=True,
+    ).execute_from_commandline()

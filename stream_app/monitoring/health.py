@@ -15,7 +15,7 @@ when recovery finishes); ``app.in_recovery`` is true while changelogs are being 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Collection, Mapping, Sized
 from typing import Any
 
 import faust
@@ -58,17 +58,45 @@ def readiness(app: faust.App, champion: ScoringModel | None) -> dict[str, dict[s
     return checks
 
 
+def consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[str, int], int]:
+    """Records between the log end and the read position, per assigned partition of ``topics``.
+
+    ``consumer`` is Faust's consumer: ``highwater(tp)`` is the log end offset seen by the last
+    fetch (None before the first); the read position is one past the last offset handed to a
+    stream (``_read_offset``), else the committed offset. Partitions with neither known are left
+    out rather than guessed.
+    """
+    lags: dict[tuple[str, int], int] = {}
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # consumer not started yet, or being torn down
+        return lags
+    read = getattr(consumer, "_read_offset", {})
+    committed = getattr(consumer, "_committed_offset", {})
+    for tp in assigned:
+        if tp.topic not in topics:
+            continue
+        end = consumer.highwater(tp)
+        last_read = read.get(tp)
+        position = last_read + 1 if last_read is not None else committed.get(tp)
+        if end is None or position is None:
+            continue
+        lags[(tp.topic, tp.partition)] = max(int(end) - int(position), 0)
+    return lags
+
+
 def install_views(
     app: faust.App,
     metrics: WorkerMetrics,
     champion: ScoringModel | None,
     tables: Mapping[str, Sized] | None = None,
     ready: Callable[[], dict[str, dict[str, Any]]] | None = None,
+    input_topics: Collection[str] = (),
 ) -> None:
     """Register ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server.
 
-    ``tables`` (name → table) feed ``stream_app_table_keys`` at scrape time; ``ready`` replaces
-    the default checks (tests).
+    ``tables`` (name → table) feed ``stream_app_table_keys`` and ``input_topics`` feed
+    ``stream_app_consumer_lag`` at scrape time; ``ready`` replaces the default checks (tests).
     """
     checks = ready if ready is not None else (lambda: readiness(app, champion))
     table_map: Mapping[str, Sized] = tables or {}
@@ -79,6 +107,8 @@ def install_views(
         async def get(self, request: web.Request) -> web.Response:
             """The text format; table key counts refreshed first (throttled)."""
             metrics.refresh_table_keys(table_map, TABLE_KEYS_REFRESH_S)
+            if input_topics:
+                metrics.set_lag(consumer_lag(app.consumer, input_topics))
             # aiohttp refuses a charset inside ``content_type``: pass the header as is.
             return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -19,6 +19,12 @@ Metric (labels)                                   what
 ``stream_app_drift_records_total`` (statistic)    drift records published
 ``stream_app_drift_alerts_total`` (statistic,     drift records with ``alert`` set
 subject)
+``stream_app_drift_value`` (statistic, subject)   the latest value of each drift statistic
+``stream_app_drift_alerting`` (statistic,         1 when that latest record alerted, else 0
+subject)
+``stream_app_challenger_info`` (version, sha256)  the shadow challenger, when there is one
+``stream_app_consumer_lag`` (topic, partition)    records between the log end and the worker's
+                                                  read position (refreshed on scrape)
 ================================================  ==========================================
 
 The hot path updates per batch: a few counter increments and one ``observe`` per histogram. The
@@ -228,6 +234,9 @@ class WorkerMetrics:
             registry=r,
         )
         self.model = Info("stream_app_model", "The champion model.", registry=r)
+        self.challenger = Info(
+            "stream_app_challenger", "The challenger scored in shadow.", registry=r
+        )
         self.shadow = Counter(
             "stream_app_shadow",
             "Events the challenger scored in shadow (its decision agrees or disagrees with the "
@@ -245,6 +254,24 @@ class WorkerMetrics:
             "stream_app_drift_alerts",
             "Drift records with the alert flag set, by statistic and subject.",
             ["statistic", "subject"],
+            registry=r,
+        )
+        self.drift_value = Gauge(
+            "stream_app_drift_value",
+            "Latest value of a drift statistic (PSI, KS distance, detector estimate).",
+            ["statistic", "subject"],
+            registry=r,
+        )
+        self.drift_alerting = Gauge(
+            "stream_app_drift_alerting",
+            "1 when the latest record of this statistic and subject alerted, else 0.",
+            ["statistic", "subject"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "stream_app_consumer_lag",
+            "Records between a partition's log end and the worker's read position.",
+            ["topic", "partition"],
             registry=r,
         )
 
@@ -266,6 +293,10 @@ class WorkerMetrics:
         """Publish the champion (Info) and create its scored series at 0."""
         self.model.info({"version": version, "sha256": sha256})
         self._scored_child(version)
+
+    def set_challenger(self, version: str, sha256: str) -> None:
+        """Publish the shadow challenger (Info)."""
+        self.challenger.info({"version": version, "sha256": sha256})
 
     def _scored_child(self, version: str) -> Any:
         child = self._scored.get(version)
@@ -320,9 +351,16 @@ class WorkerMetrics:
                 self.shadow.labels(outcome=outcome).inc(n)
 
     def drift(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Count published drift records and their alerts."""
+        """Count published drift records and their alerts; keep each statistic's latest value."""
         for record in records:
-            self.drift_records.labels(statistic=record["statistic"]).inc()
+            statistic, subject = record["statistic"], record["subject"]
+            self.drift_records.labels(statistic=statistic).inc()
+            value = record.get("value")
+            if value is not None:
+                self.drift_value.labels(statistic=statistic, subject=subject).set(value)
+            self.drift_alerting.labels(statistic=statistic, subject=subject).set(
+                1 if record["alert"] else 0
+            )
             if record["alert"]:
                 self.drift_alerts.labels(
                     statistic=record["statistic"], subject=record["subject"]
@@ -342,6 +380,13 @@ class WorkerMetrics:
         self._table_refreshed = now
         for name, table in tables.items():
             self.table_keys.labels(table=name).set(len(table))
+
+    def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Replace ``stream_app_consumer_lag`` with ``lags`` ((topic, partition) → records);
+        partitions no longer assigned disappear."""
+        self.consumer_lag.clear()
+        for (topic, partition), lag in sorted(lags.items()):
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""

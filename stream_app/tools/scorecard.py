@@ -31,6 +31,7 @@ from stream_app.io.codecs import decode_label
 from stream_app.io.deadletter import Rejection
 from stream_app.monitoring.drift import LABEL_ERROR, ChangeDetector, DetectorKind
 from stream_app.monitoring.scorecard import JoinedPair, Scorecard, ScoreJoin, period_metrics
+from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
 
 SCORES = "scores"
 SHADOW = "scores.shadow"
@@ -95,8 +96,10 @@ class ScorecardService:
         horizon_s: float = 14 * 86_400.0,
         k: int = 100,
         detector: DetectorKind = "adwin",
+        metrics: ScorecardMetrics | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.metrics = metrics
         self.k = k
         self.join = ScoreJoin(horizon_s)
         self.card = Scorecard(k)
@@ -109,9 +112,11 @@ class ScorecardService:
             if kind == LABELS:
                 label = decode_label(value, self.max_message_bytes)
                 if isinstance(label, Rejection):
-                    self.totals.undecodable += 1
+                    self._undecodable()
                     return
                 self.totals.labels += 1
+                if self.metrics is not None:
+                    self.metrics.read("labels")
                 pairs = self.join.add_label(label.event_id, label.label, label.ts)
             else:
                 record = orjson.loads(value or b"")
@@ -122,12 +127,14 @@ class ScorecardService:
                     self.totals.shadow += 1
                 else:
                     self.totals.scores += 1
+                if self.metrics is not None:
+                    self.metrics.read("shadow" if kind == SHADOW else "scores")
                 self.card.scored(version, event_ts, envelope["scored_at"])
                 pairs = self.join.add_score(
                     envelope["event_id"], version, score, event_ts, envelope["scored_at"]
                 )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            self.totals.undecodable += 1
+            self._undecodable()
             return
         for pair in pairs:
             self.card.joined(pair)
@@ -135,10 +142,19 @@ class ScorecardService:
             scores, labels = self.totals.per_version.setdefault(pair.version, ([], []))
             scores.append(pair.score)
             labels.append(pair.label)
+            if self.metrics is not None:
+                self.metrics.joined_pairs(pair.version)
+
+    def _undecodable(self) -> None:
+        self.totals.undecodable += 1
+        if self.metrics is not None:
+            self.metrics.read("undecodable")
 
     def records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(metrics records, drift records) since the previous call."""
         metrics, drift = self.card.records(), self.detectors.records()
+        if self.metrics is not None:
+            self.metrics.records(metrics)
         self.totals.metrics_records += len(metrics)
         self.totals.drift_records += len(drift)
         return metrics, drift

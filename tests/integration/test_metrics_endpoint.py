@@ -2,6 +2,10 @@
 /healthz and /readyz answer 200."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -145,3 +149,44 @@ def test_metrics_count_200_scored_and_5_dead_letters(
     ready = json.loads(body)
     assert ready["ready"] is True and ready["failing"] == []
     assert set(ready["checks"]) == {"partitions_assigned", "recovery_finished", "champion_loaded"}
+
+    # Consumer lag: one series per assigned input partition, all at 0 once everything is read.
+    deadline = time.monotonic() + 30
+    while True:
+        lag = {
+            (dict(k[1])["topic"], dict(k[1])["partition"]): v
+            for k, v in scrape(port).items()
+            if k[0] == "stream_app_consumer_lag"
+        }
+        if (lag and sum(lag.values()) == 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    partitions = app_settings.partitions
+    assert {(t, int(p)) for t, p in lag if t == topic} == {(topic, p) for p in range(partitions)}
+    assert sum(lag.values()) == 0, lag
+
+    # `stream-app top --once` reads the same endpoint and shows the same totals.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_app",
+            "top",
+            "--once",
+            "--interval",
+            "0.5",
+            "--url",
+            f"http://127.0.0.1:{port}/metrics",
+            "--scorecard-url",
+            "http://127.0.0.1:9/metrics",  # nothing listens: skipped, not an error
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stderr
+    frame = result.stdout
+    assert re.search(r"scored total\s*│\s*200\b", frame), frame
+    assert re.search(r"key_mismatch\s*│\s*1\b", frame), frame
+    assert f"champion {champion.version}" in frame and "Consumer lag (total 0)" in frame

@@ -230,3 +230,73 @@ def test_readiness_names_each_failing_check(model_dir):
     broken.consumer = SimpleNamespace(assignment=boom)
     check = readiness(broken, champion)["partitions_assigned"]  # type: ignore[arg-type]
     assert not check["ok"] and "not started" in check["detail"]
+
+
+def test_drift_gauges_keep_the_latest_value_and_alert_flag():
+    m = WorkerMetrics()
+    m.drift(
+        [
+            {"statistic": "psi", "subject": "TX_AMOUNT", "value": 0.31, "alert": True},
+            {"statistic": "ks", "subject": "TX_AMOUNT", "value": 0.02, "alert": False},
+        ]
+    )
+    m.drift([{"statistic": "psi", "subject": "TX_AMOUNT", "value": 0.05, "alert": False}])
+
+    assert value(m, "stream_app_drift_value", statistic="psi", subject="TX_AMOUNT") == 0.05
+    assert value(m, "stream_app_drift_alerting", statistic="psi", subject="TX_AMOUNT") == 0
+    assert value(m, "stream_app_drift_value", statistic="ks", subject="TX_AMOUNT") == 0.02
+    assert value(m, "stream_app_drift_records_total", statistic="psi") == 2
+    assert value(m, "stream_app_drift_alerts_total", statistic="psi", subject="TX_AMOUNT") == 1
+
+
+def test_lag_gauge_is_replaced_on_each_refresh():
+    m = WorkerMetrics()
+    m.set_lag({("transactions", 0): 12, ("transactions", 1): 0, ("labels", 3): 5})
+    assert value(m, "stream_app_consumer_lag", topic="transactions", partition="0") == 12
+    m.set_lag({("transactions", 1): 7})  # partition 0 and labels 3 revoked
+    lag = {k: v for k, v in samples(m).items() if k[0] == "stream_app_consumer_lag"}
+    assert lag == {
+        ("stream_app_consumer_lag", (("partition", "1"), ("topic", "transactions"))): 7.0
+    }
+
+
+def test_challenger_info_line():
+    m = WorkerMetrics()
+    m.set_challenger("hgb-2", "cd" * 32)
+    assert value(m, "stream_app_challenger_info", version="hgb-2", sha256="cd" * 32) == 1.0
+
+
+class FakeConsumer:
+    """What consumer_lag reads from Faust's consumer."""
+
+    def __init__(self, highwater, read, committed):
+        self._highwater, self._read_offset, self._committed_offset = highwater, read, committed
+
+    def assignment(self):
+        return set(self._highwater)
+
+    def highwater(self, tp):
+        return self._highwater[tp]
+
+
+def test_consumer_lag_from_highwater_and_read_or_committed_offset():
+    from stream_app.monitoring.health import consumer_lag
+
+    keys = {
+        ("transactions", 0): 1000,
+        ("transactions", 1): 50,
+        ("transactions", 2): None,
+        ("customer-state-changelog", 0): 99,
+    }
+
+    class TP(tuple):
+        topic = property(lambda self: self[0])
+        partition = property(lambda self: self[1])
+
+    highwater = {TP(k): v for k, v in keys.items()}
+    read = {TP(("transactions", 0)): 899}  # last offset handed to the stream
+    committed = {TP(("transactions", 1)): 40, TP(("transactions", 2)): 3}
+    lags = consumer_lag(FakeConsumer(highwater, read, committed), {"transactions"})
+    # p0: 1000 - (899 + 1); p1: nothing read since start, committed 40; p2: log end unknown;
+    # the changelog is not an input topic.
+    assert lags == {("transactions", 0): 100, ("transactions", 1): 10}
