@@ -378,20 +378,29 @@ def create_app(
             except BaseException as exc:
                 _die("shadow scoring", exc)
 
-    shadow_seen = [0, 0, 0]  # scored, agreed, skipped at the previous stats tick
+    def shadow_since(seen: list[int]) -> tuple[int, int, int]:
+        """(scored, agreed, skipped) by the challenger since ``seen``, which is moved on."""
+        assert shadow is not None
+        c = shadow.counts
+        delta = (c.scored - seen[0], c.agreed - seen[1], c.skipped - seen[2])
+        seen[:] = [c.scored, c.agreed, c.skipped]
+        return delta
+
+    shadow_logged = [0, 0, 0]  # at the previous stats line
+    shadow_exported = [0, 0, 0]  # at the previous metrics sync
+
+    if shadow is not None:
+
+        @app.timer(1.0)
+        async def export_shadow() -> None:
+            scored, agreed, skipped = shadow_since(shadow_exported)
+            metrics.shadow_outcomes(agreed, scored - agreed, skipped)
 
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:
         line = stats.summary()
         if shadow is not None:
-            c = shadow.counts
-            scored, agreed, skipped = (
-                c.scored - shadow_seen[0],
-                c.agreed - shadow_seen[1],
-                c.skipped - shadow_seen[2],
-            )
-            shadow_seen[:] = [c.scored, c.agreed, c.skipped]
-            metrics.shadow_outcomes(agreed, scored - agreed, skipped)
+            scored, agreed, skipped = shadow_since(shadow_logged)
             if line and (scored or skipped):
                 line += (
                     f"; shadow {shadow.challenger.version}: scored {scored:,}, agree "

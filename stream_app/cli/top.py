@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,6 +35,14 @@ def top(
     once: Annotated[
         bool, typer.Option("--once", help="Scrape twice, print one frame and exit.")
     ] = False,
+    svg: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --once: also save the frame as an SVG picture (docs, bug reports).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Throughput, latency percentiles, dead letters by reason, consumer lag, table sizes,
     shadow agreement, drift and the live scorecard, redrawn every --interval seconds from the
@@ -51,7 +60,7 @@ def top(
         if settings.scorecard_web_port
         else None
     )
-    console = Console()
+    console = Console(record=svg is not None)
 
     def read() -> Samples:
         try:
@@ -77,6 +86,9 @@ def top(
     frame = render(figures(before, after, now - then), source)
     if once:
         console.print(frame)
+        if svg is not None:
+            svg.parent.mkdir(parents=True, exist_ok=True)
+            console.save_svg(str(svg), title="stream-app top")
         return
     try:
         with Live(frame, console=console, auto_refresh=False, screen=False) as live:

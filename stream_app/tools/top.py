@@ -29,6 +29,7 @@ LATENCY = "stream_app_end_to_end_latency_seconds"
 SCORING = "stream_app_scoring_seconds"
 QUANTILES = (0.5, 0.95, 0.99)
 NONE = "n/a"
+DRIFT_ROWS = 12  # the drift table shows alerting statistics first, then up to this many
 
 
 def parse(text: str) -> Samples:
@@ -140,9 +141,9 @@ def _rate(before: Samples, after: Samples, name: str, interval_s: float, **match
 
 def _info(samples: Samples, name: str) -> str | None:
     for (sample, labels), _ in samples.items():
-        if sample == name:
-            d = dict(labels)
-            return f"{d.get('version', '?')} (sha256 {d.get('sha256', '')[:12]})"
+        d = dict(labels)
+        if sample == name and "version" in d:  # an Info never set has one label-less sample
+            return f"{d['version']} (sha256 {d.get('sha256', '')[:12]})"
     return None
 
 
@@ -218,13 +219,14 @@ def _num(value: float | None, digits: int = 3) -> str:
     return NONE if value is None else f"{value:.{digits}f}"
 
 
-def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
-    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Group:
+    """A table under a title line (a rich table title would wrap at the table's width)."""
+    table = Table(expand=False, pad_edge=False)
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    return table
+    return Group(Text(title, style="bold"), table)
 
 
 def render(f: Figures, source: str = "") -> RenderableType:
@@ -275,10 +277,17 @@ def render(f: Figures, source: str = "") -> RenderableType:
             f"skipped {f.shadow_skipped_per_s:,.1f}/s"
         ),
     )
+    alerting = sum(1 for *_, a in f.drift if a)
+    shown = sorted(f.drift, key=lambda d: (not d[3], d[0], d[1]))[:DRIFT_ROWS]  # alerts first
+    hidden = len(f.drift) - len(shown)
     drift = _table(
-        f"Drift (latest; {f.drift_alerts_total:,.0f} alerts since start)",
+        f"Drift (latest records: {alerting} of {len(f.drift)} alerting; "
+        f"{f.drift_alerts_total:,.0f} alerts since start)",
         ("statistic", "subject", "value", "alert"),
-        [(s, subj, _num(v), "ALERT" if a else "") for s, subj, v, a in f.drift]
+        [
+            *((s, subj, _num(v), "ALERT" if a else "") for s, subj, v, a in shown),
+            *([(f"... {hidden} more, none alerting", "", "", "")] if hidden else []),
+        ]
         or [("none yet", "", "", "")],
     )
     quality = _table(

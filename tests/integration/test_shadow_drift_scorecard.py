@@ -1,5 +1,7 @@
 """Shadow challenger, drift records and the live scorecard, on the real broker."""
 
+import time
+import urllib.request
 from datetime import UTC, datetime
 
 import numpy as np
@@ -8,16 +10,28 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream_app.io.schemas import validate
+from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
 from stream_app.scoring.model import ScoringModel
 from stream_app.tools.generator import simulate
 from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
 from stream_app.tools.scorecard import ScorecardService, run_scorecard
 from stream_app.tools.served import read_served
+from stream_app.tools.top import parse
 from stream_app.tools.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration
+
+
+def champion_features(models_dir, version):
+    return ScoringModel.load(models_dir / version).features
+
+
+def scrape_samples(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return parse(resp.read().decode())
+
 
 N = 1000
 WINDOW = 250
@@ -63,9 +77,48 @@ def test_shadow_drift_and_scorecard(
                 producer.produce(app_settings.topic(record.topic), record.key, record.value)
         scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=N)
         shadow = read_topic(kafka_bootstrap, app_settings.topic("scores.shadow"), expect=N)
-        drift = read_topic(kafka_bootstrap, app_settings.topic("drift"), expect=1, timeout=30)
+        per_window = 2 * (len(champion_features(models_dir, champion_version)) - 2) + 2
+        drift = read_topic(
+            kafka_bootstrap, app_settings.topic("drift"), expect=(N // WINDOW) * per_window
+        )
+        # /metrics agrees with the topics: shadow outcomes (synced every second), drift gauges.
+        port = int(env["STREAM_APP_WEB_PORT"])
+        deadline = time.monotonic() + 15
+        while True:
+            metrics = scrape_samples(port)
+            shadow_total = {
+                dict(k[1])["outcome"]: v
+                for k, v in metrics.items()
+                if k[0] == "stream_app_shadow_total"
+            }
+            done = shadow_total.get("agree", 0) + shadow_total.get("disagree", 0) == N
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         worker.stop()
+    shadow_agree = sum(orjson.loads(m.value())["agree"] for m in shadow)
+    assert shadow_total.get("agree", 0) == shadow_agree
+    assert shadow_total.get("disagree", 0) == N - shadow_agree
+    assert shadow_total.get("skipped", 0) == 0
+    info = [dict(k[1]) for k in metrics if k[0] == "stream_app_challenger_info"]
+    assert [i["version"] for i in info] == [challenger_version]
+    last = {}
+    for message in drift:
+        record = orjson.loads(message.value())
+        last[(record["statistic"], record["subject"])] = record
+    gauges = {
+        (dict(k[1])["statistic"], dict(k[1])["subject"]): v
+        for k, v in metrics.items()
+        if k[0] == "stream_app_drift_value"
+    }
+    assert gauges == pytest.approx({key: r["value"] for key, r in last.items()}, abs=1e-12)
+    alerting = {
+        (dict(k[1])["statistic"], dict(k[1])["subject"]): v
+        for k, v in metrics.items()
+        if k[0] == "stream_app_drift_alerting"
+    }
+    assert alerting == {key: float(r["alert"]) for key, r in last.items()}
     assert "challenger" in worker.log_text() and challenger_version in worker.log_text()
 
     # Shadow: one record per event, the champion's answer copied, the challenger's recomputed.
@@ -93,7 +146,6 @@ def test_shadow_drift_and_scorecard(
 
     # Drift: N / WINDOW windows of (PSI + KS per feature, score PSI, detector).
     # (Calendar features, weekend and night, get no PSI/KS: they follow the clock.)
-    per_window = 2 * (len(champion.features) - 2) + 2
     drift = read_topic(
         kafka_bootstrap, app_settings.topic("drift"), expect=(N // WINDOW) * per_window
     )
@@ -105,10 +157,22 @@ def test_shadow_drift_and_scorecard(
         assert record["window"]["events"] == WINDOW
 
     # Scorecard: labels joined to both models' scores, metrics equal an independent computation.
-    service = ScorecardService(horizon_s=365 * 86_400.0, k=100)
+    card_metrics = ScorecardMetrics()
+    service = ScorecardService(horizon_s=365 * 86_400.0, k=100, metrics=card_metrics)
     totals = run_scorecard(app_settings, service, since_ms=None, until_end=True)
     assert (totals.scores, totals.shadow, totals.labels) == (N, N, N)
     assert service.join.counts.joined == 2 * N
+    card = parse(card_metrics.render().decode())
+    assert {
+        dict(k[1])["kind"]: v
+        for k, v in card.items()
+        if k[0] == "stream_app_scorecard_consumed_total"
+    } == {"scores": N, "shadow": N, "labels": N, "undecodable": 0}
+    assert {
+        dict(k[1])["model_version"]: v
+        for k, v in card.items()
+        if k[0] == "stream_app_scorecard_joined_total"
+    } == {champion_version: N, challenger_version: N}
     overall = totals.overall(k=100)
     y = np.array([truth[e] for e in served])
     s = np.array([served[e]["score"] for e in served])

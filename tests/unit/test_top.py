@@ -110,3 +110,23 @@ def test_figures_between_two_scrapes_of_a_real_registry():
     assert "agreement 95.0% over the last 2 s" in text
     assert "ALERT" in text and "TX_AMOUNT" in text
     assert "v1 / event_day" in text and "0.870" in text and "50.0%" in text
+
+
+def test_drift_table_shows_alerting_statistics_first_and_counts_the_rest():
+    m = WorkerMetrics()
+    m.set_model("v1", "ab" * 32)
+    m.drift(
+        [
+            {"statistic": "psi", "subject": f"F{i:02d}", "value": i / 100, "alert": i in (3, 17)}
+            for i in range(20)
+        ]
+    )
+    f = figures(scrape(m), scrape(m), interval_s=1.0)
+    console = Console(record=True, width=120, color_system=None)
+    console.print(render(f))
+    text = console.export_text()
+    assert "2 of 20 alerting; 2 alerts since start" in text
+    lines = text.splitlines()
+    rows = [line for line in lines if "│psi" in line.replace(" ", "")]
+    assert "F03" in rows[0] and "ALERT" in rows[0] and "F17" in rows[1] and "ALERT" in rows[1]
+    assert len(rows) == 12 and "... 8 more, none alerting" in text
