@@ -189,7 +189,7 @@ def test_app_services_use_the_built_image(services: dict[str, dict[str, Any]]) -
         assert (REPO_ROOT / context / (dockerfile or "Dockerfile")).resolve() == DOCKERFILE
 
 
-@pytest.mark.parametrize("service", ["topics", "train", "worker", "publisher"])
+@pytest.mark.parametrize("service", ["topics", "train", "worker", "scorecard", "publisher"])
 def test_env_names_are_settings(services: dict[str, dict[str, Any]], service: str) -> None:
     known = settings_env_names()
     env = env_of(services[service])
