@@ -23,6 +23,7 @@ with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -36,16 +37,18 @@ import orjson
 from faust.streams import _current_event
 
 from stream_app.config import Settings
+from stream_app.exceptions import ModelIntegrityError
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
 from stream_app.logs import log_scores, score_log
-from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
-from stream_app.scoring.shadow import ShadowJob, ShadowScorer
+from stream_app.scoring.serving import Role, ServingWatcher
+from stream_app.scoring.shadow import ShadowJob
 
 log = logging.getLogger("stream_app.worker")
 
@@ -140,8 +143,6 @@ def _die(stage: str, exc: BaseException) -> None:
     """
     if isinstance(exc, GeneratorExit | KeyboardInterrupt):
         raise exc
-    import asyncio
-
     if isinstance(exc, asyncio.CancelledError):
         raise exc
     log.critical(
@@ -165,11 +166,13 @@ def create_app(
     champion: ScoringModel,
     metrics: WorkerMetrics | None = None,
     challenger: ScoringModel | None = None,
+    follow: frozenset[Role] = frozenset(),
 ) -> faust.App:
     """Build the app, its topics, tables, agents and web views.
 
     ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own. With a
     ``challenger``, every scored batch is also scored by it in shadow on ``scores.shadow``.
+    The roles in ``follow`` swap to what ``models/serving.json`` names when it changes.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -204,9 +207,6 @@ def create_app(
     terminal_table = app.Table("terminal-state", default=None, partitions=settings.partitions)
 
     metrics = metrics if metrics is not None else WorkerMetrics()
-    metrics.set_model(champion.version, champion.sha256)
-    if challenger is not None:
-        metrics.set_challenger(challenger.version, challenger.sha256)
     labels_topic = topic(LABELS)
 
     retention = Retention.for_lateness(settings.allowed_lateness_s)
@@ -229,27 +229,7 @@ def create_app(
         max_source_skew_s=settings.max_source_skew_s,
         extra_features=challenger.features if challenger is not None else (),
     )
-    shadow = (
-        ShadowScorer(
-            challenger,
-            settings.shadow_max_pending,
-            settings.emit_features,
-            version_dir=settings.models_dir / challenger.version,
-        )
-        if challenger is not None
-        else None
-    )
-    drift = (
-        DriftMonitor(
-            champion,
-            max_events=settings.drift_window_events,
-            max_seconds=settings.drift_window_seconds,
-            min_events=settings.drift_min_events,
-            detector=settings.drift_detector,
-        )
-        if settings.drift_enabled
-        else None
-    )
+    live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
 
     stats = WorkerStats()
 
@@ -280,7 +260,7 @@ def create_app(
             ]
             await dlq.send(key=record.key, value=value, headers=headers)
 
-    async def publish_drift(records: Sequence[dict[str, Any]]) -> None:
+    async def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
         if not records:
             return
         alerts = [r for r in records if r["alert"]]
@@ -297,7 +277,7 @@ def create_app(
             else "",
         )
         metrics.drift(records)
-        key = champion.version.encode()
+        key = version.encode()
         for record in records:
             await drift_topic.send(key=key, value=orjson.dumps(record))
 
@@ -323,34 +303,38 @@ def create_app(
         async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
             settings.batch_max, within=settings.batch_within_s
         ):
-            try:
-                records = [to_record(e) for e in events]
-                out = scoring_stage.process(records)
-                for key, value in out.scores:
-                    await scores.send(key=key, value=value)
-                if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
-                    log_scores(score_log, out.events, out.champion, champion.version)
-                await send_dead_letters(out.dead_letters)
-                if out.X is not None and out.champion is not None:
-                    if shadow is not None:
-                        shadow.offer(
-                            ShadowJob.of(
-                                out.events,
-                                scoring_stage.matrix(out.X, shadow.challenger.features),
-                                champion.version,
-                                out.champion,
+            # One set of models per batch: a swap waits for the lock (see LiveModels).
+            async with live.lock:
+                model, shadow, drift = live.champion, live.shadow, live.drift
+                try:
+                    records = [to_record(e) for e in events]
+                    out = scoring_stage.process(records)
+                    for key, value in out.scores:
+                        await scores.send(key=key, value=value)
+                    if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
+                        log_scores(score_log, out.events, out.champion, model.version)
+                    await send_dead_letters(out.dead_letters)
+                    if out.X is not None and out.champion is not None:
+                        if shadow is not None:
+                            shadow.offer(
+                                ShadowJob.of(
+                                    out.events,
+                                    scoring_stage.matrix(out.X, shadow.challenger.features),
+                                    model.version,
+                                    out.champion,
+                                )
                             )
-                        )
-                    if drift is not None:
-                        await publish_drift(
-                            drift.observe(
-                                scoring_stage.matrix(out.X, champion.features),
-                                out.champion.score.tolist(),
-                                out.event_ts,
+                        if drift is not None:
+                            await publish_drift(
+                                drift.observe(
+                                    scoring_stage.matrix(out.X, model.features),
+                                    out.champion.score.tolist(),
+                                    out.event_ts,
+                                ),
+                                model.version,
                             )
-                        )
-            except BaseException as exc:
-                _die("scoring stage", exc)
+                except BaseException as exc:
+                    _die("scoring stage", exc)
             stats.add(
                 scored=len(out.scores),
                 dead_letters=len(out.dead_letters),
@@ -359,29 +343,32 @@ def create_app(
             )
             metrics.batch("scoring", len(events), out.replayed)
             metrics.scored_batch(
-                champion.version,
+                model.version,
                 len(out.scores),
                 out.scoring_s if out.scores else None,
                 latencies_from_ms(out.arrived_ms) if out.scores else None,
             )
             metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
 
-    if shadow is not None:
+    async def send_shadow(key: bytes, value: bytes) -> None:
+        await shadow_topic.send(key=key, value=value)
 
-        async def send_shadow(key: bytes, value: bytes) -> None:
-            await shadow_topic.send(key=key, value=value)
-
-        @app.task
-        async def shadow_task() -> None:
+    @app.task
+    async def shadow_task() -> None:
+        """Runs the current challenger's scorer; after a swap, the next one."""
+        while True:
+            scorer = live.shadow
+            if scorer is None:
+                await asyncio.sleep(0.5)
+                continue
             try:
-                await shadow.run(send_shadow)
+                await scorer.run(send_shadow)
             except BaseException as exc:
                 _die("shadow scoring", exc)
 
     def shadow_since(seen: list[int]) -> tuple[int, int, int]:
-        """(scored, agreed, skipped) by the challenger since ``seen``, which is moved on."""
-        assert shadow is not None
-        c = shadow.counts
+        """(scored, agreed, skipped) by the challengers since ``seen``, which is moved on."""
+        c = live.shadow_counts
         delta = (c.scored - seen[0], c.agreed - seen[1], c.skipped - seen[2])
         seen[:] = [c.scored, c.agreed, c.skipped]
         return delta
@@ -389,25 +376,37 @@ def create_app(
     shadow_logged = [0, 0, 0]  # at the previous stats line
     shadow_exported = [0, 0, 0]  # at the previous metrics sync
 
-    if shadow is not None:
-
-        @app.timer(1.0)
-        async def export_shadow() -> None:
-            scored, agreed, skipped = shadow_since(shadow_exported)
-            metrics.shadow_outcomes(agreed, scored - agreed, skipped)
+    @app.timer(1.0)
+    async def export_shadow() -> None:
+        scored, agreed, skipped = shadow_since(shadow_exported)
+        metrics.shadow_outcomes(agreed, scored - agreed, skipped)
 
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:
         line = stats.summary()
-        if shadow is not None:
-            scored, agreed, skipped = shadow_since(shadow_logged)
-            if line and (scored or skipped):
-                line += (
-                    f"; shadow {shadow.challenger.version}: scored {scored:,}, agree "
-                    f"{agreed / scored if scored else 0:.1%}, skipped {skipped:,}"
-                )
+        scored, agreed, skipped = shadow_since(shadow_logged)
+        if line and (scored or skipped):
+            challenger_now = live.challenger
+            line += (
+                f"; shadow {challenger_now.version if challenger_now else '(none now)'}: scored "
+                f"{scored:,}, agree {agreed / scored if scored else 0:.1%}, skipped {skipped:,}"
+            )
         if line:
-            log.info("%s · champion %s", line, champion.version)
+            log.info("%s · champion %s", line, live.champion.version)
+
+    if follow and settings.model_watch_interval_s > 0:
+        watcher = ServingWatcher(settings.models_dir)
+
+        @app.timer(settings.model_watch_interval_s)
+        async def watch_serving() -> None:
+            """Swap models when ``serving.json`` changes (promote, rollback)."""
+            try:
+                serving = watcher.changed()
+            except ModelIntegrityError as exc:
+                log.error("%s; serving what it served", exc)
+                return
+            if serving is not None:
+                await live.follow_serving(serving)
 
     # Table writes go through Faust's producer buffer; past ``max_messages`` (default 100) every
     # stream pauses until the buffer drains one message at a time. A micro-batch writes one

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         None,
         description="Challenger version scored in shadow on `scores.shadow` (unset: no shadow).",
     )
+    model_watch_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between checks of models/serving.json by a worker whose champion "
+        "or challenger is not pinned (0: never swap while running).",
+    )
     shadow_max_pending: int = Field(
         64,
         ge=1,

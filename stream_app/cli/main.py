@@ -9,6 +9,7 @@ from stream_app.cli import (
     config_cmd,
     demo,
     features_cmd,
+    models,
     publish,
     replay,
     scorecard,
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(broker.app, name="broker")
 app.add_typer(topics.app, name="topics")
+app.add_typer(models.app, name="models")
 app.command("worker")(worker.worker)
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)

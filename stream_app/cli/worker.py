@@ -10,13 +10,18 @@ import typer
 def worker(
     champion: Annotated[
         str | None,
-        typer.Option(help="Champion model version (default: STREAM_APP_CHAMPION or the newest)."),
+        typer.Option(
+            help="Pin the champion to this version (default: STREAM_APP_CHAMPION; unset: follow "
+            "models/serving.json, else the newest).",
+            show_default=False,
+        ),
     ] = None,
     challenger: Annotated[
         str | None,
         typer.Option(
-            help="Challenger version to shadow on scores.shadow (default: STREAM_APP_CHALLENGER; "
-            "unset: no shadow).",
+            help="Pin the challenger shadowed on scores.shadow (default: STREAM_APP_CHALLENGER; "
+            "unset: follow models/serving.json, else no shadow).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -25,6 +30,8 @@ def worker(
     Loads the champion (and any challenger) only after its SHA-256 matches its manifest, makes
     sure the declared topics exist, then runs until SIGINT/SIGTERM (in-flight batches finish,
     offsets commit). Drift statistics go to `drift`, challenger scores to `scores.shadow`.
+    A role that is not pinned follows `stream-app models promote` / `rollback` while running:
+    the new version is verified and loaded aside, then swapped in between two micro-batches.
     """
     import faust
 
@@ -34,20 +41,35 @@ def worker(
     from stream_app.logs import logging_config
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version
+    from stream_app.scoring.serving import ROLES, Role, served_version
 
     settings = get_settings()
-    model = ScoringModel.load(resolve_version(settings.models_dir, champion or settings.champion))
+    pinned = {
+        "champion": champion or settings.champion,
+        "challenger": challenger or settings.challenger,
+    }
+    follow: frozenset[Role] = frozenset(r for r in ROLES if not pinned[r])
+    champion_version = served_version(settings.models_dir, "champion", pinned["champion"])
+    assert champion_version is not None
+    model = ScoringModel.load(resolve_version(settings.models_dir, champion_version))
+
+    def how(role: Role) -> str:
+        return "pinned" if role not in follow else "follows models/serving.json"
+
     typer.echo(
-        f"champion {model.version} (sha256 {model.sha256[:12]}…, "
-        f"{len(model.features)} features) · broker {settings.kafka_bootstrap_servers}"
+        f"champion {model.version} (sha256 {model.sha256[:12]}…, {len(model.features)} "
+        f"features; {how('champion')}) · broker {settings.kafka_bootstrap_servers}"
     )
     shadow = None
-    shadow_version = challenger or settings.challenger
+    shadow_version = served_version(settings.models_dir, "challenger", pinned["challenger"])
     if shadow_version:
         shadow = ScoringModel.load(resolve_version(settings.models_dir, shadow_version))
-        typer.echo(f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow")
+        typer.echo(
+            f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow; "
+            f"{how('challenger')}"
+        )
     ensure_topics(settings)
-    app = create_app(settings, model, challenger=shadow)
+    app = create_app(settings, model, challenger=shadow, follow=follow)
     faust.Worker(
         app,
         loglevel=settings.log_level.lower(),

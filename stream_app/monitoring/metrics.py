@@ -298,6 +298,10 @@ class WorkerMetrics:
         """Publish the shadow challenger (Info)."""
         self.challenger.info({"version": version, "sha256": sha256})
 
+    def clear_challenger(self) -> None:
+        """No challenger any more (the Info line loses its labels)."""
+        self.challenger.info({})
+
     def _scored_child(self, version: str) -> Any:
         child = self._scored.get(version)
         if child is None:
@@ -361,10 +365,10 @@ class WorkerMetrics:
             self.drift_alerting.labels(statistic=statistic, subject=subject).set(
                 1 if record["alert"] else 0
             )
+            # Created at 0 with the first record, so increase() also counts the first alert.
+            alerts = self.drift_alerts.labels(statistic=statistic, subject=subject)
             if record["alert"]:
-                self.drift_alerts.labels(
-                    statistic=record["statistic"], subject=record["subject"]
-                ).inc()
+                alerts.inc()
 
     # --- scrape time ----------------------------------------------------------------------
 

@@ -72,10 +72,9 @@ class ScoringStage:
         extra_features: Sequence[str] = (),
     ) -> None:
         self.table = table
-        # Champion features first, then any a challenger needs beyond them.
-        self.columns: tuple[str, ...] = tuple(model.features) + tuple(
-            name for name in dict.fromkeys(extra_features) if name not in model.features
-        )
+        self.model = model
+        self.columns: tuple[str, ...] = ()
+        self.use_models(model, extra_features)
         self.source_partitions = source_partitions
         self.max_source_skew_s = max_source_skew_s
         # Newest event time seen per (input partition, transactions partition). A terminal's
@@ -84,7 +83,6 @@ class ScoringStage:
         # low watermark that bounds eviction for the terminals of that input partition.
         self._source_time: dict[int, dict[int, float]] = {}
         self.writer = writer
-        self.model = model
         self.retention = retention
         self.labels_topic = labels_topic
         self.max_message_bytes = max_message_bytes
@@ -158,6 +156,14 @@ class ScoringStage:
             out.arrived_ms = [e.arrived_ms for e in events]
             out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
         return out
+
+    def use_models(self, champion: ScoringModel, extra_features: Sequence[str] = ()) -> None:
+        """Score with ``champion`` from the next batch on; compute ``extra_features`` (a
+        challenger's) too. Columns: the champion's features first, then the others."""
+        self.model = champion
+        self.columns = tuple(champion.features) + tuple(
+            name for name in dict.fromkeys(extra_features) if name not in champion.features
+        )
 
     def matrix(self, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
         """The columns of ``X`` (in ``columns`` order) that a model with ``features`` needs."""

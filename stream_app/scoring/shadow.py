@@ -159,13 +159,17 @@ class ShadowScorer:
         max_pending: int = 64,
         emit_features: bool = False,
         version_dir: Path | None = None,
+        counts: ShadowCounts | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self.challenger = challenger
         self.emit_features = emit_features
-        self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=max_pending)
-        self.counts = ShadowCounts()
+        # None is the wake-up that ``close`` leaves for ``run``.
+        self.queue: asyncio.Queue[ShadowJob | None] = asyncio.Queue(maxsize=max_pending + 1)
+        self.max_pending = max_pending
+        self.closed = False
+        self.counts = counts if counts is not None else ShadowCounts()  # shared across swaps
         self.in_process = version_dir is None
         self._executor: Executor
         if version_dir is None:
@@ -180,11 +184,10 @@ class ShadowScorer:
 
     def offer(self, job: ShadowJob) -> bool:
         """Queue ``job`` without waiting; False (and counted) when the queue is full."""
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
+        if self.closed or self.queue.qsize() >= self.max_pending:
             self.counts.skipped += len(job.events)
             return False
+        self.queue.put_nowait(job)
         return True
 
     def score(self, job: ShadowJob) -> list[tuple[bytes, bytes]]:
@@ -198,27 +201,45 @@ class ShadowScorer:
         self.counts.agreed += agreed
 
     async def run(self, send: Send, max_rows: int = 5000) -> None:
-        """Forever: take the queued jobs (up to ``max_rows`` events) as one batch, score it in
-        the challenger's process (or thread), send its records in order. Merging matters at low
-        rates, where the champion's micro-batches are small and a model's per-call cost would
-        dominate."""
+        """Until :meth:`close`: take the queued jobs (up to ``max_rows`` events) as one batch,
+        score it in the challenger's process (or thread), send its records in order. Merging
+        matters at low rates, where the champion's micro-batches are small and a model's
+        per-call cost would dominate."""
         loop = asyncio.get_running_loop()
         if not self.in_process:
             await loop.run_in_executor(self._executor, _child_ready)  # start it now, not later
-        while True:
-            jobs = [await self.queue.get()]
-            rows = len(jobs[0].events)
+        while not self.closed:
+            first = await self.queue.get()
+            if first is None or self.closed:
+                return
+            jobs = [first]
+            rows = len(first.events)
             while rows < max_rows and not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
-                rows += len(jobs[-1].events)
+                job = self.queue.get_nowait()
+                if job is None:
+                    self.closed = True
+                    break
+                jobs.append(job)
+                rows += len(job.events)
             try:
                 job = ShadowJob.merge(jobs)
-                if self.in_process:
-                    pairs, agreed = await loop.run_in_executor(
-                        self._executor, score_job, self.challenger, job, self.emit_features
-                    )
-                else:
-                    pairs, agreed = await loop.run_in_executor(self._executor, _child_score, job)
+                try:
+                    if self.in_process:
+                        pairs, agreed = await loop.run_in_executor(
+                            self._executor, score_job, self.challenger, job, self.emit_features
+                        )
+                    else:
+                        pairs, agreed = await loop.run_in_executor(
+                            self._executor, _child_score, job
+                        )
+                except Exception:
+                    if self.closed:  # replaced while scoring: its pool is gone, so is the batch
+                        self.counts.skipped += len(job.events)
+                        return
+                    raise
+                if self.closed:
+                    self.counts.skipped += len(job.events)
+                    return
                 self._count(len(pairs), agreed)
                 for key, value in pairs:
                     await send(key, value)
@@ -226,6 +247,17 @@ class ShadowScorer:
                 for _ in jobs:
                     self.queue.task_done()
 
-    def close(self) -> None:
-        """Stop the challenger's thread or process (pending jobs are dropped)."""
+    def close(self) -> int:
+        """Stop: pending jobs are dropped (counted as skipped, and returned), :meth:`run` returns
+        and the challenger's thread or process ends."""
+        dropped = 0
+        self.closed = True
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if job is not None:
+                dropped += len(job.events)
+            self.queue.task_done()
+        self.counts.skipped += dropped
+        self.queue.put_nowait(None)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        return dropped

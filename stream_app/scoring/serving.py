@@ -1,0 +1,224 @@
+"""Which registered versions serve: ``models/serving.json``, changed by promote and rollback.
+
+::
+
+    {"champion": "20261123T120000Z-hgb", "challenger": null,
+     "updated_at": "2026-11-23T12:05:00+00:00",
+     "history": [{"role": "champion", "version": "...", "previous": "...", "action": "promote",
+                  "at": "..."}, ...]}
+
+``stream-app models promote VERSION [--challenger]`` loads the version first (SHA-256 against
+its manifest, feature list against the feature module) and writes the file only if that passes;
+the write is atomic (a temporary file in the same directory, fsynced, then renamed over the old
+one), so a worker never reads half a file. Running workers watch the file
+(``STREAM_APP_MODEL_WATCH_INTERVAL_S``) and swap between two micro-batches; see
+:mod:`stream_app.app`.
+
+Which version a worker serves for a role: the setting (``STREAM_APP_CHAMPION`` /
+``STREAM_APP_CHALLENGER`` or the ``--champion`` / ``--challenger`` option) pins it, and a pinned
+role ignores promotions; otherwise ``serving.json``; otherwise, for the champion, the newest
+registered version (and no challenger).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from stream_app.exceptions import ModelIntegrityError, ModelNotFoundError
+from stream_app.scoring.registry import list_versions, resolve_version
+
+SERVING_FILE = "serving.json"
+Role = Literal["champion", "challenger"]
+ROLES: tuple[Role, ...] = ("champion", "challenger")
+
+
+@dataclass
+class Serving:
+    """The content of ``serving.json``."""
+
+    champion: str | None = None
+    challenger: str | None = None
+    updated_at: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, role: Role) -> str | None:
+        """The version serving ``role``."""
+        return self.champion if role == "champion" else self.challenger
+
+    def to_json(self) -> bytes:
+        """The file's bytes."""
+        return orjson.dumps(
+            {
+                "champion": self.champion,
+                "challenger": self.challenger,
+                "updated_at": self.updated_at,
+                "history": self.history,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+
+def serving_path(models_dir: Path) -> Path:
+    """``models_dir/serving.json``."""
+    return models_dir / SERVING_FILE
+
+
+def read_serving(models_dir: Path) -> Serving | None:
+    """The serving file, or None when there is none."""
+    path = serving_path(models_dir)
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError as exc:
+        raise ModelIntegrityError(
+            f"{path} is not valid JSON ({exc}); fix it or promote a version again "
+            "(`stream-app models promote VERSION`)."
+        ) from exc
+    if not isinstance(data, dict) or not all(
+        data.get(role) is None or isinstance(data.get(role), str) for role in ROLES
+    ):
+        raise ModelIntegrityError(
+            f"{path} must be an object with string or null 'champion' and 'challenger'."
+        )
+    return Serving(
+        champion=data.get("champion"),
+        challenger=data.get("challenger"),
+        updated_at=data.get("updated_at"),
+        history=list(data.get("history") or []),
+    )
+
+
+def write_serving(models_dir: Path, serving: Serving) -> None:
+    """Replace the serving file atomically."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".serving-", suffix=".json", dir=models_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(serving.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, serving_path(models_dir))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _current(models_dir: Path) -> Serving:
+    """The serving file, or what a worker would serve without one (the newest champion)."""
+    serving = read_serving(models_dir)
+    if serving is not None:
+        return serving
+    versions = list_versions(models_dir)
+    return Serving(champion=versions[-1] if versions else None)
+
+
+def promote(models_dir: Path, version: str | None, role: Role = "champion") -> Serving:
+    """Make ``version`` serve ``role`` (None: no challenger) once it loads hash-verified."""
+    from stream_app.scoring.model import ScoringModel
+
+    if version is None and role == "champion":
+        raise ModelNotFoundError("A champion is always needed; name a version to promote.")
+    if version is not None:
+        ScoringModel.load(resolve_version(models_dir, version))  # raises what is wrong with it
+    serving = _current(models_dir)
+    previous = serving.get(role)
+    serving.history.append(
+        {
+            "role": role,
+            "version": version,
+            "previous": previous,
+            "action": "promote",
+            "at": _now(),
+        }
+    )
+    return _set(models_dir, serving, role, version)
+
+
+def rollback(models_dir: Path, role: Role = "champion") -> Serving:
+    """Serve ``role`` with the version it had before its latest promotion."""
+    from stream_app.scoring.model import ScoringModel
+
+    serving = read_serving(models_dir)
+    current = serving.get(role) if serving is not None else None
+    entries = [
+        h
+        for h in (serving.history if serving is not None else [])
+        if h.get("role") == role and h.get("action") == "promote"
+    ]
+    # The promotion that installed the current version; roll back to what it replaced.
+    for entry in reversed(entries):
+        if entry.get("version") == current:
+            target = entry.get("previous")
+            break
+    else:
+        raise ModelNotFoundError(
+            f"No earlier {role} to roll back to in {serving_path(models_dir)}; "
+            f"promote a version instead (`stream-app models promote VERSION`)."
+        )
+    assert serving is not None
+    if target is None and role == "champion":
+        raise ModelNotFoundError("The current champion replaced no earlier champion.")
+    if target is not None:
+        ScoringModel.load(resolve_version(models_dir, target))
+    serving.history.append(
+        {"role": role, "version": target, "previous": current, "action": "rollback", "at": _now()}
+    )
+    return _set(models_dir, serving, role, target)
+
+
+def _set(models_dir: Path, serving: Serving, role: Role, version: str | None) -> Serving:
+    if role == "champion":
+        serving.champion = version
+    else:
+        serving.challenger = version
+    serving.updated_at = _now()
+    write_serving(models_dir, serving)
+    return serving
+
+
+def served_version(models_dir: Path, role: Role, pinned: str | None) -> str | None:
+    """The version a worker starts with for ``role`` (see the module docstring)."""
+    if pinned:
+        return pinned
+    serving = read_serving(models_dir)
+    if serving is not None and (role == "challenger" or serving.champion):
+        return serving.get(role)
+    if role == "champion":
+        return resolve_version(models_dir, None).name
+    return None
+
+
+class ServingWatcher:
+    """Notices changes of ``serving.json`` by its (mtime, size, inode) signature."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.path = serving_path(models_dir)
+        self.models_dir = models_dir
+        self._signature = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def changed(self) -> Serving | None:
+        """The new content when the file changed since the last call, else None."""
+        signature = self._stat()
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        return read_serving(self.models_dir) if signature is not None else None
