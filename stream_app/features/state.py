@@ -31,6 +31,7 @@ class Retention:
 
     customer_s: float
     terminal_s: float
+    lateness_s: float = 0.0
 
     @classmethod
     def for_lateness(cls, allowed_lateness_s: float) -> Retention:
@@ -38,30 +39,65 @@ class Retention:
         return cls(
             horizon_s(Entity.CUSTOMER) + allowed_lateness_s,
             horizon_s(Entity.TERMINAL) + allowed_lateness_s,
+            allowed_lateness_s,
         )
 
 
 class CustomerState:
-    """A customer's amounts by event time, and the last source offset applied."""
+    """A customer's amounts by event time, their event ids, and the last source offset applied.
+
+    ``t`` (times), ``a`` (amounts) and ``i`` (event ids, None where unknown) are aligned lists;
+    ``o`` is the last source offset applied. The ids only answer :meth:`holds` (duplicate
+    detection inside the retained window); no feature reads them. An event is its id at its
+    event time, as labels name it (:meth:`TerminalState.apply_label`).
+    """
 
     __slots__ = ("value", "window")
 
     def __init__(self, value: StateValue | None = None) -> None:
-        self.value: StateValue = value if value is not None else {"t": [], "a": [], "o": -1}
-        self.window = SlidingWindow(self.value["t"], self.value["a"])
+        if value is None:
+            value = {"t": [], "a": [], "i": [], "o": -1}
+        elif "i" not in value:  # written before ids were kept
+            value["i"] = [None] * len(value["t"])
+        self.value: StateValue = value
+        self.window = SlidingWindow(value["t"], value["a"])
 
     def seen(self, offset: int) -> bool:
         """Whether the record at source ``offset`` was applied already (a replay)."""
         return 0 <= offset <= self.value["o"]
 
-    def apply(self, ts: float, amount: float, offset: int, retention_s: float) -> bool:
+    def holds(self, ts: float, event_id: str) -> bool:
+        """Whether transaction ``event_id`` at ``ts`` is among the retained samples."""
+        times = self.window.times
+        if not times or ts > times[-1]:  # the usual case: an event newer than all held
+            return False
+        ids = self.value["i"]
+        index = bisect_left(times, ts)
+        while index < len(times) and times[index] == ts:
+            if ids[index] == event_id:
+                return True
+            index += 1
+        return False
+
+    def apply(
+        self,
+        ts: float,
+        amount: float,
+        offset: int,
+        retention_s: float,
+        event_id: str | None = None,
+    ) -> bool:
         """Add a transaction unless ``offset`` was applied already; returns whether it added."""
         if self.seen(offset):
             return False
-        self.window.add(ts, amount)
+        index = self.window.add(ts, amount)
+        ids: list[str | None] = self.value["i"]
+        ids.insert(index, event_id)
         if offset >= 0:
             self.value["o"] = offset
-        self.window.evict_through(self.window.times[-1] - retention_s)
+        dropped = self.window.evict_through(self.window.times[-1] - retention_s)
+        if dropped:
+            del ids[:dropped]
         return True
 
     def features(self, ts: float) -> dict[str, float]:
@@ -132,11 +168,12 @@ class TerminalState:
                     del pending[stale]
         return True
 
-    def apply_label(self, ts: float, event_id: str, label: int) -> bool:
+    def apply_label(self, ts: float, event_id: str, label: int, keep_pending: bool = True) -> bool:
         """Record the label of transaction ``event_id`` at ``ts``.
 
         Returns True when the transaction is held. A fraud label for a transaction not seen yet
-        is kept pending; a genuine one changes nothing (flags default to 0).
+        is kept pending (unless ``keep_pending`` is false); a genuine one changes nothing (flags
+        default to 0).
         """
         times = self.window.times
         ids = self.value["i"]
@@ -146,7 +183,7 @@ class TerminalState:
                 self.window.values[index] = float(label)
                 return True
             index += 1
-        if label:
+        if label and keep_pending:
             self.value["p"][event_id] = ts
         return False
 

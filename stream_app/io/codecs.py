@@ -3,6 +3,9 @@
 Decoding is orjson on the raw bytes, then one compiled-schema validation, then a timestamp
 parse. Anything that fails becomes a ``Rejection`` with a reason code; nothing raises. Past this
 module the rest of the pipeline trusts the event (no second validation).
+
+Good input pays for none of the reason codes: a failure is classified after it happened (the
+parser's error position and message, the schema rule that failed), never by checks up front.
 """
 
 from __future__ import annotations
@@ -69,11 +72,7 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejectio
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            return Rejection(Reason.NOT_UTF8, f"The value is not UTF-8 text: {uexc}.")
-        return Rejection(Reason.INVALID_JSON, f"The value is not JSON: {exc}.")
+        return _not_json(raw, exc)
     if not isinstance(obj, dict):
         return Rejection(
             Reason.NOT_AN_OBJECT, f"The value is JSON {type(obj).__name__}, not an object."
@@ -81,21 +80,87 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejectio
     return obj
 
 
+_NON_FINITE = ("NaN", "Infinity")
+
+
+def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
+    """Why ``raw`` did not parse: not text, a non-finite number, too deep, or other bad JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as uexc:
+        return Rejection(Reason.NOT_UTF8, f"The value is not UTF-8 text: {uexc}.")
+    # orjson's position counts characters of the text; NaN and (-)Infinity stop it right there,
+    # a literal too large for a double (1e999) says "infinity" in the message.
+    if text.startswith(_NON_FINITE, exc.pos) or "infinity" in exc.msg.lower():
+        return Rejection(
+            Reason.NON_FINITE_NUMBER,
+            f"The value holds a non-finite number at character {exc.pos} "
+            f"({text[exc.pos : exc.pos + 24]!r}); JSON has no NaN or Infinity and numbers must "
+            f"fit a double: {exc.msg}.",
+        )
+    if "depth" in exc.msg or "recursion" in exc.msg:
+        return Rejection(Reason.TOO_DEEP, f"The value is JSON nested too deeply to parse: {exc}.")
+    return Rejection(Reason.INVALID_JSON, f"The value is not JSON: {exc}.")
+
+
+# The rule of the first failed schema keyword → the reason (failure path only).
+_RULE_REASONS = {
+    "required": Reason.MISSING_FIELD,
+    "additionalProperties": Reason.UNKNOWN_FIELD,
+    "type": Reason.WRONG_TYPE,
+    "minimum": Reason.OUT_OF_RANGE,
+    "maximum": Reason.OUT_OF_RANGE,
+    "exclusiveMinimum": Reason.OUT_OF_RANGE,
+    "exclusiveMaximum": Reason.OUT_OF_RANGE,
+}
+_ID_RULES = frozenset({"pattern", "minLength", "maxLength"})
+_TIME_RULES = frozenset({"format", "maxLength"})
+
+
+def _violation(schema: str, exc: ValidationError) -> Rejection:
+    """The most specific reason for a schema failure."""
+    rule, name = exc.rule, str(exc.name)
+    if name.endswith("_time") and rule in _TIME_RULES:
+        return Rejection(Reason.BAD_TIMESTAMP, f"{exc.message} (RFC 3339 with an offset).")
+    if name.endswith("_id") and rule in _ID_RULES:
+        return Rejection(
+            Reason.INVALID_ID,
+            f"{exc.message} (got {_brief(exc.value)}); ids are 1 to "
+            f"{exc.definition.get('maxLength', '?')} printable ASCII characters, no spaces or "
+            "control characters.",
+        )
+    reason = _RULE_REASONS.get(str(rule), Reason.SCHEMA_VIOLATION)
+    if rule == "enum":  # label 2 is out of range, label "1" or true is the wrong type
+        number = isinstance(exc.value, int | float) and not isinstance(exc.value, bool)
+        reason = Reason.OUT_OF_RANGE if number else Reason.WRONG_TYPE
+    return Rejection(reason, f"{schema} schema: {exc.message}.")
+
+
 def _check(schema: str, obj: dict[str, Any]) -> Rejection | None:
     version = obj.get("schema_version", 1)
-    if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
+    try:
+        supported = version in SUPPORTED_SCHEMA_VERSIONS and not isinstance(version, bool)
+    except TypeError:  # an array or object: unhashable
+        supported = False
+    if not supported:
         return Rejection(
             Reason.UNSUPPORTED_SCHEMA_VERSION,
-            f"schema_version {version!r} is not supported (supported: "
+            f"schema_version {_brief(version)} is not supported (supported: "
             f"{sorted(SUPPORTED_SCHEMA_VERSIONS)}).",
         )
     try:
         validator(schema)(obj)
     except ValidationError as exc:
-        if exc.rule == "format" and str(exc.name).endswith("_time"):
-            return Rejection(Reason.BAD_TIMESTAMP, f"{exc.message} (RFC 3339 with an offset).")
-        return Rejection(Reason.SCHEMA_VIOLATION, f"{schema} schema: {exc.message}.")
+        return _violation(schema, exc)
     return None
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """A value from the input for a message: scalars as ``repr`` (cut), containers by size."""
+    if isinstance(value, dict | list):
+        return f"(a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_time(field: str, text: str, now: float) -> float | Rejection:

@@ -1,11 +1,20 @@
 """Dead letters: a rejected input keeps its original bytes, headers and position, plus a reason.
 
 Reason codes form a closed list (``Reason``), mirrored in ``schemas/dead_letter.schema.json``.
+Each names one kind of fault an operator can act on; ``schema_violation`` is what is left when no
+more specific code fits. ``tests/data/bad_inputs/`` holds a corpus with an example of each.
+
+A dead letter must itself fit in one Kafka request (the worker's producer allows 1,000,000 bytes
+and base64 inflates by 4/3), so a key or value longer than ``KEEP_BYTES`` is kept as its first
+``KEEP_BYTES`` bytes plus its length and SHA-256 (``value_bytes``, ``value_sha256``; likewise for
+the key); the whole record is still at its source position. The message is cut to
+``MAX_MESSAGE_CHARS``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,19 +27,27 @@ import orjson
 class Reason(StrEnum):
     """Why an input was rejected."""
 
-    EMPTY_VALUE = "empty_value"
-    TOO_LARGE = "too_large"
-    NOT_UTF8 = "not_utf8"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    SCHEMA_VIOLATION = "schema_violation"
-    KEY_MISMATCH = "key_mismatch"
+    EMPTY_VALUE = "empty_value"  # null (tombstone) or zero-length value
+    TOO_LARGE = "too_large"  # value over ``max_message_bytes``
+    NOT_UTF8 = "not_utf8"  # bytes that are not UTF-8 text (binary, pickle, Latin-1)
+    INVALID_JSON = "invalid_json"  # UTF-8 text that is not one JSON document
+    NON_FINITE_NUMBER = "non_finite_number"  # NaN, Infinity, or a number overflowing a double
+    TOO_DEEP = "too_deep"  # JSON nested beyond the parser's depth limit
+    NOT_AN_OBJECT = "not_an_object"  # JSON, but an array, string, number or null
+    MISSING_FIELD = "missing_field"  # a required field is absent
+    UNKNOWN_FIELD = "unknown_field"  # a field the schema does not declare
+    WRONG_TYPE = "wrong_type"  # a field of the wrong JSON type (string amount, array id...)
+    OUT_OF_RANGE = "out_of_range"  # a number outside its bounds (negative or absurd amount)
+    INVALID_ID = "invalid_id"  # an id empty, too long, or with control, space or non-ASCII
+    SCHEMA_VIOLATION = "schema_violation"  # any other breach of the schema
+    NULL_KEY = "null_key"  # the record has no key
+    KEY_MISMATCH = "key_mismatch"  # the key is not the id the topic is keyed by
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-    BAD_TIMESTAMP = "bad_timestamp"
-    TOO_LATE = "too_late"
-    DUPLICATE_EVENT = "duplicate_event"
-    UNKNOWN_EVENT = "unknown_event"
-    PROCESSING_ERROR = "processing_error"
+    BAD_TIMESTAMP = "bad_timestamp"  # not RFC 3339 with an offset, before 2000, over a day ahead
+    TOO_LATE = "too_late"  # behind its customer's latest event by more than the lateness
+    DUPLICATE_EVENT = "duplicate_event"  # event_id already in the customer's window
+    UNKNOWN_EVENT = "unknown_event"  # a label whose transaction the worker never held
+    PROCESSING_ERROR = "processing_error"  # a bug met on this input (the worker went on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +68,24 @@ class SourcePosition:
     timestamp_ms: int | None = None
 
 
+KEEP_BYTES = 256 * 1024
+"""Longest key or value kept whole in a dead letter (base64: 341 KiB)."""
+MAX_MESSAGE_CHARS = 1_000
+"""Longest human message kept in a dead letter."""
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _kept(record: dict[str, Any], name: str, data: bytes | None) -> None:
+    """``<name>_b64`` of ``data``, cut to ``KEEP_BYTES`` with its length and hash when longer."""
+    if data is not None and len(data) > KEEP_BYTES:
+        record[f"{name}_b64"] = _b64(data[:KEEP_BYTES])
+        record[f"{name}_bytes"] = len(data)
+        record[f"{name}_sha256"] = hashlib.sha256(data).hexdigest()
+    else:
+        record[f"{name}_b64"] = _b64(data)
 
 
 def dead_letter_record(
@@ -64,20 +97,24 @@ def dead_letter_record(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The dead-letter record (schema ``dead_letter``) for one rejected message."""
-    return {
+    message = rejection.message
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    record: dict[str, Any] = {
         "reason": rejection.reason.value,
-        "message": rejection.message,
+        "message": message,
         "source": {
             "topic": source.topic,
             "partition": source.partition,
             "offset": source.offset,
             "timestamp_ms": source.timestamp_ms,
         },
-        "value_b64": _b64(value),
-        "key_b64": _b64(key),
-        "headers": [[name, _b64(val)] for name, val in headers],
-        "rejected_at": (now or datetime.now(UTC)).isoformat(),
     }
+    _kept(record, "value", value)
+    _kept(record, "key", key)
+    record["headers"] = [[name, _b64(val)] for name, val in headers]
+    record["rejected_at"] = (now or datetime.now(UTC)).isoformat()
+    return record
 
 
 def encode_dead_letter(record: dict[str, Any]) -> bytes:
@@ -86,6 +123,7 @@ def encode_dead_letter(record: dict[str, Any]) -> bytes:
 
 
 def original_value(record: dict[str, Any]) -> bytes | None:
-    """The original value bytes of a dead-letter record (inverse of the base64 wrap)."""
+    """The original value bytes of a dead-letter record (inverse of the base64 wrap); for a value
+    longer than ``KEEP_BYTES``, its first ``KEEP_BYTES`` bytes (see ``value_bytes``)."""
     raw = record.get("value_b64")
     return None if raw is None else base64.b64decode(raw)

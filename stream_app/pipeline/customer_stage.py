@@ -2,10 +2,11 @@
 
 For each input record: decode and validate (bad ones become dead letters), check the key is the
 customer id (the tables are co-partitioned with the topic, so a mis-keyed record would read the
-wrong state), reject events later than the allowed lateness, update the customer's window state
-(idempotent by source offset) and forward the event with its customer features to the
-terminal-keyed repartition topic. The state of each customer touched in a batch is written back
-once per batch.
+wrong state), reject an event the customer's window already holds (its ``event_id`` at its event
+time, sent again: counting it twice would change the features) and events later than the allowed
+lateness, update the customer's window state (idempotent by source offset) and forward the event
+with its customer features to the terminal-keyed repartition topic. The state of each customer
+touched in a batch is written back once per batch.
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ class DeadLetter:
 
 
 StateWriter = Callable[[MutableMapping[str, Any], str, Any, InputRecord], None]
+
+
+def key_rejection(key: bytes | None, field: str, expected: str, topic: str) -> Rejection:
+    """Why a record keyed ``key`` is not keyed by its ``field`` (call only when it is not)."""
+    if not key:
+        return Rejection(
+            Reason.NULL_KEY,
+            f"The record has no key; {topic} must be keyed by {field} ({expected!r}).",
+        )
+    shown = repr(key[:64]) + ("…" if len(key) > 64 else "")
+    return Rejection(
+        Reason.KEY_MISMATCH,
+        f"The record key {shown} is not the {field} {expected!r}; {topic} must be keyed by "
+        f"{field}.",
+    )
 
 
 def write_state(table: MutableMapping[str, Any], key: str, value: Any, record: InputRecord) -> None:
@@ -135,15 +151,10 @@ class CustomerStage:
         if isinstance(tx, Rejection):
             out.dead_letters.append(DeadLetter(record, tx))
             return None
-        if record.key is None or record.key != tx.customer_id.encode():
+        if record.key != tx.customer_id.encode():
             out.dead_letters.append(
                 DeadLetter(
-                    record,
-                    Rejection(
-                        Reason.KEY_MISMATCH,
-                        f"The record key {record.key!r} is not the customer_id {tx.customer_id!r}; "
-                        "transactions must be keyed by customer_id.",
-                    ),
+                    record, key_rejection(record.key, "customer_id", tx.customer_id, "transactions")
                 )
             )
             return None
@@ -155,6 +166,19 @@ class CustomerStage:
         if state.seen(offset):
             out.replayed += 1  # applied before a restart: recompute, forward again, count once
         else:
+            if state.holds(tx.ts, tx.event_id):
+                out.dead_letters.append(
+                    DeadLetter(
+                        record,
+                        Rejection(
+                            Reason.DUPLICATE_EVENT,
+                            f"event_id {tx.event_id!r} at {tx.event_time} was already applied "
+                            f"for customer {tx.customer_id!r} (sent again at a new offset); it is "
+                            "scored once.",
+                        ),
+                    )
+                )
+                return None
             times = state.window.times
             if times and tx.ts < times[-1] - self.allowed_lateness_s:
                 out.dead_letters.append(
@@ -169,7 +193,7 @@ class CustomerStage:
                     )
                 )
                 return None
-            state.apply(tx.ts, tx.amount, offset, self.retention.customer_s)
+            state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id)
         features = event_features(tx.amount, tx.ts)
         features.update(state.features(tx.ts))
         out.forwards.append(

@@ -5,6 +5,10 @@ One agent reads both the repartitioned transactions (``transactions.by-terminal`
 partition. Per micro-batch: labels update fraud flags; each transaction updates its terminal's
 window (idempotent by source offset) and gets its full feature vector; then the whole batch is
 scored by **one** ``predict_proba`` and turned into envelopes.
+
+A label whose transaction the terminal does not hold is either early (its transaction may still
+come: a fraud label waits pending) or for an unknown event (dead letter ``unknown_event``): see
+:meth:`ScoringStage.label_horizon`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from stream_app.pipeline.customer_stage import (
     DeadLetter,
     InputRecord,
     StateWriter,
+    key_rejection,
     write_state,
 )
 from stream_app.scoring.envelope import ScoredEvent, build_envelopes
@@ -187,6 +192,25 @@ class ScoringStage:
         watermark = min(seen.values()) if len(seen) >= self.source_partitions else float("-inf")
         return max(watermark, newest - self.max_source_skew_s)
 
+    def label_horizon(self, partition: int) -> float:
+        """Labels on input ``partition`` for events at or before this time are for unknown events
+        when the terminal does not hold them; later ones may have arrived before their event.
+
+        An event that old is gone either way: either the state would evict it by now (the
+        eviction horizon minus the retention), or every transactions partition has brought this
+        input partition events more than the allowed lateness newer, so it would have come
+        before them (a transactions partition carries its events in event-time order up to the
+        lateness: the order publishers produce, which the customer stage enforces per customer).
+        Nothing seen yet gives -inf: every label may still be early.
+        """
+        seen = self._source_time.get(partition)
+        if not seen:
+            return float("-inf")
+        evicted = self.eviction_horizon(partition) - self.retention.terminal_s
+        if len(seen) < self.source_partitions:
+            return evicted
+        return max(evicted, min(seen.values()) - self.retention.lateness_s)
+
     def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:
         state = touched.get(terminal_id)
         if state is None:
@@ -201,21 +225,30 @@ class ScoringStage:
         if isinstance(label, Rejection):
             out.dead_letters.append(DeadLetter(record, label))
             return None
-        if record.key is None or record.key != label.terminal_id.encode():
+        if record.key != label.terminal_id.encode():
             out.dead_letters.append(
                 DeadLetter(
-                    record,
-                    Rejection(
-                        Reason.KEY_MISMATCH,
-                        f"The record key {record.key!r} is not the terminal_id "
-                        f"{label.terminal_id!r}; labels must be keyed by terminal_id.",
-                    ),
+                    record, key_rejection(record.key, "terminal_id", label.terminal_id, "labels")
                 )
             )
             return None
         state = self._state(label.terminal_id, touched)
-        if state.apply_label(label.ts, label.event_id, label.label):
+        if state.apply_label(label.ts, label.event_id, label.label, keep_pending=False):
             out.labels.applied += 1
-        else:
+        elif label.ts > self.label_horizon(record.position.partition):
+            state.apply_label(label.ts, label.event_id, label.label)  # early: a fraud one waits
             out.labels.pending_or_unknown += 1
+        else:
+            out.dead_letters.append(
+                DeadLetter(
+                    record,
+                    Rejection(
+                        Reason.UNKNOWN_EVENT,
+                        f"No transaction {label.event_id!r} at {label.event_time} on terminal "
+                        f"{label.terminal_id!r}, and it can no longer arrive (the stream is "
+                        "past its time).",
+                    ),
+                )
+            )
+            return None
         return label.terminal_id

@@ -95,7 +95,7 @@ def test_bad_records_become_dead_letters_and_good_ones_are_scored(model, stream)
         Reason.INVALID_JSON,
         Reason.EMPTY_VALUE,
         Reason.KEY_MISMATCH,
-        Reason.SCHEMA_VIOLATION,
+        Reason.MISSING_FIELD,
     ]
 
 

@@ -1,0 +1,252 @@
+"""The bad-input corpus (tests/data/bad_inputs/) without a broker: every case gets exactly its
+reason code from the decoders and from the two stages, good records around it are scored, and
+each dead letter keeps the original bytes."""
+
+import hashlib
+from collections import Counter
+
+import orjson
+import pytest
+
+from stream_app.features.state import CustomerState, Retention
+from stream_app.io.codecs import decode_label, decode_transaction
+from stream_app.io.deadletter import (
+    KEEP_BYTES,
+    MAX_MESSAGE_CHARS,
+    Reason,
+    Rejection,
+    SourcePosition,
+    dead_letter_record,
+    encode_dead_letter,
+    original_value,
+)
+from stream_app.io.schemas import validate
+from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
+from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.scoring.model import ScoringModel
+from tests.bad_input_corpus import CORPUS_DIR, listed_files, load_corpus
+
+CASES = load_corpus()
+MAX_BYTES = 65_536
+RET = Retention.for_lateness(3600.0)
+# Reasons a stage gives after decoding succeeded (the key, the customer's or terminal's state).
+STAGE_REASONS = {"null_key", "key_mismatch", "duplicate_event", "too_late", "unknown_event"}
+
+
+def test_corpus_covers_every_reason_and_both_topics():
+    kinds = {(c.topic, c.kind) for c in CASES}
+    assert len(kinds) == len(CASES) >= 25
+    reasons = Counter(c.reason for c in CASES)
+    # Every code an input can cause has an example; processing_error only comes from a bug.
+    assert set(reasons) == {r.value for r in Reason} - {"processing_error"}
+    assert {c.topic for c in CASES} == {"transactions", "labels"}
+    label_reasons = {c.reason for c in CASES if c.topic == "labels"}
+    assert {"unknown_event", "null_key", "key_mismatch", "non_finite_number"} <= label_reasons
+    # Labels come after every transaction (the unknown-event ones need the stream's progress).
+    topics = [c.topic for c in CASES]
+    assert topics == sorted(topics, key=lambda t: t == "labels")
+    on_disk = {str(p.relative_to(CORPUS_DIR)) for p in CORPUS_DIR.rglob("*.bin")}
+    assert on_disk == listed_files()
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.reason not in STAGE_REASONS], ids=lambda c: c.name
+)
+def test_decoders_give_each_case_its_reason(case):
+    decode = decode_transaction if case.topic == "transactions" else decode_label
+    got = decode(case.value, MAX_BYTES)
+    assert isinstance(got, Rejection), got
+    assert got.reason.value == case.reason, got.message
+    assert got.message
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.reason in STAGE_REASONS], ids=lambda c: c.name
+)
+def test_stage_cases_decode_cleanly(case):
+    """Their values are valid: what rejects them is the key or the state, not the decoder."""
+    decode = decode_transaction if case.topic == "transactions" else decode_label
+    assert not isinstance(decode(case.value, MAX_BYTES), Rejection)
+
+
+def run_corpus(model):
+    """Every case (and its ``first``) through both stages, in corpus order, one per batch."""
+    customers, terminals = {}, {}
+    s1 = CustomerStage(customers, RET, 3600.0, MAX_BYTES)
+    s2 = ScoringStage(terminals, model, RET, "labels", MAX_BYTES)
+    offsets = Counter()
+
+    def record(topic, key, value):
+        offsets[topic] += 1
+        return InputRecord(key, value, SourcePosition(topic, 0, offsets[topic], 1000))
+
+    dead, scored = [], []
+    for case in CASES:
+        records = [record(case.topic, case.key, case.first)] if case.first else []
+        records.append(record(case.topic, case.key, case.value))
+        for rec in records:
+            if case.topic == "transactions":
+                out1 = s1.process([rec])
+                dead += out1.dead_letters
+                stage2 = [record("by", f.key, f.value) for f in out1.forwards]
+            else:
+                stage2 = [rec]
+            out2 = s2.process(stage2)
+            dead += out2.dead_letters
+            scored += [orjson.loads(v)["event_id"] for _, v in out2.scores]
+    return dead, scored, customers
+
+
+def test_stages_dead_letter_every_case_with_its_reason_and_score_the_good_ones(model_dir):
+    dead, scored, customers = run_corpus(ScoringModel.load(model_dir))
+    assert scored == ["corpus-dup-1", "corpus-late-1"]  # each first, once
+    assert [d.rejection.reason.value for d in dead] == [c.reason for c in CASES]
+    # The duplicates did not enter the window (the features stay as without them).
+    state = customers["corpus-dup"]
+    assert (state["t"], state["a"], state["i"]) == ([1772445600.0], [25.0], ["corpus-dup-1"])
+    for item, case in zip(dead, CASES, strict=True):
+        assert item.record.value == case.value and item.record.key == case.key
+        letter = dead_letter_record(
+            item.rejection, item.record.position, item.record.key, item.record.value
+        )
+        validate("dead_letter", letter)
+        assert len(encode_dead_letter(letter)) < 500_000
+        assert letter["reason"] == case.reason
+        if case.value is not None and len(case.value) > KEEP_BYTES:
+            assert original_value(letter) == case.value[:KEEP_BYTES]
+            assert letter["value_bytes"] == len(case.value)
+            assert letter["value_sha256"] == hashlib.sha256(case.value).hexdigest()
+        else:
+            assert original_value(letter) == case.value
+            assert "value_bytes" not in letter
+
+
+def test_dead_letter_of_a_huge_record_fits_one_kafka_request():
+    value, key = b"v" * 990_000, b"k" * 300_000
+    letter = dead_letter_record(
+        Rejection(Reason.TOO_LARGE, "m" * 5_000), SourcePosition("t", 0, 1), key, value
+    )
+    validate("dead_letter", letter)
+    assert len(encode_dead_letter(letter)) < 750_000  # the producer's limit is 1,000,000
+    assert letter["key_bytes"] == 300_000 and len(original_value(letter) or b"") == KEEP_BYTES
+    assert len(letter["message"]) == MAX_MESSAGE_CHARS
+
+
+def tx(event_id, time, amount=10.0, customer="c"):
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_time": time,
+            "customer_id": customer,
+            "terminal_id": "t",
+            "amount": amount,
+            "schema_version": 1,
+        }
+    )
+
+
+def test_a_duplicate_changes_no_feature_and_a_replay_is_still_a_replay():
+    times = [f"2026-03-0{d}T10:00:00Z" for d in range(1, 6)]
+    events = [(f"e{i}", t, 10.0 * (i + 1)) for i, t in enumerate(times)]
+
+    def run(values):
+        stage = CustomerStage({}, RET, 3600.0, MAX_BYTES)
+        recs = [
+            InputRecord(b"c", v, SourcePosition("transactions", 0, n, 0))
+            for n, v in enumerate(values)
+        ]
+        return stage, recs, stage.process(recs)
+
+    clean = [tx(*e) for e in events]
+    # e1 sent again; e0 again with another amount, two days behind (a duplicate, not too late).
+    with_dups = [*clean[:3], tx("e1", times[1], 20.0), tx("e0", times[0], 999.0), *clean[3:]]
+    _, _, want = run(clean)
+    stage, recs, got = run(with_dups)
+    assert [d.rejection.reason for d in got.dead_letters] == [Reason.DUPLICATE_EVENT] * 2
+
+    def features(out):
+        return [(f.key, orjson.loads(f.value)["features"]) for f in out.forwards]
+
+    assert features(got) == features(want)
+    again = stage.process(recs[2:])  # a restart re-reads offsets 2..6: replays, not duplicates
+    assert again.replayed == 5 and again.dead_letters == []
+
+
+def test_state_written_before_ids_were_kept_still_loads():
+    state = CustomerState({"t": [1.0, 2.0], "a": [5.0, 6.0], "o": 7})
+    assert state.value["i"] == [None, None] and not state.holds(2.0, "e1")
+    assert state.apply(3.0, 1.0, 8, 100.0, "e1") and state.holds(3.0, "e1")
+    assert not state.holds(2.0, "e1")  # an event is its id at its time
+    assert state.value["i"] == [None, None, "e1"]
+    state.apply(101.5, 1.0, 9, 100.0, "e2")  # evicts through 1.5: the ids follow the times
+    assert state.value["t"] == [2.0, 3.0, 101.5] and state.value["i"] == [None, "e1", "e2"]
+
+
+def label(event_id, time, fraud=1, terminal="t"):
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "customer_id": "c",
+            "terminal_id": terminal,
+            "event_time": time,
+            "label": fraud,
+            "label_time": "2026-03-20T00:00:00Z",
+            "schema_version": 1,
+        }
+    )
+
+
+def test_early_labels_wait_and_labels_behind_the_stream_are_unknown(model_dir):
+    model = ScoringModel.load(model_dir)
+    customers, terminals = {}, {}
+    s1 = CustomerStage(customers, RET, 3600.0, MAX_BYTES)
+    s2 = ScoringStage(terminals, model, RET, "labels", MAX_BYTES, source_partitions=1)
+    offsets = Counter()
+
+    def send(topic, value, key=b"t"):
+        offsets[topic] += 1
+        rec = InputRecord(key, value, SourcePosition(topic, 0, offsets[topic], 0))
+        if topic == "transactions":
+            fwd = s1.process([rec]).forwards
+            return s2.process([InputRecord(f.key, f.value, rec.position) for f in fwd])
+        return s2.process([rec])
+
+    # Nothing seen yet: any label may be early.
+    out = send("labels", label("x0", "2026-01-01T00:00:00Z"))
+    assert out.dead_letters == [] and out.labels.pending_or_unknown == 1
+    send("transactions", tx("e1", "2026-03-10T12:00:00Z"), b"c")
+    # 30 minutes behind the stream (inside the lateness): may still come, waits pending.
+    out = send("labels", label("e0", "2026-03-10T11:30:00Z"))
+    assert out.dead_letters == [] and out.labels.pending_or_unknown == 1
+    # 2 hours behind: its transaction would have come before e1. Fraud or genuine: unknown.
+    for fraud in (1, 0):
+        out = send("labels", label("never", "2026-03-10T10:00:00Z", fraud))
+        assert [d.rejection.reason for d in out.dead_letters] == [Reason.UNKNOWN_EVENT]
+    assert "never" not in terminals["t"]["p"]
+    # A known event's label is applied; the early one applies when its transaction arrives.
+    assert send("labels", label("e1", "2026-03-10T12:00:00Z")).labels.applied == 1
+    send("transactions", tx("e0", "2026-03-10T11:30:00Z"), b"c")
+    assert terminals["t"]["f"] == [1.0, 1.0] and terminals["t"]["p"] == {"x0": 1767225600.0}
+
+
+def test_unknown_label_horizon_waits_for_every_source_partition(model_dir):
+    """With a transactions partition not seen yet, only events older than the retention are
+    unknown: the unseen partition may still bring the transaction."""
+    model = ScoringModel.load(model_dir)
+    stage = ScoringStage({}, model, RET, "labels", MAX_BYTES, source_partitions=2)
+    s1 = CustomerStage({}, RET, 3600.0, MAX_BYTES)
+    fwd = s1.process(
+        [InputRecord(b"c", tx("e1", "2026-03-10T12:00:00Z"), SourcePosition("tx", 0, 0, 0))]
+    ).forwards
+    stage.process([InputRecord(f.key, f.value, SourcePosition("by", 0, 0, 0)) for f in fwd])
+    t_e1 = 1773144000.0
+    assert stage.label_horizon(0) == t_e1 - 7 * 86_400 - RET.terminal_s  # skew cap
+    assert stage.label_horizon(1) == float("-inf")
+    recent = stage.process(
+        [InputRecord(b"t", label("n1", "2026-03-09T00:00:00Z"), SourcePosition("labels", 0, 1))]
+    )
+    assert recent.dead_letters == [] and recent.labels.pending_or_unknown == 1
+    old = stage.process(
+        [InputRecord(b"t", label("n2", "2026-01-01T00:00:00Z"), SourcePosition("labels", 0, 2))]
+    )
+    assert [d.rejection.reason for d in old.dead_letters] == [Reason.UNKNOWN_EVENT]
