@@ -40,6 +40,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
@@ -178,6 +179,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.state_dir / f"{settings.app_id}-data"),
         topic_partitions=settings.partitions,

@@ -161,20 +161,12 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka configuration for confluent-kafka clients."""
-        conf: dict[str, str] = {
-            "bootstrap.servers": self.kafka_bootstrap_servers,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            conf["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password:
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_cafile:
-            conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
-        return conf
+        """librdkafka configuration for confluent-kafka clients: bootstrap servers and security
+        (``stream_app.io.security.librdkafka_config``, which also builds the worker's Faust
+        credentials from the same settings). Raises ``ConfigError`` for inconsistent settings."""
+        from stream_app.io.security import librdkafka_config
+
+        return librdkafka_config(self)
 
     def describe(self) -> dict[str, str]:
         """Effective settings as strings, secrets masked."""

@@ -33,3 +33,7 @@ class ModelNotFoundError(StreamAppError, FileNotFoundError):
 
 class DatasetError(StreamAppError, FileNotFoundError):
     """An input data file is missing, empty or not in the expected format."""
+
+
+class KafkaAccessError(StreamAppError, RuntimeError):
+    """Kafka cannot be reached, or refuses the client's credentials or TLS settings."""

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_app.exceptions import BrokerError, ConfigError
@@ -39,9 +39,12 @@ from stream_app.exceptions import BrokerError, ConfigError
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
     "JARS_DIR_ENV",
+    "SCRAM_MECHANISMS",
     "BrokerStatus",
     "Listener",
     "LocalBroker",
+    "SaslSslListener",
+    "ScramUser",
     "default_jars_dir",
     "free_port",
     "free_ports",
@@ -62,6 +65,9 @@ MIN_HEAP_MB = 128
 MAIN_CLASS = "kafka.Kafka"
 SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
 RESERVED_LISTENER_NAMES = frozenset({"PLAINTEXT", "CONTROLLER"})
+SCRAM_MECHANISMS = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-512"})
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -70,6 +76,10 @@ LOG4J_TEMPLATE_PATH = _PACKAGE_DIR / "log4j2.properties"
 _LOG_FILE_PLACEHOLDER = "@LOG_FILE@"
 _LISTENER_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PROPERTY_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# SCRAM user names and passwords go into Kafka's own `name=[k=v,...]` syntax: keep them free of
+# the characters that syntax uses (and of anything a shell or a properties file could mangle).
+_SCRAM_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+_SCRAM_PASSWORD_RE = re.compile(r"^[A-Za-z0-9._@%+~!#^*()-]{1,256}$")
 _MAVEN_TIMEOUT_S = 1800.0
 _FORMAT_TIMEOUT_S = 120.0
 
@@ -337,6 +347,108 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class ScramUser:
+    """A SCRAM user of the local broker (its password never shows in ``repr``)."""
+
+    name: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse names and passwords that Kafka's ``[name=...,password=...]`` syntax breaks on."""
+        if not _SCRAM_NAME_RE.match(self.name):
+            raise ConfigError(
+                f"SCRAM user name {self.name!r}: use 1-128 letters, digits and . _ @ -"
+            )
+        if not _SCRAM_PASSWORD_RE.match(self.password):
+            raise ConfigError(
+                f"SCRAM password of {self.name!r}: use 1-256 letters, digits and . _ @ % + ~ ! # "
+                "^ * ( ) - (no commas, brackets, quotes, '=' or spaces)"
+            )
+
+    @property
+    def principal(self) -> str:
+        """The Kafka principal of this user, ``User:<name>``."""
+        return f"User:{self.name}"
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A ``SASL_SSL`` client listener with SCRAM authentication, for :class:`LocalBroker`.
+
+    The broker keeps its PLAINTEXT client listener (loopback only; the readiness check and the
+    inter-broker traffic use it) and its PLAINTEXT controller listener.
+
+    :param port: TCP port on 127.0.0.1.
+    :param keystore: PEM file holding the broker's private key (unencrypted PKCS#8, ``BEGIN
+        PRIVATE KEY``) followed by its certificate chain. The certificate must name the address
+        clients connect to (``IP:127.0.0.1`` / ``DNS:localhost`` in subjectAltName): clients
+        verify it.
+    :param users: SCRAM users written into the metadata when the storage is formatted
+        (``kafka-storage format --add-scram``), i.e. on the first start of a fresh home; add users
+        to a running broker with :meth:`LocalBroker.add_scram_user`.
+    :param mechanism: ``SCRAM-SHA-512`` (default) or ``SCRAM-SHA-256``.
+    :param acls: enable Kafka's ``StandardAuthorizer``: every principal needs ACLs, except the
+        super users: ``User:ANONYMOUS`` (the PLAINTEXT listeners: loopback, controller,
+        inter-broker) and ``super_users``.
+    :param super_users: user names (not principals) allowed everything when ``acls`` is on.
+    :param name: listener name (``listener.name.<name lower-case>.*`` properties).
+    """
+
+    port: int
+    keystore: Path
+    users: tuple[ScramUser, ...] = ()
+    mechanism: str = "SCRAM-SHA-512"
+    acls: bool = False
+    super_users: tuple[str, ...] = ()
+    name: str = "SASL_SSL"
+
+    def __post_init__(self) -> None:
+        """Validate the mechanism, users and super users (the listener itself in Listener)."""
+        if self.mechanism not in SCRAM_MECHANISMS:
+            raise ConfigError(
+                f"SASL_SSL listener: mechanism {self.mechanism!r} is not one of "
+                f"{sorted(SCRAM_MECHANISMS)}"
+            )
+        names = [user.name for user in self.users]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"SASL_SSL listener: duplicate SCRAM users {names}")
+        for name in self.super_users:
+            if not _SCRAM_NAME_RE.match(name):
+                raise ConfigError(f"SASL_SSL listener: super user {name!r} is not a user name")
+        self.listener  # noqa: B018 - validates name and port
+
+    @property
+    def listener(self) -> Listener:
+        """The :class:`Listener` it adds to the broker."""
+        return Listener(self.name, self.port, protocol="SASL_SSL")
+
+    def properties(self) -> dict[str, str]:
+        """The broker properties this listener needs (besides the listener lists)."""
+        prefix = f"listener.name.{self.name.lower()}"
+        mech = self.mechanism.lower()
+        props = {
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"{prefix}.sasl.enabled.mechanisms": self.mechanism,
+            f"{prefix}.{mech}.sasl.jaas.config": f"{SCRAM_LOGIN_MODULE} required;",
+            f"{prefix}.ssl.keystore.type": "PEM",
+            f"{prefix}.ssl.keystore.location": str(Path(self.keystore).resolve()),
+            f"{prefix}.ssl.client.auth": "none",
+        }
+        if self.acls:
+            principals = ["User:ANONYMOUS", *(f"User:{name}" for name in self.super_users)]
+            props["authorizer.class.name"] = STANDARD_AUTHORIZER
+            props["super.users"] = ";".join(principals)
+        return props
+
+    def format_arguments(self) -> list[str]:
+        """``--add-scram`` arguments of ``kafka-storage format`` for :attr:`users`."""
+        args: list[str] = []
+        for user in self.users:
+            args += ["--add-scram", f"{self.mechanism}=[name={user.name},password={user.password}]"]
+        return args
+
+
+@dataclass(frozen=True)
 class BrokerStatus:
     """What :meth:`LocalBroker.status` reports."""
 
@@ -368,6 +480,8 @@ class LocalBroker:
     :param jars_dir: directory holding the jars (default :func:`default_jars_dir`).
     :param extra_properties: merged into ``server.properties`` last (they override the defaults).
     :param listeners: extra client listeners (e.g. a ``SASL_SSL`` one), see :class:`Listener`.
+    :param sasl_ssl: a SCRAM-authenticated TLS client listener with its keystore and users, see
+        :class:`SaslSslListener` (it is added to ``listeners``).
     """
 
     def __init__(
@@ -381,6 +495,7 @@ class LocalBroker:
         extra_properties: Mapping[str, str] | None = None,
         *,
         listeners: Sequence[Listener] = (),
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
         self.home = Path(home).expanduser().resolve()
         self.port = int(port)
@@ -395,7 +510,9 @@ class LocalBroker:
         self.extra_properties: dict[str, str] = {
             str(k): str(v) for k, v in (extra_properties or {}).items()
         }
-        self.listeners: tuple[Listener, ...] = tuple(listeners)
+        self.sasl_ssl = sasl_ssl
+        extra = (sasl_ssl.listener,) if sasl_ssl is not None else ()
+        self.listeners: tuple[Listener, ...] = (*listeners, *extra)
         self._proc: subprocess.Popen[bytes] | None = None
         self._validate()
 
@@ -468,6 +585,13 @@ class LocalBroker:
         """File holding the pid of the running broker JVM."""
         return self.home / "broker.pid"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """Bootstrap address of the SASL_SSL listener (``ConfigError`` without one)."""
+        if self.sasl_ssl is None:
+            raise ConfigError("this LocalBroker has no SASL_SSL listener (pass sasl_ssl=...)")
+        return self.sasl_ssl.listener.bootstrap
+
     def listener_bootstrap(self, name: str) -> str:
         """Bootstrap address of the listener called ``name`` (``PLAINTEXT`` or an extra one)."""
         if name == "PLAINTEXT":
@@ -483,7 +607,8 @@ class LocalBroker:
         """The effective broker configuration: defaults, then listeners, then ``extra_properties``.
 
         Listener-related keys are built from the PLAINTEXT and CONTROLLER listeners plus every
-        :class:`Listener` given, so a second client listener needs no string surgery.
+        :class:`Listener` given, so a second client listener needs no string surgery. A
+        :class:`SaslSslListener` adds its SASL, keystore and (optional) authorizer properties.
         """
         controller = f"{LOOPBACK}:{self.controller_port}"
         listen = [f"PLAINTEXT://{self.bootstrap}", f"CONTROLLER://{controller}"]
@@ -517,6 +642,8 @@ class LocalBroker:
             # The default 128 MB dedupe buffer is a quarter of our small heap.
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         }
+        if self.sasl_ssl is not None:
+            props.update(self.sasl_ssl.properties())
         props.update(self.extra_properties)
         return props
 
@@ -720,7 +847,11 @@ class LocalBroker:
         return (self.data_dir / "meta.properties").is_file()
 
     def format_storage(self, java: str | None = None) -> str:
-        """Format ``data/`` with a fresh cluster id (``kafka-storage format``); return the id."""
+        """Format ``data/`` with a fresh cluster id (``kafka-storage format``); return the id.
+
+        The SASL_SSL listener's SCRAM users are written into the new metadata here
+        (``--add-scram``), so they exist before the broker first starts.
+        """
         java = java or _find_java()
         cluster_id = new_cluster_id()
         cmd = [
@@ -736,6 +867,7 @@ class LocalBroker:
             "-c",
             str(self.properties_path),
             "--ignore-formatted",
+            *(self.sasl_ssl.format_arguments() if self.sasl_ssl is not None else ()),
         ]
         try:
             result = subprocess.run(
@@ -753,6 +885,9 @@ class LocalBroker:
             ) from exc
         if result.returncode != 0:
             output = ((result.stdout or "") + (result.stderr or "")).strip().splitlines()
+            if self.sasl_ssl is not None:  # never echo the SCRAM passwords
+                for user in self.sasl_ssl.users:
+                    output = [line.replace(user.password, "****") for line in output]
             raise BrokerError(
                 f"could not format the broker storage {self.data_dir} "
                 f"(exit code {result.returncode}):\n" + "\n".join(output[-20:])
@@ -904,6 +1039,39 @@ class LocalBroker:
         self._terminate(pid, signal.SIGKILL, 10.0)
         self._remove_pid_file()
         return True
+
+    def add_scram_user(self, user: ScramUser, timeout: float = 15.0) -> None:
+        """Create (or change the password of) a SCRAM user on the running broker.
+
+        Sends the same AlterUserScramCredentials request as ``kafka-configs --alter --add-config
+        'SCRAM-SHA-512=[password=...]' --entity-type users``, through the PLAINTEXT listener.
+        """
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        if self.sasl_ssl is None:
+            raise ConfigError("this LocalBroker has no SASL_SSL listener (pass sasl_ssl=...)")
+        mechanism = ScramMechanism[self.sasl_ssl.mechanism.replace("-", "_")]
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap},
+            logger=logging.getLogger("stream_app.broker.admin"),
+        )
+        upsert = UserScramCredentialUpsertion(
+            user.name, ScramCredentialInfo(mechanism, 8192), user.password.encode()
+        )
+        futures = admin.alter_user_scram_credentials([upsert], request_timeout=timeout)
+        try:
+            for future in futures.values():
+                future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"could not set the SCRAM credentials of {user.name!r}: {exc}"
+            ) from exc
 
     def status(self) -> BrokerStatus:
         """Whether this home's JVM is running, and where its address, log and data are."""

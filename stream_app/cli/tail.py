@@ -106,8 +106,9 @@ def run_tail(
     """Print records of the declared ``topic``; return how many were printed.
 
     ``json_`` writes one compact JSON line per record to ``out`` (default stdout), otherwise the
-    records go to ``console`` with rich; warnings go to stderr. Raises ``TopicError`` if the
-    topic does not exist or the cluster cannot be reached.
+    records go to ``console`` with rich; warnings go to stderr. Raises ``KafkaAccessError`` if
+    the cluster cannot be reached or refuses the credentials, ``TopicError`` if the topic does not
+    exist.
     """
     import uuid
 
@@ -116,6 +117,7 @@ def run_tail(
     from rich.console import Console
 
     from stream_app.exceptions import TopicError
+    from stream_app.io.security import check_access
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -123,6 +125,7 @@ def run_tail(
     warn = Console(stderr=True)
     out = out if out is not None else sys.stdout
     name = settings.topic(topic)
+    check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     conf = {
         **settings.kafka_client_config(),
         "group.id": f"stream-app-tail-{uuid.uuid4().hex}",
@@ -222,5 +225,5 @@ def tail(
             console=console,
         )
     except StreamAppError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from exc

@@ -37,7 +37,7 @@ FileOption = Annotated[
 def _fail(console: Console, message: str) -> typer.Exit:
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line
     return typer.Exit(EXIT_ERROR)
 
 

@@ -37,6 +37,7 @@ def worker(
 
     from stream_app.app import create_app
     from stream_app.config import get_settings
+    from stream_app.exceptions import StreamAppError
     from stream_app.io.topics import ensure_topics
     from stream_app.logs import logging_config
     from stream_app.scoring.model import ScoringModel
@@ -68,7 +69,11 @@ def worker(
             f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow; "
             f"{how('challenger')}"
         )
-    ensure_topics(settings)
+    try:  # also the pre-flight: a wrong password or CA fails here, clearly, within seconds
+        ensure_topics(settings)
+    except StreamAppError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     app = create_app(settings, model, challenger=shadow, follow=follow)
     faust.Worker(
         app,

@@ -24,6 +24,9 @@ def read_to_end(
     """Call ``on_record`` for every record of ``topics`` (real names) present at the start."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+    from stream_app.io.security import check_access
+
+    check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": group_id, "enable.auto.commit": False}
     )

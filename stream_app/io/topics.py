@@ -33,6 +33,7 @@ from confluent_kafka.admin import (
 from stream_app import config as _config
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError, TopicError
+from stream_app.io.security import admin_client, fetch_metadata
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +304,9 @@ def select_specs(
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    """An AdminClient for ``settings``; librdkafka's log lines go to Python logging."""
-    conf: dict[str, Any] = dict(settings.kafka_client_config())
-    conf["logger"] = logging.getLogger("stream_app.kafka")
-    return AdminClient(conf)
+    """An AdminClient for ``settings`` (:func:`stream_app.io.security.admin_client`): a wrong
+    password or an untrusted certificate fails its first request within about a second."""
+    return admin_client(settings)
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -318,15 +318,11 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 def live_topics(
     settings: Settings, admin: AdminClient, timeout: float = 30
 ) -> dict[str, tuple[int, int]]:
-    """Every topic on the cluster: name -> (partition count, replication factor)."""
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise TopicError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} within {timeout:g}s: "
-            f"{exc}. Start the local broker (`stream-app broker start`) or set "
-            "KAFKA_BOOTSTRAP_SERVERS."
-        ) from exc
+    """Every topic on the cluster: name -> (partition count, replication factor).
+
+    Raises ``KafkaAccessError`` when the cluster cannot be reached or refuses the credentials.
+    """
+    metadata = fetch_metadata(admin, settings, timeout)
     out: dict[str, tuple[int, int]] = {}
     for name, topic in metadata.topics.items():
         if topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -539,8 +535,8 @@ def apply_topics(
     each difference is reported with the declared and the live value. With ``fix=True``,
     partitions are increased (never decreased) and config values set to the declared ones;
     replication differences are only reported. ``dry_run=True`` changes nothing and reports what
-    would be created (and, with ``fix``, fixed). Raises ``TopicError`` if the cluster cannot be
-    reached or a creation or fix fails.
+    would be created (and, with ``fix``, fixed). Raises ``KafkaAccessError`` if the cluster
+    cannot be reached or refuses the credentials, ``TopicError`` if a creation or fix fails.
     """
     admin = admin if admin is not None else make_admin(settings)
     report = ApplyReport(dry_run=dry_run)
@@ -557,8 +553,12 @@ def apply_topics(
                 log.info("created topic %s", name)
             if raced:
                 log.info("topic(s) created concurrently: %s", ", ".join(s.name for s in raced))
-                live = _wait_visible(settings, admin, [s.name for s in raced], timeout)
                 existing.extend(raced)
+            # The controller has them; the broker's metadata follows a moment later. Return only
+            # once clients (the worker starting next, a test) can see every one of them.
+            live = _wait_visible(
+                settings, admin, [*report.created, *(s.name for s in raced)], timeout
+            )
 
     if existing:
         configs = _describe_configs(admin, [s.name for s in existing], timeout)

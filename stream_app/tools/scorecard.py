@@ -174,6 +174,9 @@ def run_scorecard(
     """Consume the three topics into ``service``, publishing its records periodically."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+    from stream_app.io.security import check_access
+
+    check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     topic_kind = {settings.topic(t): t for t in (SCORES, SHADOW, LABELS)}
     consumer = Consumer(
         {
