@@ -73,6 +73,7 @@ def scorecard(
 
     from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
+    from stream_app.exceptions import StreamAppError
     from stream_app.logs import configure_logging
     from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
     from stream_app.tools.scorecard import ScorecardService, run_scorecard
@@ -123,7 +124,7 @@ def scorecard(
                 on_progress=advance,
                 should_stop=lambda: stopping["now"],
             )
-        except RuntimeError as exc:
+        except (RuntimeError, StreamAppError) as exc:  # unreadable topic, bad credentials
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(EXIT_ERROR) from exc
     counts = service.join.counts
