@@ -68,16 +68,7 @@ class CustomerState:
 
     def holds(self, ts: float, event_id: str) -> bool:
         """Whether transaction ``event_id`` at ``ts`` is among the retained samples."""
-        times = self.window.times
-        if not times or ts > times[-1]:  # the usual case: an event newer than all held
-            return False
-        ids = self.value["i"]
-        index = bisect_left(times, ts)
-        while index < len(times) and times[index] == ts:
-            if ids[index] == event_id:
-                return True
-            index += 1
-        return False
+        return _holds(self.window.times, self.value["i"], ts, event_id)
 
     def apply(
         self,
@@ -142,14 +133,18 @@ class TerminalState:
         fraud: float = 0.0,
         horizon_end: float | None = None,
     ) -> bool:
-        """Add a transaction unless ``offset`` was applied already; returns whether it added.
+        """Add a transaction unless it was applied already; returns whether it added.
+
+        Applied already: ``offset`` is not past the last one applied, or the terminal holds the
+        event (its id at its time). A customer stage that re-reads transactions after a crash
+        forwards them again at new offsets of the repartition topic, which only the id reveals.
 
         Samples older than ``horizon_end - retention_s`` are evicted; ``horizon_end`` defaults to
         the newest sample. The live stage passes its event-time low watermark instead: terminal
         events come from several customer partitions that progress unevenly, and an event from a
         lagging partition still needs the samples its window reaches back to.
         """
-        if 0 <= offset <= self.value["o"]:
+        if 0 <= offset <= self.value["o"] or self.holds(ts, event_id):
             return False
         pending: dict[str, float] = self.value["p"]
         if pending and pending.pop(event_id, None) is not None:
@@ -167,6 +162,10 @@ class TerminalState:
                 for stale in [k for k, v in pending.items() if v <= cutoff]:
                     del pending[stale]
         return True
+
+    def holds(self, ts: float, event_id: str) -> bool:
+        """Whether transaction ``event_id`` at ``ts`` is among the retained samples."""
+        return _holds(self.window.times, self.value["i"], ts, event_id)
 
     def apply_label(self, ts: float, event_id: str, label: int, keep_pending: bool = True) -> bool:
         """Record the label of transaction ``event_id`` at ``ts``.
@@ -198,6 +197,19 @@ class TerminalState:
             else:
                 out[feature.name] = frauds / count if count else 0.0
         return out
+
+
+def _holds(times: list[float], ids: list[str | None], ts: float, event_id: str) -> bool:
+    """Whether ``event_id`` is among the samples at time ``ts`` (``times`` sorted, ``ids``
+    aligned)."""
+    if not times or ts > times[-1]:  # the usual case: an event newer than all held
+        return False
+    index = bisect_left(times, ts)
+    while index < len(times) and times[index] == ts:
+        if ids[index] == event_id:
+            return True
+        index += 1
+    return False
 
 
 def state_bytes(value: StateValue) -> int:

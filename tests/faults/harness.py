@@ -1,0 +1,675 @@
+"""What the fault tests share: the stream, a worker child with a clock, and an independent verifier.
+
+The verifier never asks the worker anything. It reads the topics with its own confluent-kafka
+consumers (``scores``, ``transactions.dlq``, the tables' changelogs), the worker's RocksDB files
+after it stopped, and the consumer group's committed offsets, and compares them with what the
+project's offline builder (``stream_app.features.offline``) computes from the generated events.
+
+Labels are not published: a label and the transaction it must precede in a terminal window travel
+on two topics with no order between them, so the live terminal-risk features equal the offline
+ones only when the labels happen to arrive first (the 45-day parity test measures that share).
+Without labels every feature is defined by the transactions alone and must match exactly; the
+terminal *count* windows still catch any transaction counted twice after a replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from stream_app.config import Settings
+from stream_app.features.definitions import FEATURE_NAMES
+from stream_app.features.offline import build_features
+from stream_app.features.state import CustomerState, Retention
+from stream_app.io.topics import ensure_topics
+from stream_app.tools.generator import LabelledTransaction, simulate
+from stream_app.tools.producer import BulkProducer
+from stream_app.tools.schedule import Record, schedule
+from stream_app.tools.train import batch_from_events
+from stream_app.tools.worker_process import WorkerProcess
+
+BATCH_MAX = 500  # Settings.batch_max default, set explicitly so the duplicate bound can use it
+COMMIT_INTERVAL_S = 2.8  # Faust's broker_commit_interval default, set explicitly likewise
+SESSION_TIMEOUT_S = 10.0  # see worker_env
+
+
+# --- the stream ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """Generated transactions in event-time order, their Kafka records and offline features."""
+
+    items: list[LabelledTransaction]
+
+    @cached_property
+    def records(self) -> list[Record]:
+        return list(schedule(self.items, labels=False))
+
+    @cached_property
+    def event_ids(self) -> list[str]:
+        return [item.event["event_id"] for item in self.items]
+
+    @cached_property
+    def offline(self) -> dict[str, np.ndarray]:
+        """event_id -> the offline builder's feature row (FEATURE_NAMES order), no labels."""
+        batch = dataclasses.replace(batch_from_events(self.items), label=None)
+        matrix = build_features(batch)
+        return dict(zip(batch.event_id, matrix, strict=True))
+
+    def slice(self, start: int, stop: int) -> list[Record]:
+        return self.records[start:stop]
+
+
+def make_stream(n_events: int, seed: int, n_customers: int = 2000, n_terminals: int = 2000):
+    """``n_events`` simulated payments (2,000 customers at ~2/day: 100 k events span ~26 days,
+    so every 1/7/30-day customer window and the 7-day-delayed terminal windows are populated)."""
+    return Stream(
+        list(
+            simulate(
+                n_customers=n_customers,
+                n_terminals=n_terminals,
+                n_events=n_events,
+                seed=seed,
+                start=datetime(2026, 3, 1, tzinfo=UTC),
+            )
+        )
+    )
+
+
+def publish(settings: Settings, records: Iterable[Record], rate: float = 0.0) -> int:
+    """Produce ``records`` (at ``rate`` events/s, 0 = as fast as possible); returns the count.
+    Creates the declared topics first (as the worker does), so none is auto-created."""
+    ensure_topics(settings)
+    n = 0
+    with BulkProducer(settings, rate=rate) as producer:
+        for record in records:
+            producer.produce(settings.topic(record.topic), record.key, record.value)
+            n += 1
+    return n
+
+
+class BackgroundPublisher(threading.Thread):
+    """Publishes records at a steady rate in a thread; ``error`` holds what stopped it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: Sequence[Record],
+        rate: float,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(daemon=True, name="fault-publisher")
+        self.settings, self.records, self.rate = settings, records, rate
+        self.config = {"message.timeout.ms": 120_000, **(config or {})}
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            ensure_topics(self.settings)
+            with BulkProducer(self.settings, rate=self.rate, config=self.config) as producer:
+                for record in self.records:
+                    producer.produce(self.settings.topic(record.topic), record.key, record.value)
+                    self.sent += 1
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+def worker_env(app_env: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """The integration worker environment as production runs it (RocksDB, as in compose), plus
+    the features in every envelope, and explicit batch/commit settings for the duplicate bound.
+
+    ``BROKER_SESSION_TIMEOUT`` (Faust reads it from the environment) is lowered from 60 s to 10 s:
+    a SIGKILLed consumer never leaves its group, so its successor waits one session timeout for
+    the coordinator to drop it; at 60 s five kills would cost five minutes of waiting alone.
+    """
+    return {
+        **app_env,
+        "STREAM_APP_STORE": "rocksdb",
+        "STREAM_APP_EMIT_FEATURES": "true",
+        "STREAM_APP_BATCH_MAX": str(BATCH_MAX),
+        "STREAM_APP_STATS_INTERVAL_S": "5",
+        "BROKER_COMMIT_INTERVAL": str(COMMIT_INTERVAL_S),
+        "BROKER_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S),
+        "BROKER_HEARTBEAT_INTERVAL": "1.0",
+        **extra,
+    }
+
+
+@dataclass
+class Epoch:
+    """One life of the worker process: wall-clock start and end, how it ended, peak RSS."""
+
+    started: float
+    ended: float | None = None
+    how: str = ""
+    exit_code: int | None = None
+    ready_after_s: float | None = None
+    peak_rss_mb: float = 0.0
+
+
+class Worker(WorkerProcess):
+    """A worker child that records each start/stop on the wall clock (``time.time()``, the
+    clock of the envelopes' ``scored_at``) and samples its RSS."""
+
+    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+        super().__init__(home, env)
+        self.epochs: list[Epoch] = []
+        self.web_port = int(env["STREAM_APP_WEB_PORT"])
+
+    def start(self, extra_args: tuple[str, ...] = ()) -> None:
+        self.epochs.append(Epoch(started=time.time()))
+        super().start(extra_args)
+
+    def wait_ready(self, timeout: float = 90.0) -> float:
+        took = super().wait_ready(timeout)
+        self.epochs[-1].ready_after_s = took
+        return took
+
+    def sample_rss(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                mb = int(line.split()[1]) / 1024
+                self.epochs[-1].peak_rss_mb = max(self.epochs[-1].peak_rss_mb, mb)
+
+    def kill(self) -> None:
+        self.sample_rss()
+        super().kill()
+        self.epochs[-1].ended, self.epochs[-1].how = time.time(), "SIGKILL"
+        self.epochs[-1].exit_code = self.proc.returncode if self.proc else None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        alive = self.running
+        if alive:
+            self.sample_rss()
+        code = super().stop(timeout)
+        if alive:
+            self.epochs[-1].ended, self.epochs[-1].how = time.time(), "SIGTERM"
+            self.epochs[-1].exit_code = code
+        return code
+
+    def sigterm(self, timeout: float = 60.0) -> tuple[int | None, float]:
+        """SIGTERM and wait: (exit code, seconds to exit); code None when it did not exit in
+        ``timeout`` (it is then SIGKILLed)."""
+        assert self.proc is not None and self.running
+        self.sample_rss()
+        signalled = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - signalled
+        super().stop(10.0)
+        self.epochs[-1].ended, self.epochs[-1].how = time.time(), "SIGTERM"
+        self.epochs[-1].exit_code = code
+        return code, took
+
+    def ensure_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited on its own with {self.proc.returncode}:\n{self.tail(40)}"
+            )
+
+    def readyz(self) -> tuple[int | None, dict[str, Any] | None]:
+        """(status, body) of GET /readyz; (None, None) while nothing answers."""
+        url = f"http://127.0.0.1:{self.web_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read() or b"null")
+        except (OSError, ValueError):
+            return None, None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.env["STREAM_APP_STATE_DIR"])
+
+    def wipe_state(self) -> None:
+        assert not self.running
+        shutil.rmtree(self.state_dir)
+
+
+# --- reading topics ------------------------------------------------------------------------------
+
+
+def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"fault-verify-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "socket.connection.setup.timeout.ms": 3000,
+        }
+    )
+
+
+class TopicWatch:
+    """Record counts (sum of log-end offsets) of topics, and a group's committed offsets."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = _consumer(bootstrap)
+        self._partitions: dict[str, list[int]] = {}
+
+    def partitions(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            meta = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                return []
+            self._partitions[topic] = sorted(meta.partitions)
+        return self._partitions[topic]
+
+    def ends(self, topic: str) -> dict[int, int]:
+        return {
+            p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in self.partitions(topic)
+        }
+
+    def count(self, topic: str) -> int | None:
+        """Records ever written to ``topic``; None while the broker does not answer."""
+        try:
+            return sum(self.ends(topic).values())
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def wait_for_count(
+    watch: TopicWatch, topic: str, n: int, worker: Worker, timeout: float = 300.0
+) -> None:
+    """Until ``topic`` holds ``n`` records, sampling the worker's RSS; fails if it dies."""
+    deadline = time.monotonic() + timeout
+    while (watch.count(topic) or 0) < n:
+        assert time.monotonic() < deadline, f"{topic} did not reach {n:,} records in {timeout} s"
+        worker.ensure_alive()
+        worker.sample_rss()
+        time.sleep(0.1)
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The offsets ``group`` committed on ``topic`` (-1 for none). Reads, never joins the group."""
+    consumer = _consumer(bootstrap, group)
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+class Msg(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Msg]:
+    """Every record of ``topic`` up to its log end as of the call."""
+    watch = TopicWatch(bootstrap)
+    try:
+        ends = {p: e for p, e in watch.ends(topic).items() if e > 0}
+    finally:
+        watch.close()
+    out: list[Msg] = []
+    if not ends:
+        return out
+    consumer = _consumer(bootstrap)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    position = dict.fromkeys(ends, -1)
+    deadline = time.monotonic() + timeout
+    try:
+        while any(position[p] < ends[p] - 1 for p in ends):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end: {position} vs {ends}")
+            for msg in consumer.consume(5000, timeout=0.5):
+                if msg.error() is None and msg.offset() < ends[msg.partition()]:
+                    position[msg.partition()] = msg.offset()
+                    out.append(Msg(msg.partition(), msg.offset(), msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
+    """A table as its changelog holds it: the last value of every key (tombstones dropped)."""
+    state: dict[str, Any] = {}
+    for _, _, key, value in read_all(bootstrap, f"{app_id}-{table}-changelog"):
+        if value is None:
+            state.pop(orjson.loads(key), None)
+        else:
+            state[orjson.loads(key)] = orjson.loads(value)
+    return state
+
+
+def rocksdb_tables(state_dir: Path, app_id: str, table: str) -> dict[str, Any]:
+    """A table as the stopped worker's RocksDB files hold it (all partitions)."""
+    from rocksdict import AccessType, Options, Rdict
+
+    tables = state_dir / f"{app_id}-data" / "v1" / "tables"
+    state: dict[str, Any] = {}
+    for path in sorted(tables.glob(f"{table}-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if key.startswith(b"__faust"):
+                    continue
+                state[orjson.loads(key)] = orjson.loads(value)
+        finally:
+            db.close()
+    return state
+
+
+class ScoreTail:
+    """Follows ``scores`` from the beginning, keeping each envelope's event id and scored_at."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = _consumer(bootstrap)
+        self.consumer.subscribe([topic])
+        self.seen: Counter[str] = Counter()
+        self.n = 0
+
+    def poll(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for msg in self.consumer.consume(5000, timeout=min(left, 0.5)):
+                if msg.error() is None:
+                    self.seen[orjson.loads(msg.value())["event_id"]] += 1
+                    self.n += 1
+
+    def wait_covered(
+        self, event_ids: Iterable[str], timeout: float, worker: Worker | None = None
+    ) -> None:
+        """Until every one of ``event_ids`` has a score (AssertionError after ``timeout``)."""
+        wanted = set(event_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = wanted.difference(self.seen)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(missing):,} of {len(wanted):,} events have no score after "
+                    f"{timeout:.0f} s, e.g. {sorted(missing)[:5]}"
+                )
+            if worker is not None:
+                worker.ensure_alive()
+                worker.sample_rss()
+            self.poll(1.0)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+# --- checking ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Envelope:
+    event_id: str
+    scored_at: float  # epoch seconds
+    features: dict[str, float]
+    partition: int
+    offset: int
+
+
+def envelopes(bootstrap: str, topic: str) -> list[Envelope]:
+    out = []
+    for msg in read_all(bootstrap, topic):
+        env = orjson.loads(msg.value or b"")
+        out.append(
+            Envelope(
+                env["event_id"],
+                datetime.fromisoformat(env["scored_at"]).timestamp(),
+                env["features"],
+                msg.partition,
+                msg.offset,
+            )
+        )
+    return out
+
+
+@dataclass
+class ScoreCheck:
+    """Envelopes against the input: lost, duplicated, features unequal to the offline ones."""
+
+    events: int
+    scores: int
+    lost: list[str]
+    unknown: list[str]
+    duplicates: int  # scores beyond the first per event
+    duplicated_events: int
+    mismatches: list[str] = field(default_factory=list)  # "event_id FEATURE live offline"
+    compared: int = 0  # envelopes whose 15 features were compared
+
+    def assert_sound(self) -> None:
+        """Every event scored, no score for a stranger, every envelope's features compared and
+        equal to the offline ones."""
+        assert not self.lost, f"{len(self.lost)} events never scored, e.g. {self.lost[:5]}"
+        assert not self.unknown, f"scores of events never published, e.g. {self.unknown[:5]}"
+        assert self.compared == self.scores
+        assert not self.mismatches, (len(self.mismatches), self.mismatches[:10])
+
+    def summary(self) -> str:
+        return (
+            f"{self.events:,} events, {self.scores:,} scores, lost {len(self.lost)}, "
+            f"duplicates {self.duplicates:,} (on {self.duplicated_events:,} events), "
+            f"features compared on {self.compared:,} envelopes, mismatches {len(self.mismatches)}"
+        )
+
+
+def check_scores(stream: Stream, envs: Sequence[Envelope], event_ids=None) -> ScoreCheck:
+    """Compare every envelope (duplicates included) with the offline features, exactly."""
+    wanted = list(stream.event_ids if event_ids is None else event_ids)
+    counts = Counter(e.event_id for e in envs)
+    offline = stream.offline
+    check = ScoreCheck(
+        events=len(wanted),
+        scores=len(envs),
+        lost=[eid for eid in wanted if counts[eid] == 0],
+        unknown=sorted(eid for eid in counts if eid not in offline),
+        duplicates=sum(c - 1 for c in counts.values() if c > 1),
+        duplicated_events=sum(1 for c in counts.values() if c > 1),
+    )
+    names = list(FEATURE_NAMES)
+    for env in envs:
+        row = offline.get(env.event_id)
+        if row is None:
+            continue
+        check.compared += 1
+        live = [env.features[name] for name in names]
+        if live != row.tolist():
+            for name, a, b in zip(names, live, row.tolist(), strict=True):
+                if a != b:
+                    check.mismatches.append(f"{env.event_id} {name} live={a!r} offline={b!r}")
+    return check
+
+
+def expected_states(stream: Stream, n: int, lateness_s: float = 3600.0):
+    """What the tables must hold after the first ``n`` events, recomputed offline:
+    customer id -> (times, amounts) with the worker's retention, and terminal id -> its
+    (event_id, time) pairs in event-time order, all of them (the verifier checks suffixes)."""
+    retention = Retention.for_lateness(lateness_s)
+    customers: dict[str, CustomerState] = {}
+    terminals: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for item in stream.items[:n]:
+        event = item.event
+        ts = datetime.fromisoformat(event["event_time"]).timestamp()
+        state = customers.setdefault(event["customer_id"], CustomerState())
+        state.apply(ts, float(event["amount"]), -1, retention.customer_s)
+        terminals[event["terminal_id"]].append((event["event_id"], ts))
+    return customers, terminals
+
+
+def _key_differences(entity: str, got: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    differ = set(got) ^ set(expected)
+    return [f"{entity} keys differ: {len(differ)} not in both tables"] if differ else []
+
+
+def table_problems(bootstrap: str, app_id: str, stream: Stream, n: int) -> list[str]:
+    """:func:`check_states` on the tables as their changelogs hold them."""
+    return check_states(
+        stream,
+        n,
+        changelog(bootstrap, app_id, "customer-state"),
+        changelog(bootstrap, app_id, "terminal-state"),
+    )
+
+
+def check_states(
+    stream: Stream, n: int, customer: Mapping[str, Any], terminal: Mapping[str, Any]
+) -> list[str]:
+    """Problems in the tables' contents after the first ``n`` events (empty when right).
+
+    Customer state must equal the offline recomputation exactly (its eviction depends only on the
+    customer's own newest event). Terminal eviction follows the live event-time watermark, so a
+    terminal must hold a time-ordered *suffix* of its offline history: every event at or after its
+    oldest kept time, each exactly once, at its event time.
+    """
+    customers, terminals = expected_states(stream, n)
+    problems = _key_differences("customer", customer, customers)
+    for cid, expected in customers.items():
+        got = customer.get(cid)
+        if got is None:
+            continue
+        if got["t"] != expected.value["t"] or got["a"] != expected.value["a"]:
+            problems.append(
+                f"customer {cid}: {len(got['t'])} samples, expected {len(expected.value['t'])}"
+            )
+    problems += _key_differences("terminal", terminal, terminals)
+    for tid, history in terminals.items():
+        got = terminal.get(tid)
+        if got is None:
+            continue
+        ids, times = got["i"], got["t"]
+        dupes = [eid for eid, c in Counter(ids).items() if c > 1]
+        if dupes:
+            problems.append(f"terminal {tid}: counted twice: {dupes[:5]}")
+            continue
+        oldest = times[0] if times else float("inf")
+        suffix = [(eid, ts) for eid, ts in history if ts >= oldest]
+        if sorted(zip(ids, times, strict=True), key=lambda x: (x[1], x[0])) != sorted(
+            suffix, key=lambda x: (x[1], x[0])
+        ):
+            problems.append(f"terminal {tid}: {len(ids)} samples, expected {len(suffix)}")
+    return problems
+
+
+def spread_moments(rng: random.Random, k: int, lo: float, hi: float) -> list[float]:
+    """``k`` random points in ``[lo, hi)``, one uniformly in each of ``k`` equal strata."""
+    width = (hi - lo) / k
+    return [lo + width * (i + rng.random()) for i in range(k)]
+
+
+def first_after(envs: Sequence[Envelope], moment: float) -> float | None:
+    """scored_at of the first envelope produced after ``moment``."""
+    later = [e.scored_at for e in envs if e.scored_at > moment]
+    return min(later) if later else None
+
+
+# --- duplicates after a kill ---------------------------------------------------------------------
+
+
+@dataclass
+class KillPoint:
+    """The logs and the group's commits right after a SIGKILL (the dead member commits no more)."""
+
+    killed_at: float
+    scores_end: dict[int, int]
+    by_terminal_end: dict[int, int]
+    tx_committed: dict[int, int]
+    bt_committed: dict[int, int]
+
+
+def kill_point(watch: TopicWatch, bootstrap: str, settings: Settings) -> KillPoint:
+    killed_at = time.time()
+    tx, bt = settings.topic("transactions"), settings.topic("transactions.by-terminal")
+    by_terminal_end = watch.ends(bt)
+    return KillPoint(
+        killed_at,
+        watch.ends(settings.topic("scores")),
+        by_terminal_end,
+        committed(bootstrap, settings.app_id, tx, watch.partitions(tx)),
+        committed(bootstrap, settings.app_id, bt, by_terminal_end),
+    )
+
+
+def in_flight(
+    point: KillPoint, envs: Sequence[Envelope], by_terminal: Sequence[Msg]
+) -> tuple[int, int]:
+    """Scores the restart must produce again: what was processed after the last commit.
+
+    Stage 1 re-reads ``transactions`` from its committed offset and forwards again everything up
+    to the newest record it had forwarded (each by-terminal record names its source offset): one
+    extra score each. Stage 2 re-reads ``transactions.by-terminal`` from its committed offset: every
+    record there whose event already had a score is scored again. Returns (stage 1, stage 2).
+    """
+    scored = {e.event_id for e in envs if e.offset < point.scores_end.get(e.partition, 0)}
+    newest: dict[int, int] = {}
+    stage2 = 0
+    for msg in by_terminal:
+        if msg.offset >= point.by_terminal_end.get(msg.partition, 0):
+            continue
+        fwd = orjson.loads(msg.value or b"")
+        _, source_partition, source_offset = fwd["source"]
+        newest[source_partition] = max(newest.get(source_partition, -1), source_offset)
+        if msg.offset >= max(point.bt_committed.get(msg.partition, -1), 0):
+            stage2 += fwd["event_id"] in scored
+    stage1 = sum(max(0, newest.get(p, -1) + 1 - max(c, 0)) for p, c in point.tx_committed.items())
+    return stage1, stage2
+
+
+def duplicates_per_epoch(envs: Sequence[Envelope], epochs: Sequence[Epoch]) -> list[int]:
+    """Scores beyond an event's first, by the worker life that produced them (scored_at)."""
+    first: dict[str, float] = {}
+    for env in sorted(envs, key=lambda e: e.scored_at):
+        first.setdefault(env.event_id, env.scored_at)
+    out = [0] * len(epochs)
+    for env in envs:
+        if env.scored_at > first[env.event_id]:
+            out[max(i for i, e in enumerate(epochs) if e.started <= env.scored_at)] += 1
+    return out
+
+
+def peak_rate(envs: Sequence[Envelope], window_s: float = 5.0) -> float:
+    """Highest scores/s over any ``window_s`` of the run."""
+    times = sorted(e.scored_at for e in envs)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best / window_s

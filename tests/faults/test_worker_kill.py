@@ -1,0 +1,134 @@
+"""kill -9 the worker at random moments of a 100,000-event stream; restart it each time.
+
+The stream is published at a steady rate (``RATE``, below the worker's throughput on this
+machine) by a thread, while the worker runs: both stages are then busy at every kill, so each
+kill leaves work in flight in stage 1 (transactions forwarded but not committed) as well as in
+stage 2 (by-terminal records scored but not committed). Published all up-front instead, stage 1
+races through the backlog in the first minute and later kills only ever hit stage 2.
+
+Kill moments: after k scores appeared on ``scores``, k drawn by a seeded RNG, one in each of
+``KILLS`` equal strata of 10-90 % of the stream, so they spread over the run. After each kill the
+worker restarts at once, same state dir (RocksDB, the store compose runs).
+
+Checked by the independent verifier (``harness``): every event has >= 1 score; the features of
+EVERY envelope (duplicates included) equal the offline builder's exactly; the tables, as their
+changelogs hold them, equal the offline recomputation (no transaction counted twice); no dead
+letter. Duplicates: all of them together do not exceed what was in flight at the kills, measured
+from the group's committed offsets right after each kill (``harness.in_flight``: stage 1's
+forwarded-but-uncommitted transactions plus stage 2's scored-but-uncommitted records; a stage-1
+re-forward may be scored a life or two later, so the sum is compared, not each life), and what
+was in flight at each kill stays within ``2 x (commit interval x peak rate + batch_max)``: two
+stages, each re-reading at most what it processed since its last commit plus the batch in hand.
+
+This test found that the terminal stage counted an event stage 1 re-forwarded after a kill a
+second time (see ``test_replay_stages``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from tests.faults.harness import (
+    BATCH_MAX,
+    COMMIT_INTERVAL_S,
+    BackgroundPublisher,
+    ScoreTail,
+    TopicWatch,
+    Worker,
+    check_scores,
+    duplicates_per_epoch,
+    envelopes,
+    first_after,
+    in_flight,
+    kill_point,
+    make_stream,
+    peak_rate,
+    read_all,
+    spread_moments,
+    table_problems,
+    wait_for_count,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_EVENTS = 100_000
+KILLS = 5
+RATE = 1000  # events/s
+SEED = 20260601
+
+
+def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
+    began = time.monotonic()
+    stream = make_stream(N_EVENTS, seed=SEED)
+    settings = app_settings
+    scores_topic = settings.topic("scores")
+    worker = Worker(tmp_path / "worker", worker_env(app_env))
+    rng = random.Random(SEED)
+    moments = [int(m) for m in spread_moments(rng, KILLS, 0.1 * N_EVENTS, 0.9 * N_EVENTS)]
+
+    publisher = BackgroundPublisher(settings, stream.records, RATE)
+    publisher.start()
+    watch = TopicWatch(kafka_bootstrap)
+    tail = ScoreTail(kafka_bootstrap, scores_topic)
+    points = []
+    try:
+        worker.start()
+        worker.wait_ready()
+        for moment in moments:
+            wait_for_count(watch, scores_topic, moment, worker)
+            worker.kill()
+            points.append(kill_point(watch, kafka_bootstrap, settings))
+            worker.start()
+            worker.wait_ready()
+        publisher.join(timeout=600)
+        assert publisher.error is None and publisher.sent == N_EVENTS, publisher.error
+        tail.wait_covered(stream.event_ids, timeout=300, worker=worker)
+    finally:
+        code = worker.stop()
+        tail.close()
+        watch.close()
+    assert code == 0, worker.tail(40)
+
+    envs = envelopes(kafka_bootstrap, scores_topic)
+    check = check_scores(stream, envs)
+    by_terminal = read_all(kafka_bootstrap, settings.topic("transactions.by-terminal"))
+    epochs = worker.epochs
+    dups = duplicates_per_epoch(envs, epochs)[1:]  # epoch i+1 replays what kill i left
+    flight = [in_flight(point, envs, by_terminal) for point in points]
+    rate = peak_rate(envs)
+    budget = 2 * (COMMIT_INTERVAL_S * rate + BATCH_MAX)
+    recover = [first_after(envs, e.started) - e.started for e in epochs[1:]]
+    problems = table_problems(kafka_bootstrap, settings.app_id, stream, N_EVENTS)
+    dlq = read_all(kafka_bootstrap, settings.topic("transactions.dlq"))
+
+    print(f"\nkill -9 x{KILLS}: {check.summary()}; published at {RATE}/s")
+    if check.mismatches:
+        print("  mismatched features:", Counter(m.split()[1] for m in check.mismatches))
+    if problems:
+        print(f"  state problems: {len(problems)}, e.g. {problems[:3]}")
+    for i, point in enumerate(points):
+        print(
+            f"  kill {i + 1} after {sum(point.scores_end.values()):,} scores: in flight "
+            f"{flight[i][0]:,} (stage 1) + {flight[i][1]:,} (stage 2), next life scored "
+            f"{dups[i]:,} twice; first score {recover[i]:.1f} s after restart (ready after "
+            f"{epochs[i + 1].ready_after_s:.1f} s)"
+        )
+    print(
+        f"  duplicates {check.duplicates:,} <= in flight {sum(map(sum, flight)):,}; "
+        f"peak {rate:,.0f} scores/s; budget per kill 2 x ({COMMIT_INTERVAL_S} s x rate + "
+        f"{BATCH_MAX}) = {budget:,.0f}; peak RSS {max(e.peak_rss_mb for e in epochs):.0f} MB; "
+        f"{time.monotonic() - began:.0f} s in all"
+    )
+
+    check.assert_sound()
+    assert dlq == [], f"{len(dlq)} dead letters"
+    assert [e.how for e in epochs] == ["SIGKILL"] * KILLS + ["SIGTERM"]
+    assert sum(dups) == check.duplicates
+    assert check.duplicates <= sum(map(sum, flight)), (dups, flight)
+    assert all(sum(f) <= budget for f in flight), (flight, budget)
+    assert not problems, (len(problems), problems[:10])
