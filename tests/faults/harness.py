@@ -37,7 +37,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from stream_app.config import Settings
-from stream_app.features.definitions import FEATURE_NAMES
+from stream_app.features.definitions import FEATURE_NAMES, Aggregate, Entity, window_features
 from stream_app.features.offline import build_features
 from stream_app.features.state import CustomerState, Retention
 from stream_app.io.topics import ensure_topics
@@ -50,6 +50,14 @@ from stream_app.tools.worker_process import WorkerProcess
 BATCH_MAX = 500  # Settings.batch_max default, set explicitly so the duplicate bound can use it
 COMMIT_INTERVAL_S = 2.8  # Faust's broker_commit_interval default, set explicitly likewise
 SESSION_TIMEOUT_S = 10.0  # see worker_env
+# Scores of one record produced twice by ONE worker life (no restart in between). Seen in lives
+# that began by restoring a table from its changelog: Faust (0.15.3) then starts its Fetcher
+# during the restore and resumes the stream partitions before seeking them to the committed
+# offsets (faust/tables/recovery.py, _resume_streams; cf. faust-streaming#216), so a stage may
+# get some records twice, skip others, and commit nothing more in that life. Only the extra
+# envelopes are bounded here; the skipped records (never scored while that life lasts) fail the
+# tests as lost, and the stuck commit fails the kill test's in-flight budget.
+SAME_LIFE_MAX = 200
 
 
 # --- the stream ---------------------------------------------------------------------------------
@@ -518,6 +526,79 @@ def check_scores(stream: Stream, envs: Sequence[Envelope], event_ids=None) -> Sc
     return check
 
 
+@dataclass
+class TerminalLateness:
+    """Terminal-count features that differ from the offline ones, sorted out by the order in
+    which the terminal stage received the transactions (``transactions.by-terminal``)."""
+
+    double: list[str] = field(default_factory=list)  # live above offline: counted twice
+    unexplained: list[str] = field(default_factory=list)  # below what had arrived before it
+    late: int = 0  # envelopes whose window missed transactions that arrived after them
+    max_lag_days: float = 0.0  # event time by which a late transaction trailed the event
+
+
+def terminal_lateness(
+    stream: Stream, envs: Sequence[Envelope], by_terminal: Sequence[Msg]
+) -> tuple[TerminalLateness, list[str]]:
+    """Explain envelopes whose TERMINAL_ID_NB_TX_* differ from the offline builder's.
+
+    The terminal stage reads each by-terminal partition in offset order, and stage 1 feeds it
+    from three transactions partitions that progress unevenly during a backlog, so a transaction
+    can reach its terminal after a later event of that terminal was scored: that event's window
+    then lacks it, while the offline builder, in event-time order, has it. Such a deficit is
+    explained when the live count is at least the number of window transactions whose first
+    by-terminal copy precedes the event's own first copy. Above the offline count is a double
+    count. Returns the sorting and the other mismatches (any other feature: always wrong).
+    """
+    first: dict[str, tuple[int, int]] = {}
+    for msg in by_terminal:
+        eid = orjson.loads(msg.value or b"")["event_id"]
+        if eid not in first or (msg.partition, msg.offset) < first[eid]:
+            first[eid] = (msg.partition, msg.offset)
+    info = {
+        item.event["event_id"]: (
+            item.event["terminal_id"],
+            datetime.fromisoformat(item.event["event_time"]).timestamp(),
+        )
+        for item in stream.items
+    }
+    by_terminal_events: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for eid, (tid, ts) in info.items():
+        by_terminal_events[tid].append((ts, eid))
+    counts = {f.name: f for f in window_features(Entity.TERMINAL) if f.aggregate is Aggregate.COUNT}
+    names = list(FEATURE_NAMES)
+    offline = stream.offline
+    out, other = TerminalLateness(), []
+    for env in envs:
+        row = offline.get(env.event_id)
+        if row is None:
+            continue
+        late_here = False
+        for name, expected in zip(names, row.tolist(), strict=True):
+            live = env.features[name]
+            if live == expected:
+                continue
+            mismatch = f"{env.event_id} {name} live={live!r} offline={expected!r}"
+            if name not in counts:
+                other.append(mismatch)
+                continue
+            if live > expected:
+                out.double.append(mismatch)
+                continue
+            tid, ts = info[env.event_id]
+            start, end = counts[name].bounds(ts)
+            window = [(t, e) for t, e in by_terminal_events[tid] if start < t <= end]
+            before = sum(first[e] < first[env.event_id] for _, e in window)
+            if live < before:
+                out.unexplained.append(f"{mismatch} (arrived before it: {before})")
+                continue
+            late_here = True
+            lag = max(ts - t for t, e in window if first[e] > first[env.event_id])
+            out.max_lag_days = max(out.max_lag_days, lag / 86_400)
+        out.late += late_here
+    return out, other
+
+
 def expected_states(stream: Stream, n: int, lateness_s: float = 3600.0):
     """What the tables must hold after the first ``n`` events, recomputed offline:
     customer id -> (times, amounts) with the worker's retention, and terminal id -> its
@@ -662,6 +743,24 @@ def duplicates_per_epoch(envs: Sequence[Envelope], epochs: Sequence[Epoch]) -> l
         if env.scored_at > first[env.event_id]:
             out[max(i for i, e in enumerate(epochs) if e.started <= env.scored_at)] += 1
     return out
+
+
+def split_duplicates(
+    envs: Sequence[Envelope], epochs: Sequence[Epoch]
+) -> tuple[list[int], list[int]]:
+    """Every score of an event beyond its first, by the worker life that produced it: (those
+    whose earlier copies all come from earlier lives, those with an earlier copy from the same
+    life), each a count per life. Copies are ordered by scored_at, then partition and offset, so
+    two copies of one envelope (same scored_at) count too."""
+    lives: dict[str, list[int]] = defaultdict(list)
+    after_restart, same_life = [0] * len(epochs), [0] * len(epochs)
+    for env in sorted(envs, key=lambda e: (e.scored_at, e.partition, e.offset)):
+        life = max(i for i, e in enumerate(epochs) if e.started <= env.scored_at)
+        earlier = lives[env.event_id]
+        if earlier:
+            (same_life if life in earlier else after_restart)[life] += 1
+        earlier.append(life)
+    return after_restart, same_life
 
 
 def peak_rate(envs: Sequence[Envelope], window_s: float = 5.0) -> float:
