@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.faults.conftest import KNOWN_FAUST_RECOVERY_BUG
 from tests.faults.harness import (
     SAME_LIFE_MAX,
     ScoreTail,
@@ -34,7 +35,7 @@ from tests.faults.harness import (
     worker_env,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, KNOWN_FAUST_RECOVERY_BUG]
 
 N_A = 6_000
 N_B = 3_000
