@@ -229,7 +229,6 @@ def create_app(
         faust_table_writer,
         source_partitions=settings.partitions,
         max_source_skew_s=settings.max_source_skew_s,
-        extra_features=challenger.features if challenger is not None else (),
     )
     live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
 

@@ -62,8 +62,8 @@ class LiveModels:
         self.drift: DriftMonitor | None = None
         self.swaps = 0
         self.shadow_counts = ShadowCounts()  # one tally for every challenger this worker runs
-        self.use_champion(champion)
-        self.use_challenger(challenger)
+        self._start_champion(champion)
+        self.use_challenger(challenger)  # tells the stage both models' features
 
     @property
     def challenger(self) -> ScoringModel | None:
@@ -74,9 +74,13 @@ class LiveModels:
 
     def use_champion(self, model: ScoringModel) -> None:
         """Score with ``model`` from the next batch on; its drift window starts empty."""
-        self.champion = model
         challenger = self.challenger
         self.stage.use_models(model, challenger.features if challenger is not None else ())
+        self._start_champion(model)
+
+    def _start_champion(self, model: ScoringModel) -> None:
+        """The champion's metrics line and a new drift window."""
+        self.champion = model
         self.metrics.set_model(model.version, model.sha256)
         s = self.settings
         self.drift = (

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.registry import resolve_version
+from stream_app.tools import top
 from stream_app.tools.generator import simulate
 from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
@@ -153,11 +154,7 @@ def test_metrics_count_200_scored_and_5_dead_letters(
     # Consumer lag: one series per assigned input partition, all at 0 once everything is read.
     deadline = time.monotonic() + 30
     while True:
-        lag = {
-            (dict(k[1])["topic"], dict(k[1])["partition"]): v
-            for k, v in scrape(port).items()
-            if k[0] == "stream_app_consumer_lag"
-        }
+        lag = top.by_label(scrape(port), "stream_app_consumer_lag", "topic", "partition")
         if (lag and sum(lag.values()) == 0) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -1,7 +1,6 @@
 """Shadow challenger, drift records and the live scorecard, on the real broker."""
 
 import time
-import urllib.request
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,7 +16,7 @@ from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
 from stream_app.tools.scorecard import ScorecardService, run_scorecard
 from stream_app.tools.served import read_served
-from stream_app.tools.top import parse
+from stream_app.tools.top import by_label, parse, scrape
 from stream_app.tools.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 
@@ -29,8 +28,7 @@ def champion_features(models_dir, version):
 
 
 def scrape_samples(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        return parse(resp.read().decode())
+    return scrape(f"http://127.0.0.1:{port}/metrics")
 
 
 N = 1000
@@ -87,9 +85,8 @@ def test_shadow_drift_and_scorecard(
         while True:
             metrics = scrape_samples(port)
             shadow_total = {
-                dict(k[1])["outcome"]: v
-                for k, v in metrics.items()
-                if k[0] == "stream_app_shadow_total"
+                outcome: v
+                for (outcome,), v in by_label(metrics, "stream_app_shadow_total", "outcome").items()
             }
             done = shadow_total.get("agree", 0) + shadow_total.get("disagree", 0) == N
             if done or time.monotonic() > deadline:
@@ -107,17 +104,9 @@ def test_shadow_drift_and_scorecard(
     for message in drift:
         record = orjson.loads(message.value())
         last[(record["statistic"], record["subject"])] = record
-    gauges = {
-        (dict(k[1])["statistic"], dict(k[1])["subject"]): v
-        for k, v in metrics.items()
-        if k[0] == "stream_app_drift_value"
-    }
+    gauges = by_label(metrics, "stream_app_drift_value", "statistic", "subject")
     assert gauges == pytest.approx({key: r["value"] for key, r in last.items()}, abs=1e-12)
-    alerting = {
-        (dict(k[1])["statistic"], dict(k[1])["subject"]): v
-        for k, v in metrics.items()
-        if k[0] == "stream_app_drift_alerting"
-    }
+    alerting = by_label(metrics, "stream_app_drift_alerting", "statistic", "subject")
     assert alerting == {key: float(r["alert"]) for key, r in last.items()}
     assert "challenger" in worker.log_text() and challenger_version in worker.log_text()
 
