@@ -44,6 +44,7 @@ from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
+from stream_app.outputs.publisher import OutputPublisher
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.live import LiveModels
@@ -197,12 +198,18 @@ def create_app(
     )
     topic = settings.topic
     transactions = app.topic(topic(TRANSACTIONS), partitions=settings.partitions)
-    by_terminal = app.topic(topic(BY_TERMINAL), partitions=settings.partitions)
     terminal_inputs = app.topic(topic(BY_TERMINAL), topic(LABELS), partitions=settings.partitions)
-    scores = app.topic(topic(SCORES))
-    shadow_topic = app.topic(topic(SHADOW))
-    drift_topic = app.topic(topic(DRIFT))
-    dlq = app.topic(topic(DLQ))
+    by_terminal, scores, shadow_topic = topic(BY_TERMINAL), topic(SCORES), topic(SHADOW)
+    drift_topic, dlq = topic(DRIFT), topic(DLQ)
+    # Outputs go through librdkafka, delivered before each batch is acknowledged (see
+    # stream_app.outputs.publisher); only the tables' changelogs use Faust's producer.
+    outputs = OutputPublisher(settings)
+
+    @app.on_before_shutdown.connect
+    def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        left = outputs.close()
+        if left:
+            log.error("%d output record(s) undelivered at shutdown (shadow records)", left)
     # Table keys and values serialize as JSON (Faust's default for tables).
     customer_table = app.Table("customer-state", default=None, partitions=settings.partitions)
 
@@ -234,7 +241,7 @@ def create_app(
 
     stats = WorkerStats()
 
-    async def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+    def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
         if dead:
             first = dead[0]
             reasons = Counter(item.rejection.reason.value for item in dead)
@@ -259,9 +266,9 @@ def create_app(
                 *[(k, v or b"") for k, v in record.headers],
                 ("dlq.reason", item.rejection.reason.value.encode()),
             ]
-            await dlq.send(key=record.key, value=value, headers=headers)
+            outputs.send(dlq, record.key, value, headers)
 
-    async def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
+    def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
         if not records:
             return
         alerts = [r for r in records if r["alert"]]
@@ -280,7 +287,7 @@ def create_app(
         metrics.drift(records)
         key = version.encode()
         for record in records:
-            await drift_topic.send(key=key, value=orjson.dumps(record))
+            outputs.send(drift_topic, key, orjson.dumps(record))
 
     @app.agent(transactions, name="customer-stage")
     async def customer_agent(stream: faust.StreamT[Any]) -> None:
@@ -289,9 +296,9 @@ def create_app(
         ):
             try:
                 out = customer_stage.process([to_record(e) for e in events])
-                for fwd in out.forwards:
-                    await by_terminal.send(key=fwd.key, value=fwd.value)
-                await send_dead_letters(out.dead_letters)
+                outputs.send_many(by_terminal, [(fwd.key, fwd.value) for fwd in out.forwards])
+                send_dead_letters(out.dead_letters)
+                await outputs.delivered()
             except BaseException as exc:
                 _die("customer stage", exc)
             stats.add(
@@ -310,11 +317,10 @@ def create_app(
                 try:
                     records = [to_record(e) for e in events]
                     out = scoring_stage.process(records)
-                    for key, value in out.scores:
-                        await scores.send(key=key, value=value)
+                    outputs.send_many(scores, out.scores)
                     if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
                         log_scores(score_log, out.events, out.champion, model.version)
-                    await send_dead_letters(out.dead_letters)
+                    send_dead_letters(out.dead_letters)
                     if out.X is not None and out.champion is not None:
                         if shadow is not None:
                             shadow.offer(
@@ -326,7 +332,7 @@ def create_app(
                                 )
                             )
                         if drift is not None:
-                            await publish_drift(
+                            publish_drift(
                                 drift.observe(
                                     scoring_stage.matrix(out.X, model.features),
                                     out.champion.score.tolist(),
@@ -336,6 +342,10 @@ def create_app(
                             )
                 except BaseException as exc:
                     _die("scoring stage", exc)
+            try:
+                await outputs.delivered()
+            except BaseException as exc:
+                _die("scoring stage", exc)
             stats.add(
                 scored=len(out.scores),
                 dead_letters=len(out.dead_letters),
@@ -352,7 +362,7 @@ def create_app(
             metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
 
     async def send_shadow(key: bytes, value: bytes) -> None:
-        await shadow_topic.send(key=key, value=value)
+        outputs.send(shadow_topic, key, value)
 
     @app.task
     async def shadow_task() -> None:
