@@ -1,0 +1,1 @@
+"""The benchmark harness (`make bench`, `python -m bench`): see bench/harness.py."""

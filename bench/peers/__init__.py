@@ -1,0 +1,1 @@
+"""Peers of the benchmark: the same pipeline on other stream processors."""
