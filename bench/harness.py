@@ -460,6 +460,7 @@ class Contender:
     handle: Any = None
     watcher: OutputWatcher | None = None
     started_at: float = 0.0
+    ready_at: float | None = None  # when the log said it was ready (Faust's READY_MARK)
     notes: list[str] = field(default_factory=list)
 
 
@@ -475,6 +476,8 @@ def wait_for_output(contender: Contender, expected: int, stall_s: float, descrip
             time.sleep(0.5)
             contender.handle.rss.sample()
             bar.update(task, completed=watcher.count)
+            if contender.ready_at is None and READY_MARK in contender.handle.log_text():
+                contender.ready_at = time.time()
             if watcher.count != last_count:
                 last_count, last_change = watcher.count, time.monotonic()
             if not contender.handle.running and watcher.count < expected:
@@ -512,6 +515,9 @@ def throughput_phase(
                 "records_per_s": throughput(int(2 * done), watcher.first_at, watcher.last_at),
                 "tx_per_s_from_start": throughput(int(done), contender.started_at, watcher.last_at),
                 "first_output_after_s": watcher.first_at - contender.started_at,
+                "ready_after_s": contender.ready_at - contender.started_at
+                if contender.ready_at
+                else None,
                 "seconds": watcher.last_at - watcher.first_at,
             }
         )
@@ -810,9 +816,6 @@ def one_run(
     ours = Contender("ours (Faust worker)", settings.topic("scores"), start_ours)
     result["ours"] = throughput_phase(ours, bootstrap, n, n, args.stall_seconds)
     worker: WorkerProcess = ours.handle
-    log = worker.log_text()
-    if READY_MARK in log:
-        result["ours"]["log_lines"] = len(log.splitlines())
     result["ours"]["state"] = {
         entity: changelog_state_bytes(
             bootstrap,
@@ -848,7 +851,9 @@ def one_run(
             console.log(f"[yellow]peer did not catch up: {'; '.join(peer.notes)}")
         peer_rss.sample()
         peer.handle.stop()
+    result["ours"]["log_tail"] = worker.tail(15)
     if peer is not None:
+        result["peer"]["log_tail"] = peer.handle.tail(15)
         assert peer.watcher is not None
         peer.watcher.stop()
         result["peer"]["peak_rss_mb"] = peer_rss.report()
