@@ -54,6 +54,8 @@ STATE_KEY = "s"
 BATCH_MAX = 500  # rows per predict_proba in the sink, as the worker's STREAM_APP_BATCH_MAX
 FORWARDED = ("event_id", "event_time", "ts", "customer_id", "terminal_id", "amount")
 """The transaction's fields the terminal stage needs (as the worker's forward record)."""
+SCORED_EVENT = ("event_id", "customer_id", "terminal_id", "event_time", "arrived_ms")
+"""The forwarded fields that make a ``ScoredEvent``, in its order."""
 
 
 class StateLike(Protocol):
@@ -122,16 +124,7 @@ def score_rows(
     ``predict_proba`` over all of them."""
     X = np.asarray([row for _, row in items], dtype=np.float64)
     scores = model.score_batch(X)
-    events = [
-        ScoredEvent(
-            fwd["event_id"],
-            fwd["customer_id"],
-            fwd["terminal_id"],
-            fwd["event_time"],
-            fwd["arrived_ms"],
-        )
-        for fwd, _ in items
-    ]
+    events = [ScoredEvent(*(fwd[name] for name in SCORED_EVENT)) for fwd, _ in items]
     return build_envelopes(model, events, X, scores, emit_features)
 
 
