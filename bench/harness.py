@@ -1104,6 +1104,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     started = time.monotonic()
     started_at = datetime.now(UTC)
+    load_at_start = os.getloadavg()
     console.rule(f"stream_app bench · {args.events:,} transactions + labels · {args.repeat} run(s)")
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp:
@@ -1140,7 +1141,12 @@ def main(argv: list[str] | None = None) -> None:
     document = {
         "started_at": started_at.isoformat(),
         "wall_seconds": wall_s,
-        "machine": machine(),
+        "machine": {
+            **machine(),
+            # Other work shares the machine: its load average when the run started and ended.
+            "load_average_start": load_at_start,
+            "load_average_end": os.getloadavg(),
+        },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "workload": {
             "csv": str(csv),
