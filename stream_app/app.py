@@ -15,7 +15,9 @@
 
 Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``take_events``.
 State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
-co-partitioned with its stage's input topics.
+co-partitioned with its stage's input topics. Everything the stages write (outputs and changelog
+records) goes through one librdkafka producer and is delivered before the batch is acknowledged
+(``stream_app.outputs``).
 
 Prometheus metrics (``stream_app.monitoring.metrics``) are updated once per micro-batch and served
 with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring.health``).
@@ -27,14 +29,12 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from collections import Counter
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event
 
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
@@ -44,6 +44,7 @@ from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
+from stream_app.outputs.changelog import ChangelogWriter
 from stream_app.outputs.publisher import OutputPublisher
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
@@ -85,19 +86,6 @@ def to_record(event: Any) -> InputRecord:
         headers=_headers(msg.headers),
         handle=event,
     )
-
-
-def faust_table_writer(
-    table: MutableMapping[str, Any], key: str, value: Any, record: InputRecord
-) -> None:
-    """Write a table key as if inside ``record``'s event, so Faust sends the changelog entry to
-    that event's partition. (A micro-batch is processed after Faust's per-event iteration, where
-    Faust would otherwise find no current event.)"""
-    token = _current_event.set(weakref.ref(record.handle))
-    try:
-        table[key] = value
-    finally:
-        _current_event.reset(token)
 
 
 class WorkerStats:
@@ -201,9 +189,11 @@ def create_app(
     terminal_inputs = app.topic(topic(BY_TERMINAL), topic(LABELS), partitions=settings.partitions)
     by_terminal, scores, shadow_topic = topic(BY_TERMINAL), topic(SCORES), topic(SHADOW)
     drift_topic, dlq = topic(DRIFT), topic(DLQ)
-    # Outputs go through librdkafka, delivered before each batch is acknowledged (see
-    # stream_app.outputs.publisher); only the tables' changelogs use Faust's producer.
-    outputs = OutputPublisher(settings)
+    # Outputs and the tables' changelog records go through librdkafka, delivered before each
+    # batch is acknowledged (stream_app.outputs.publisher, stream_app.outputs.changelog).
+    rocksdb = settings.store == "rocksdb"
+    outputs = OutputPublisher(settings, report_deliveries=rocksdb)
+    table_writer = ChangelogWriter(outputs, persist_offsets=rocksdb)
 
     @app.on_before_shutdown.connect
     def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -224,7 +214,7 @@ def create_app(
         retention,
         settings.allowed_lateness_s,
         settings.max_message_bytes,
-        faust_table_writer,
+        table_writer,
     )
     scoring_stage = ScoringStage(
         terminal_table,
@@ -233,7 +223,7 @@ def create_app(
         labels_topic,
         settings.max_message_bytes,
         settings.emit_features,
-        faust_table_writer,
+        table_writer,
         source_partitions=settings.partitions,
         max_source_skew_s=settings.max_source_skew_s,
     )
@@ -299,6 +289,7 @@ def create_app(
                 outputs.send_many(by_terminal, [(fwd.key, fwd.value) for fwd in out.forwards])
                 send_dead_letters(out.dead_letters)
                 await outputs.delivered()
+                table_writer.persist()
             except BaseException as exc:
                 _die("customer stage", exc)
             stats.add(
@@ -344,6 +335,7 @@ def create_app(
                     _die("scoring stage", exc)
             try:
                 await outputs.delivered()
+                table_writer.persist()
             except BaseException as exc:
                 _die("scoring stage", exc)
             stats.add(
@@ -418,11 +410,6 @@ def create_app(
                 return
             if serving is not None:
                 await live.follow_serving(serving)
-
-    # Table writes go through Faust's producer buffer; past ``max_messages`` (default 100) every
-    # stream pauses until the buffer drains one message at a time. A micro-batch writes one
-    # changelog entry per touched key, so allow a few batches in flight.
-    app.producer.buffer.max_messages = max(1000, 4 * settings.batch_max)
 
     if settings.web_enabled:
         install_views(

@@ -15,8 +15,9 @@ restart re-reads the batch. The wait polls librdkafka's queue length every milli
 ``asyncio.sleep`` in between, so the event loop keeps reading and no thread calls into the
 producer but the loop's own.
 
-Only failed deliveries call back into Python (``delivery.report.only.error``), so a delivered
-record costs nothing after its ``produce``.
+Unless asked for delivery reports (a RocksDB store needs its changelog offsets, see
+:mod:`stream_app.outputs.changelog`), only failed deliveries call back into Python
+(``delivery.report.only.error``), so a delivered record costs nothing after its ``produce``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ OUTPUT_CONFIG: dict[str, str | int | bool] = {
     # Java-compatible key hashing, as Faust (aiokafka) and the bulk publisher use: the terminal
     # repartition topic must put a terminal's records where its table partition is.
     "partitioner": "murmur2_random",
-    "delivery.report.only.error": True,
 }
 """Producer settings on top of ``Settings.kafka_client_config()``."""
 DELIVERY_POLL_S = 0.001
@@ -60,19 +60,23 @@ class OutputPublisher:
         self,
         settings: Settings,
         *,
+        report_deliveries: bool = False,
         config: Mapping[str, Any] | None = None,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
     ) -> None:
+        """``report_deliveries``: call a record's ``on_delivery`` for successes too."""
         conf: dict[str, Any] = {**settings.kafka_client_config(), **OUTPUT_CONFIG}
+        conf["delivery.report.only.error"] = not report_deliveries
         conf.update(config or {})
-        conf["on_delivery"] = self._on_delivery
+        conf["on_delivery"] = self.on_delivery
         self.config = conf
         self._producer = producer_factory(conf)
         self._lock = threading.Lock()
         self.failed = 0
         self.first_error: str | None = None
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Count a failed delivery (the default delivery callback)."""
         if err is None:
             return
         with self._lock:
@@ -81,15 +85,29 @@ class OutputPublisher:
                 self.first_error = f"topic {msg.topic()}: {err.str()}"
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
     ) -> None:
-        """Queue one record (waits, serving callbacks, while librdkafka's queue is full)."""
+        """Queue one record (waits, serving callbacks, while librdkafka's queue is full).
+
+        ``partition`` None: the partitioner picks it from the key. ``on_delivery`` replaces the
+        default callback for this record.
+        """
+        extra: dict[str, Any] = {}
+        if headers:
+            extra["headers"] = list(headers)
+        if partition is not None:
+            extra["partition"] = partition
+        if on_delivery is not None:
+            extra["on_delivery"] = on_delivery
         while True:
             try:
-                if headers:
-                    self._producer.produce(topic, value, key, headers=list(headers))
-                else:
-                    self._producer.produce(topic, value, key)
+                self._producer.produce(topic, value, key, **extra)
                 return
             except BufferError:
                 self._producer.poll(0.05)

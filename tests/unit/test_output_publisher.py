@@ -1,22 +1,31 @@
-"""OutputPublisher: queueing, the delivery wait before a batch is acknowledged, failures."""
+"""OutputPublisher (queueing, the delivery wait before a batch is acknowledged, failures) and
+ChangelogWriter (table writes whose changelog records it sends)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import faust
 import pytest
+from faust.types import TP
 
 from stream_app.config import Settings
+from stream_app.io.deadletter import SourcePosition
+from stream_app.outputs.changelog import ChangelogWriter
 from stream_app.outputs.publisher import OutputError, OutputPublisher
+from stream_app.pipeline.customer_stage import InputRecord
 
 
 class FakeMessage:
-    def __init__(self, topic: str) -> None:
-        self._topic = topic
+    def __init__(self, topic: str, offset: int) -> None:
+        self._topic, self._offset = topic, offset
 
     def topic(self) -> str:
         return self._topic
+
+    def offset(self) -> int:
+        return self._offset
 
 
 class FakeError:
@@ -29,26 +38,29 @@ class FakeProducer:
 
     def __init__(self, conf: dict[str, Any], per_poll: int = 2, capacity: int = 1000) -> None:
         self.conf = conf
-        self.queue: list[tuple[str, bytes, bytes | None, Any]] = []
-        self.delivered: list[tuple[str, bytes, bytes | None, Any]] = []
+        self.queue: list[tuple[str, bytes, bytes | None, dict[str, Any]]] = []
+        self.delivered: list[tuple[str, bytes, bytes | None, dict[str, Any]]] = []
         self.per_poll = per_poll
         self.capacity = capacity
         self.fail_values: set[bytes] = set()
         self.polls = 0
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any = None) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None, **extra: Any) -> None:
         if len(self.queue) >= self.capacity:
             raise BufferError("Local: Queue full")
-        self.queue.append((topic, value, key, headers))
+        self.queue.append((topic, value, key, extra))
 
     def poll(self, timeout: float) -> int:
         self.polls += 1
         served, self.queue = self.queue[: self.per_poll], self.queue[self.per_poll :]
         for record in served:
+            callback = record[3].get("on_delivery", self.conf["on_delivery"])
             if record[1] in self.fail_values:
-                self.conf["on_delivery"](FakeError(), FakeMessage(record[0]))
+                callback(FakeError(), FakeMessage(record[0], len(self.delivered)))
             else:
                 self.delivered.append(record)
+                if not self.conf["delivery.report.only.error"]:
+                    callback(None, FakeMessage(record[0], len(self.delivered) - 1))
         return len(served)
 
     def flush(self, timeout: float) -> int:
@@ -60,14 +72,18 @@ class FakeProducer:
         return len(self.queue)
 
 
-def publisher(**fake: Any) -> tuple[OutputPublisher, FakeProducer]:
+def publisher(report_deliveries: bool = False, **fake: Any) -> tuple[OutputPublisher, FakeProducer]:
     made: list[FakeProducer] = []
 
     def factory(conf: dict[str, Any]) -> FakeProducer:
         made.append(FakeProducer(conf, **fake))
         return made[0]
 
-    out = OutputPublisher(Settings(kafka_bootstrap_servers="k:9092"), producer_factory=factory)
+    out = OutputPublisher(
+        Settings(kafka_bootstrap_servers="k:9092"),
+        report_deliveries=report_deliveries,
+        producer_factory=factory,
+    )
     return out, made[0]
 
 
@@ -78,7 +94,7 @@ def test_config_is_idempotent_java_partitioned_and_reports_only_errors() -> None
     assert fake.conf["acks"] == "all"
     assert fake.conf["partitioner"] == "murmur2_random"
     assert fake.conf["delivery.report.only.error"] is True
-    assert fake.conf["on_delivery"] == out._on_delivery
+    assert fake.conf["on_delivery"] == out.on_delivery
 
 
 def test_delivered_waits_until_the_queue_is_empty_and_keeps_order() -> None:
@@ -94,7 +110,7 @@ def test_delivered_waits_until_the_queue_is_empty_and_keeps_order() -> None:
         ("scores", b"c", b"k3"),
         ("transactions.dlq", b"d", b"k4"),
     ]
-    assert fake.delivered[3][3] == [("dlq.reason", b"invalid_json")]
+    assert fake.delivered[3][3] == {"headers": [("dlq.reason", b"invalid_json")]}
     assert fake.polls == 2  # the first poll served 2, the second (after one sleep) the other 2
 
 
@@ -102,8 +118,11 @@ def test_a_failed_delivery_raises_with_the_topic_and_the_error() -> None:
     out, fake = publisher(per_poll=10)
     fake.fail_values = {b"big"}
     out.send_many("scores", [(b"k", b"ok"), (b"k", b"big"), (b"k", b"big")])
-    with pytest.raises(OutputError, match=r"2 output record\(s\) failed delivery, first: topic "
-                       r"scores: Broker: Message size too large"):
+    with pytest.raises(
+        OutputError,
+        match=r"2 output record\(s\) failed delivery, first: topic "
+        r"scores: Broker: Message size too large",
+    ):
         asyncio.run(out.delivered(timeout=5))
 
 
@@ -122,3 +141,71 @@ def test_a_full_queue_is_served_until_the_record_fits() -> None:
     assert [v for _, v, _, _ in fake.queue] == [b"3", b"4"]
     asyncio.run(out.delivered(timeout=5))
     assert [v for _, v, _, _ in fake.delivered] == [b"1", b"2", b"3", b"4"]
+
+
+class OffsetStore(dict[str, Any]):
+    """A table store that keeps changelog offsets, as Faust's RocksDB store does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict[Any, int] = {}
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+def faust_table(name: str = "customer-state") -> Any:
+    app = faust.App("t", store="memory://", autodiscover=False)
+    return app.Table(name, default=None, partitions=3)
+
+
+def record_at(partition: int, offset: int) -> InputRecord:
+    return InputRecord(
+        key=b"C1",
+        value=b"{}",
+        position=SourcePosition("t.transactions", partition, offset, None),
+        handle=object.__new__(type("Event", (), {})),
+    )
+
+
+def test_changelog_writer_stores_the_value_and_sends_what_faust_would_send() -> None:
+    out, fake = publisher()
+    table = faust_table()
+    writer = ChangelogWriter(out, persist_offsets=False)
+    writer(table, "C1", {"times": [1.5, 2.0], "ids": ["e1"]}, record_at(2, 40))
+    assert table.data["C1"] == {"times": [1.5, 2.0], "ids": ["e1"]}
+    topic, value, key, extra = fake.queue[0]
+    assert (topic, key, value) == (
+        "t-customer-state-changelog",
+        b'"C1"',
+        b'{"times":[1.5,2.0],"ids":["e1"]}',
+    )
+    assert extra == {"partition": 2}  # the source record's partition; no per-record callback
+    # Faust's recovery reads it back with the table's own codecs:
+    assert (
+        table.app.serializers.loads_key(table.key_type, key, serializer=table.key_serializer)
+        == "C1"
+    )
+    assert table.app.serializers.loads_value(
+        table.value_type, value, serializer=table.value_serializer
+    ) == {"times": [1.5, 2.0], "ids": ["e1"]}
+
+
+def test_changelog_writer_persists_the_newest_delivered_offset_per_partition() -> None:
+    out, fake = publisher(report_deliveries=True, per_poll=10)
+    table = faust_table()
+    table._data = OffsetStore()  # what the data property returns
+    writer = ChangelogWriter(out, persist_offsets=True)
+    fake.delivered.extend([("other", b"", None, {})] * 7)  # the next offsets given are 7, 8, 9
+    writer(table, "C1", {"n": 1}, record_at(0, 5))
+    writer(table, "C2", {"n": 2}, record_at(1, 6))
+    writer(table, "C1", {"n": 3}, record_at(0, 7))
+    writer.persist()
+    assert table.data.persisted == {}  # nothing delivered yet
+    asyncio.run(out.delivered(timeout=5))
+    writer.persist()
+    changelog = "t-customer-state-changelog"
+    assert table.data.persisted == {TP(changelog, 0): 9, TP(changelog, 1): 8}
+    table.data.persisted.clear()
+    writer.persist()
+    assert table.data.persisted == {}  # each delivery is persisted once
