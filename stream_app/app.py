@@ -38,6 +38,7 @@ import orjson
 
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
+from stream_app.faust_dispatch import FastDispatchApp
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
 from stream_app.io.security import faust_credentials
@@ -165,7 +166,7 @@ def create_app(
     The roles in ``follow`` swap to what ``models/serving.json`` names when it changes.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = FastDispatchApp(
         settings.app_id,
         broker=broker_urls(settings),
         broker_credentials=faust_credentials(settings),
