@@ -217,8 +217,13 @@ class OutputWatcher(threading.Thread):
         self.bootstrap = bootstrap
         self.topic = topic
         self.count = 0
-        self.first_at: float | None = None
+        self.first_at: float | None = None  # arrival here (wall clock)
         self.last_at: float | None = None
+        # The output records' own timestamps (set by the contender's producer when it produced
+        # them): throughput is timed on these, so a consumer here that falls behind a fast
+        # contender (the ceiling) cannot stretch the span.
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
         self.track_ids = False
         self.arrived: dict[str, float] = {}
         self.worker_latency_ms: dict[str, float] = {}  # the envelopes' own latency_ms
@@ -256,6 +261,10 @@ class OutputWatcher(threading.Thread):
                 if self.first_at is None:
                     self.first_at = now
                 self.last_at = now
+                stamps = [m.timestamp()[1] for m in good]
+                low, high = min(stamps) / 1000.0, max(stamps) / 1000.0
+                self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
+                self.last_ts = high if self.last_ts is None else max(self.last_ts, high)
                 self.count += len(good)
         finally:
             consumer.close()
@@ -480,10 +489,8 @@ def wait_for_output(contender: Contender, expected: int, stall_s: float, descrip
                 contender.ready_at = time.time()
             if watcher.count != last_count:
                 last_count, last_change = watcher.count, time.monotonic()
-            if not contender.handle.running and watcher.count < expected:
-                time.sleep(2)
-                if watcher.count >= expected:
-                    break
+            exited = not contender.handle.running
+            if exited and time.monotonic() - last_change > 10:
                 contender.notes.append(f"exited with {watcher.count:,} of {expected:,} records")
                 return False
             if time.monotonic() - last_change > stall_s:
@@ -507,18 +514,20 @@ def throughput_phase(
     )
     watcher = contender.watcher
     result: dict[str, Any] = {"completed": ok, "output_records": float(watcher.count)}
-    if watcher.first_at is not None and watcher.last_at is not None:
+    first, last = watcher.first_ts, watcher.last_ts
+    if first is not None and last is not None:
         done = min(watcher.count, expected_out) / expected_out * n_tx
         result.update(
             {
-                "tx_per_s": throughput(int(done), watcher.first_at, watcher.last_at),
-                "records_per_s": throughput(int(2 * done), watcher.first_at, watcher.last_at),
-                "tx_per_s_from_start": throughput(int(done), contender.started_at, watcher.last_at),
-                "first_output_after_s": watcher.first_at - contender.started_at,
+                "tx_per_s": throughput(int(done), first, last),
+                "records_per_s": throughput(int(2 * done), first, last),
+                "tx_per_s_from_start": throughput(int(done), contender.started_at, last),
+                "first_output_after_s": first - contender.started_at,
                 "ready_after_s": contender.ready_at - contender.started_at
                 if contender.ready_at
                 else None,
-                "seconds": watcher.last_at - watcher.first_at,
+                "seconds": last - first,
+                "watcher_lag_s": (watcher.last_at or last) - last,
             }
         )
     state = "" if ok else f" [red]({'; '.join(contender.notes)})"
