@@ -184,6 +184,7 @@ def create_app(
         autodiscover=False,
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, 4 * settings.batch_max),
+        TableManager="stream_app.faust_recovery:SeekFirstTableManager",  # seeks, then resumes
     )
     topic = settings.topic
     transactions = app.topic(topic(TRANSACTIONS), partitions=settings.partitions)
