@@ -28,8 +28,9 @@ def worker(
     """Consume transactions and labels, keep windowed state, publish score envelopes.
 
     Loads the champion (and any challenger) only after its SHA-256 matches its manifest, makes
-    sure the declared topics exist, then runs until SIGINT/SIGTERM (in-flight batches finish,
-    offsets commit). Drift statistics go to `drift`, challenger scores to `scores.shadow`.
+    sure the declared topics and the tables' changelogs exist, then runs until SIGINT/SIGTERM
+    (in-flight batches finish, offsets commit). Drift statistics go to `drift`, challenger scores
+    to `scores.shadow`.
     A role that is not pinned follows `stream-app models promote` / `rollback` while running:
     the new version is verified and loaded aside, then swapped in between two micro-batches.
     """
@@ -38,7 +39,7 @@ def worker(
     from stream_app.app import create_app
     from stream_app.config import get_settings
     from stream_app.exceptions import StreamAppError
-    from stream_app.io.topics import ensure_topics
+    from stream_app.io.topics import ensure_changelogs, ensure_topics
     from stream_app.logs import logging_config
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version
@@ -71,6 +72,7 @@ def worker(
         )
     try:  # also the pre-flight: a wrong password or CA fails here, clearly, within seconds
         ensure_topics(settings)
+        ensure_changelogs(settings)  # before Faust: a fresh app id's first metadata lacks them
     except StreamAppError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

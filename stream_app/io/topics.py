@@ -582,6 +582,63 @@ def apply_topics(
     return report
 
 
+TABLE_KEYS = {"customer-state": "customer_id", "terminal-state": "terminal_id"}
+"""The worker's changelogged Faust tables (``stream_app.app``) and the field their keys carry."""
+
+
+def changelog_specs(settings: Settings) -> list[TopicSpec]:
+    """The tables' changelog topics as Faust names them, ``<app_id>-<table>-changelog``: the
+    table's partition count (``settings.partitions``, co-partitioned with its input), compacted."""
+    return [
+        TopicSpec(
+            name=f"{settings.app_id}-{table}-changelog",
+            description=f"Changelog of the {table} table (Faust's), replayed on recovery.",
+            key=key,
+            partitions=settings.partitions,
+            replication=1,  # as the app's topic_replication_factor
+            retention_ms=-1,
+            cleanup_policy="compact",
+        )
+        for table, key in TABLE_KEYS.items()
+    ]
+
+
+def ensure_changelogs(
+    settings: Settings, *, admin: AdminClient | None = None, timeout: float = 30
+) -> list[str]:
+    """Create the tables' missing changelog topics before Faust starts; returns those created.
+
+    With a fresh app id Faust creates the changelogs itself just before its consumer's first
+    metadata request, which may not list a topic created a moment ago: the assignor then ignores
+    it ("Ignoring missing topic"), aiokafka does not refresh its metadata for minutes, and the
+    first write to that table fails with ``PartitionsMismatch`` (the worker exits 70). Created
+    here, they are in the metadata before Faust asks. Existing changelogs are left alone (the
+    worker's ACLs on its ``<app_id>-`` topics hold no DescribeConfigs); one with another partition
+    count than the table's is logged as an error (Faust refuses it).
+    """
+    admin = admin if admin is not None else make_admin(settings)
+    specs = changelog_specs(settings)
+    live = live_topics(settings, admin, timeout)
+    missing = [s for s in specs if s.name not in live]
+    created: list[str] = []
+    if missing:
+        created, _ = _create(admin, missing, timeout)
+        for name in created:
+            log.info("created changelog topic %s", name)
+        live = _wait_visible(settings, admin, [s.name for s in missing], timeout)
+    for spec in specs:
+        partitions = live[spec.name][0]
+        if partitions != spec.partitions:
+            log.error(
+                "changelog %s has %d partitions, its table %d: Faust will refuse it; recreate "
+                "it or use another app id",
+                spec.name,
+                partitions,
+                spec.partitions,
+            )
+    return created
+
+
 def ensure_topics(
     settings: Settings,
     names: list[str] | None = None,
