@@ -12,7 +12,7 @@ BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 BENCH_ARGS  ?=
 
-.PHONY: install demo test test-unit lint bench bench-shadow clean broker-stop
+.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions clean broker-stop
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -50,6 +50,11 @@ bench: $(BENCH_STAMP)
 # Champion latency with the challenger's shadow off and on
 bench-shadow: install
 	$(BIN)/python bench/shadow_latency.py
+
+# Worker throughput of git revisions side by side: make bench-revisions REVS="28d59f1 HEAD"
+REVS ?= 28d59f1 HEAD
+bench-revisions: install
+	$(BIN)/python bench/revisions.py $(REVS)
 
 lint: install
 	$(BIN)/ruff check stream_app tests bench

@@ -27,10 +27,14 @@ class WorkerProcessError(StreamAppError, RuntimeError):
 class WorkerProcess:
     """One worker child process with a log file and a pid file under ``home``."""
 
-    def __init__(self, home: Path, env: Mapping[str, str], name: str = "worker") -> None:
+    def __init__(
+        self, home: Path, env: Mapping[str, str], name: str = "worker", cwd: Path | None = None
+    ) -> None:
+        """``cwd``: the child's working directory (default: this process's)."""
         self.home = home
         self.env = {**os.environ, **env}
         self.name = name
+        self.cwd = cwd
         self.log_path = home / f"{name}.log"
         self.pid_path = home / f"{name}.pid"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,6 +50,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         self.pid_path.write_text(str(self.proc.pid))
