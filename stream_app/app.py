@@ -40,7 +40,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.faust_dispatch import FastDispatchApp
 from stream_app.features.state import Retention
-from stream_app.io.deadletter import SourcePosition, dead_letter_record, encode_dead_letter
+from stream_app.io.deadletter import SourcePosition, dead_letter_message
 from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
@@ -249,16 +249,10 @@ def create_app(
             metrics.dead(reasons)
         for item in dead:
             record = item.record
-            value = encode_dead_letter(
-                dead_letter_record(
-                    item.rejection, record.position, record.key, record.value, record.headers
-                )
+            key, value, headers = dead_letter_message(
+                item.rejection, record.position, record.key, record.value, record.headers
             )
-            headers = [
-                *[(k, v or b"") for k, v in record.headers],
-                ("dlq.reason", item.rejection.reason.value.encode()),
-            ]
-            outputs.send(dlq, record.key, value, headers)
+            outputs.send(dlq, key, value, headers)
 
     def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
         if not records:

@@ -4,11 +4,14 @@ Reason codes form a closed list (``Reason``), mirrored in ``schemas/dead_letter.
 Each names one kind of fault an operator can act on; ``schema_violation`` is what is left when no
 more specific code fits. ``tests/data/bad_inputs/`` holds a corpus with an example of each.
 
-A dead letter must itself fit in one Kafka request (the worker's producer allows 1,000,000 bytes
-and base64 inflates by 4/3), so a key or value longer than ``KEEP_BYTES`` is kept as its first
-``KEEP_BYTES`` bytes plus its length and SHA-256 (``value_bytes``, ``value_sha256``; likewise for
-the key); the whole record is still at its source position. The message is cut to
-``MAX_MESSAGE_CHARS``.
+A dead letter must itself fit in one Kafka request (the worker's producer allows 1,000,000 bytes,
+base64 inflates by 4/3, and the Kafka record carries the key and headers again), or producing it
+would fail and the worker would stop on every restart at the same input. So a value longer than
+``KEEP_BYTES`` is kept as its first ``KEEP_BYTES`` bytes plus its length and SHA-256
+(``value_bytes``, ``value_sha256``), a key longer than ``KEEP_KEY_BYTES`` likewise (``key_*``),
+and the headers up to ``KEEP_HEADER_BYTES`` in all (``headers_dropped`` counts the rest); the
+whole record is still at its source position. The message is cut to ``MAX_MESSAGE_CHARS``.
+:func:`dead_letter_message` builds the whole Kafka record: at most about 560 KB.
 """
 
 from __future__ import annotations
@@ -69,7 +72,11 @@ class SourcePosition:
 
 
 KEEP_BYTES = 256 * 1024
-"""Longest key or value kept whole in a dead letter (base64: 341 KiB)."""
+"""Longest value kept whole in a dead letter (base64: 341 KiB)."""
+KEEP_KEY_BYTES = 16 * 1024
+"""Longest key kept whole in a dead letter (and as its Kafka key)."""
+KEEP_HEADER_BYTES = 64 * 1024
+"""Most header bytes (names and values) kept in a dead letter (and as its Kafka headers)."""
 MAX_MESSAGE_CHARS = 1_000
 """Longest human message kept in a dead letter."""
 
@@ -78,10 +85,10 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def _kept(record: dict[str, Any], name: str, data: bytes | None) -> None:
-    """``<name>_b64`` of ``data``, cut to ``KEEP_BYTES`` with its length and hash when longer."""
-    if data is not None and len(data) > KEEP_BYTES:
-        record[f"{name}_b64"] = _b64(data[:KEEP_BYTES])
+def _kept(record: dict[str, Any], name: str, data: bytes | None, keep: int) -> None:
+    """``<name>_b64`` of ``data``, cut to ``keep`` bytes with its length and hash when longer."""
+    if data is not None and len(data) > keep:
+        record[f"{name}_b64"] = _b64(data[:keep])
         record[f"{name}_bytes"] = len(data)
         record[f"{name}_sha256"] = hashlib.sha256(data).hexdigest()
     else:
@@ -110,11 +117,47 @@ def dead_letter_record(
             "timestamp_ms": source.timestamp_ms,
         },
     }
-    _kept(record, "value", value)
-    _kept(record, "key", key)
-    record["headers"] = [[name, _b64(val)] for name, val in headers]
+    _kept(record, "value", value, KEEP_BYTES)
+    _kept(record, "key", key, KEEP_KEY_BYTES)
+    kept = kept_headers(headers)
+    record["headers"] = [[name, _b64(val)] for name, val in kept]
+    if len(kept) < len(headers):
+        record["headers_dropped"] = len(headers) - len(kept)
     record["rejected_at"] = (now or datetime.now(UTC)).isoformat()
     return record
+
+
+def kept_headers(
+    headers: Sequence[tuple[str, bytes | None]],
+) -> list[tuple[str, bytes | None]]:
+    """The leading headers whose names and values fit in ``KEEP_HEADER_BYTES`` together."""
+    kept: list[tuple[str, bytes | None]] = []
+    size = 0
+    for name, value in headers:
+        size += len(name.encode()) + len(value or b"")
+        if size > KEEP_HEADER_BYTES:
+            break
+        kept.append((name, value))
+    return kept
+
+
+def dead_letter_message(
+    rejection: Rejection,
+    source: SourcePosition,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] = (),
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The Kafka record for ``transactions.dlq``: key, value, headers.
+
+    Keyed by the original key (its first ``KEEP_KEY_BYTES`` bytes when longer), with the kept
+    original headers (empty values as b"") and ``dlq.reason``.
+    """
+    record = dead_letter_record(rejection, source, key, value, headers)
+    kafka_headers = [(name, val or b"") for name, val in kept_headers(headers)]
+    kafka_headers.append(("dlq.reason", rejection.reason.value.encode()))
+    kafka_key = key if key is None or len(key) <= KEEP_KEY_BYTES else key[:KEEP_KEY_BYTES]
+    return kafka_key, encode_dead_letter(record), kafka_headers
 
 
 def encode_dead_letter(record: dict[str, Any]) -> bytes:

@@ -2,6 +2,7 @@
 reason code from the decoders and from the two stages, good records around it are scored, and
 each dead letter keeps the original bytes."""
 
+import base64
 import hashlib
 from collections import Counter
 
@@ -12,10 +13,12 @@ from stream_app.features.state import CustomerState, Retention
 from stream_app.io.codecs import decode_label, decode_transaction
 from stream_app.io.deadletter import (
     KEEP_BYTES,
+    KEEP_KEY_BYTES,
     MAX_MESSAGE_CHARS,
     Reason,
     Rejection,
     SourcePosition,
+    dead_letter_message,
     dead_letter_record,
     encode_dead_letter,
     original_value,
@@ -129,7 +132,38 @@ def test_dead_letter_of_a_huge_record_fits_one_kafka_request():
     validate("dead_letter", letter)
     assert len(encode_dead_letter(letter)) < 750_000  # the producer's limit is 1,000,000
     assert letter["key_bytes"] == 300_000 and len(original_value(letter) or b"") == KEEP_BYTES
+    assert base64.b64decode(letter["key_b64"]) == key[:KEEP_KEY_BYTES]
     assert len(letter["message"]) == MAX_MESSAGE_CHARS
+
+
+def test_the_kafka_record_of_a_dead_letter_fits_whatever_the_input_carried():
+    # Oversized everything: value, key and 200 headers of 10 KB (more than any broker accepts).
+    value, key = b"v" * 1_000_000, b"k" * 1_000_000
+    headers = [(f"h{i}", bytes([65 + i % 26]) * 10_000) for i in range(200)]
+    kafka_key, kafka_value, kafka_headers = dead_letter_message(
+        Rejection(Reason.TOO_LARGE, "m"), SourcePosition("t", 0, 1), key, value, headers
+    )
+    letter = orjson.loads(kafka_value)
+    validate("dead_letter", letter)
+    kept = [(name, base64.b64decode(b64)) for name, b64 in letter["headers"]]
+    assert kept == headers[:6]  # 6 x (2 + 10,000) bytes fit in 65,536, the 7th does not
+    assert letter["headers_dropped"] == 194
+    assert kafka_headers == [*headers[:6], ("dlq.reason", b"too_large")]
+    assert kafka_key == key[:KEEP_KEY_BYTES]
+    total = len(kafka_key) + len(kafka_value) + sum(len(n) + len(v) for n, v in kafka_headers)
+    assert total < 600_000  # the producer's limit is 1,000,000
+
+
+def test_a_dead_letter_of_an_ordinary_record_keeps_key_and_headers_whole():
+    headers = [("trace", b"abc"), ("empty", None)]
+    kafka_key, kafka_value, kafka_headers = dead_letter_message(
+        Rejection(Reason.INVALID_JSON, "m"), SourcePosition("t", 2, 7), b"c1", b"{", headers
+    )
+    letter = orjson.loads(kafka_value)
+    assert kafka_key == b"c1"
+    assert kafka_headers == [("trace", b"abc"), ("empty", b""), ("dlq.reason", b"invalid_json")]
+    assert letter["headers"] == [["trace", "YWJj"], ["empty", None]]
+    assert "headers_dropped" not in letter and "key_bytes" not in letter
 
 
 def tx(event_id, time, amount=10.0, customer="c"):
