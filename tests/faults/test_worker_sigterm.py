@@ -5,8 +5,7 @@ The stream is published at a steady rate while the worker runs, so the signal la
 stages are busy. Right after the exit, the group's committed offsets must cover everything the
 worker did (``harness.in_flight`` = 0: no forwarded transaction and no scored by-terminal record
 beyond a commit); the envelopes then show no event scored by both lives, and the offline features.
-An event scored twice by one life is the unrelated anomaly ``harness.SAME_LIFE_MAX`` describes:
-reported, and bounded.
+An event scored twice by one life fails too (``harness.SAME_LIFE_MAX``).
 """
 
 from __future__ import annotations
