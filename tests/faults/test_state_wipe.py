@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-from tests.faults.conftest import KNOWN_FAUST_RECOVERY_BUG
 from tests.faults.harness import (
     SAME_LIFE_MAX,
     ScoreTail,
@@ -35,7 +34,7 @@ from tests.faults.harness import (
     worker_env,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, KNOWN_FAUST_RECOVERY_BUG]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N_A = 6_000
 N_B = 3_000
