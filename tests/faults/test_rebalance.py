@@ -40,8 +40,9 @@ as it is now, which holds the customer's later events; one at the same second fa
 event's windows. This stream has one such pair (events 4825 and 4826 of customer 5), so the test
 xfails when a rebalance makes stage 1 re-read event 4825 (once in 14 runs so far).
 
-The tables' changelog topics are created before the workers start (``declare_changelogs``), to
-keep a start-up race of a fresh app id out of this test.
+Each worker creates the tables' changelog topics before Faust starts
+(``stream_app.io.topics.ensure_changelogs``); before it did, a start-up race of a fresh app id
+made a worker exit 70 in 1 of this test's first 4 runs, and the test created them itself.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
 from stream_app.features.definitions import FEATURE_NAMES
@@ -89,7 +90,6 @@ RATE = 200  # events/s: a 60 s stream, ~20 s per phase
 PARTITIONS = 6
 SEED = 20260605
 MAX_PAUSE_S = 30.0  # longest silence of one partition's scores while the stream is published
-TABLES = ("customer-state", "terminal-state")
 
 
 # --- who owns what: the group's membership as the coordinator describes it --------------------
@@ -297,31 +297,6 @@ def wait_all_ready(workers: Iterable[Worker], timeout: float = 90.0) -> float:
     return time.time()
 
 
-def declare_changelogs(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the tables' changelog topics and wait until the broker's metadata lists them.
-
-    Works around a start-up race of a fresh app id (1 of this test's first 4 runs hit it): Faust
-    creates the changelogs itself just before its consumer's first metadata request, the KRaft
-    broker may not list a just-created topic yet, the assignor then ignores
-    ``terminal-state-changelog`` ("Ignoring missing topic"), aiokafka does not refresh the
-    metadata for minutes, and the first ``terminal-state`` write raises ``PartitionsMismatch``
-    ("changelog has 0 partitions"): the worker exits 70.
-    """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    names = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
-    config = {"cleanup.policy": "compact"}
-    new = [NewTopic(name, settings.partitions, 1, config=config) for name in names]
-    for future in admin.create_topics(new).values():
-        future.result(timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        topics = admin.list_topics(timeout=5).topics
-        if all(n in topics and len(topics[n].partitions) == settings.partitions for n in names):
-            return
-        assert time.monotonic() < deadline, f"changelogs not in the metadata after {timeout} s"
-        time.sleep(0.2)
-
-
 # --- stage 1 re-reads ----------------------------------------------------------------------------
 
 
@@ -391,7 +366,6 @@ def test_third_worker_joins_and_first_leaves(app_env, kafka_bootstrap, tmp_path)
         return Worker(tmp_path / name, env)
 
     a, b, c = worker("A"), worker("B"), worker("C")
-    declare_changelogs(settings)
     publisher = BackgroundPublisher(settings, stream.records, RATE)
     group = GroupWatch(kafka_bootstrap, settings.app_id, bt_topic, (tx_topic, bt_topic))
     tail = ScoreTail(kafka_bootstrap, scores_topic)
