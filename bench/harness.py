@@ -679,12 +679,49 @@ def latency_phases(
 # --------------------------------------------------------------------------------------------
 
 
+def export_revision(rev: str, home: Path) -> Path:
+    """A clean copy of the repository at ``rev`` (``git archive``), for the worker to run from:
+    what is measured is then a commit, not a working tree others may be editing."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = home / f"worker-{commit}"
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    console.log(f"the worker runs from {rev} ({commit}), exported to {target}")
+    return target
+
+
 def quix_available() -> bool:
     try:
         import quixstreams  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+@dataclass
+class Workload:
+    """One copy of the preloaded workload on topics of its own, and what comes after it."""
+
+    prefix: str
+    settings: Settings
+    preload: dict[str, float]
+    later: Iterator[Record]  # the next transactions (and labels), for the latency phases
+
+
+def prepare(bootstrap: str, prefix: str, csv: Path, n: int) -> Workload:
+    """Declared topics under ``prefix``, the first ``n`` transactions and their labels in them."""
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS
+    )
+    ensure_topics(settings)
+    items = read_csv_events(csv)
+    loaded = preload(settings, items, n)
+    return Workload(prefix, settings, loaded, schedule(items, labels=True))
 
 
 def one_run(
@@ -696,28 +733,26 @@ def one_run(
     champion: str,
     challenger: str,
     args: argparse.Namespace,
+    worker_src: Path | None = None,
 ) -> dict[str, Any]:
-    """Preload, then ceiling, peer and ours on the same topics; latency; memory; ratios."""
-    tag = f"r{index}-{uuid.uuid4().hex[:6]}"
-    prefix = f"bench-{tag}."
-    app_id = f"bench-{tag}-ours"
-    peer_group = f"bench-{tag}-peer"
-    settings = Settings(
-        kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS
-    )
-    ensure_topics(settings)
-    ceiling_out, peer_out = f"{prefix}ceiling.out", f"{prefix}peer.scores"
-    create_topics(bootstrap, [ceiling_out, peer_out])
+    """The ceiling, ours and the peer, each on its own copy of the same preloaded workload
+    (so one contender's latency phases never add to another's input); latency; memory; ratios.
+
+    ``worker_src``: run the worker from this source tree (``--worker-rev``) instead of the
+    working tree."""
+    tag = f"bench-r{index}-{uuid.uuid4().hex[:6]}"
     n = args.events
-    items = read_csv_events(csv)
-    result: dict[str, Any] = {"preload": preload(settings, items, n)}
-    # What the latency phases publish: the transactions after the preloaded ones.
-    later = schedule(items, labels=True)
     run_dir = home / tag
     run_dir.mkdir(parents=True)
     python = sys.executable
+    result: dict[str, Any] = {}
 
-    # -- the ceiling --------------------------------------------------------------------------
+    # -- the ceiling, on ours' copy before ours reads it -------------------------------------
+    work = prepare(bootstrap, f"{tag}-o1.", csv, n)
+    result["preload"] = work.preload
+    ceiling_out = f"{tag}.ceiling.out"
+    create_topics(bootstrap, [ceiling_out])
+
     def start_ceiling() -> ChildProcess:
         return ChildProcess(
             [
@@ -727,12 +762,12 @@ def one_run(
                 "--bootstrap",
                 bootstrap,
                 "--topics",
-                settings.topic("transactions"),
-                settings.topic(LABELS),
+                work.settings.topic("transactions"),
+                work.settings.topic(LABELS),
                 "--out",
                 ceiling_out,
                 "--group",
-                f"bench-{tag}-ceiling",
+                f"{tag}-ceiling",
                 "--expect",
                 str(2 * n),
             ],
@@ -747,9 +782,73 @@ def one_run(
     ceiling.watcher.stop()
     result["ceiling"]["peak_rss_mb"] = ceiling.handle.rss.report()
 
-    # -- the peer (throughput now; latency after ours, from where ours left the topic) --------
-    peer: Contender | None = None
+    # -- ours: a worker that stalls is reported and tried again on a fresh copy ---------------
+    failed: list[dict[str, Any]] = []
+    for attempt in range(1, args.ours_attempts + 1):
+        if attempt > 1:
+            work = prepare(bootstrap, f"{tag}-o{attempt}.", csv, n)
+        app_id = f"{tag}-o{attempt}-ours"
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "STREAM_APP_TOPIC_PREFIX": work.prefix,
+            "STREAM_APP_APP_ID": app_id,
+            "STREAM_APP_MODELS_DIR": str(models),
+            "STREAM_APP_CHAMPION": champion,
+            "STREAM_APP_CHALLENGER": challenger,
+            "STREAM_APP_STATE_DIR": str(run_dir / f"ours-{attempt}-state"),
+            "STREAM_APP_WEB_PORT": str(free_port()),
+            "STREAM_APP_PARTITIONS": str(PARTITIONS),
+            "STREAM_APP_MODEL_WATCH_INTERVAL_S": "0",
+        }
+        if worker_src is not None:
+            env["PYTHONPATH"] = str(worker_src)
+
+        def start_ours(env: dict[str, str] = env, attempt: int = attempt) -> WorkerProcess:
+            worker = WorkerProcess(run_dir / f"ours-{attempt}", env, cwd=worker_src)
+            worker.start()
+            assert worker.proc is not None
+            worker.rss = RssTracker(worker.proc.pid, "worker")  # type: ignore[attr-defined]
+            return worker
+
+        ours = Contender("ours (Faust worker)", work.settings.topic("scores"), start_ours)
+        result["ours"] = throughput_phase(ours, bootstrap, n, n, args.stall_seconds)
+        worker: WorkerProcess = ours.handle
+        if result["ours"].get("completed"):
+            break
+        result["ours"]["log_tail"] = worker.tail(40)
+        result["ours"]["notes"] = ours.notes
+        failed.append(result["ours"])
+        console.log(f"[red]ours, attempt {attempt}: {'; '.join(ours.notes)}")
+        worker.stop()
+        assert ours.watcher is not None
+        ours.watcher.stop()
+    result["ours"]["failed_attempts"] = failed
+    result["ours"]["state"] = {
+        entity: changelog_state_bytes(
+            bootstrap,
+            f"{app_id}-{entity}-state-changelog",
+            f"ours state: reading the {entity} changelog",
+        )
+        for entity in ("customer", "terminal")
+    }
+    if result["ours"].get("completed") and not args.no_latency:
+        result["ours"]["latency"] = latency_phases(
+            ours, work.settings, work.later, result["ours"].get("tx_per_s"), args
+        )
+    worker.rss.sample()  # type: ignore[attr-defined]
+    result["ours"]["peak_rss_mb"] = worker.rss.report()  # type: ignore[attr-defined]
+    result["ours"]["log_tail"] = worker.tail(15)
+    result["ours"]["notes"] = ours.notes
+    worker.stop()
+    assert ours.watcher is not None
+    ours.watcher.stop()
+
+    # -- the peer, on a copy of its own -------------------------------------------------------
+    result["peer"] = None
     if quix_available() and not args.no_peer:
+        peer_work = prepare(bootstrap, f"{tag}-p.", csv, n)
+        peer_group, peer_out = f"{tag}-peer", f"{tag}-p.peer.scores"
+        create_topics(bootstrap, [peer_out])
 
         def start_peer() -> ChildProcess:
             return ChildProcess(
@@ -760,7 +859,7 @@ def one_run(
                     "--bootstrap",
                     bootstrap,
                     "--prefix",
-                    prefix,
+                    peer_work.prefix,
                     "--group",
                     peer_group,
                     "--models",
@@ -778,9 +877,6 @@ def one_run(
 
         peer = Contender("peer (Quix Streams)", peer_out, start_peer)
         result["peer"] = throughput_phase(peer, bootstrap, n, n, args.stall_seconds)
-        peer.handle.rss.sample()
-        peer_rss = peer.handle.rss
-        peer.handle.stop()
         # Quix names changelogs changelog__<group>--<stream id>--<store>; the terminal stage's
         # stream id names both of its topics (labels and the repartition topic).
         result["peer"]["state"] = {
@@ -789,8 +885,18 @@ def one_run(
             )
             for name in topics_with(bootstrap, f"changelog__{peer_group}")
         }
+        if result["peer"].get("completed") and not args.no_latency:
+            result["peer"]["latency"] = latency_phases(
+                peer, peer_work.settings, peer_work.later, result["peer"].get("tx_per_s"), args
+            )
+        peer.handle.rss.sample()
+        result["peer"]["peak_rss_mb"] = peer.handle.rss.report()
+        result["peer"]["log_tail"] = peer.handle.tail(15)
+        result["peer"]["notes"] = peer.notes
+        peer.handle.stop()
+        assert peer.watcher is not None
+        peer.watcher.stop()
     else:
-        result["peer"] = None
         console.log(
             "[yellow]peer skipped: "
             + (
@@ -801,84 +907,15 @@ def one_run(
             )
         )
 
-    # -- ours ---------------------------------------------------------------------------------
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_TOPIC_PREFIX": prefix,
-        "STREAM_APP_APP_ID": app_id,
-        "STREAM_APP_MODELS_DIR": str(models),
-        "STREAM_APP_CHAMPION": champion,
-        "STREAM_APP_CHALLENGER": challenger,
-        "STREAM_APP_STATE_DIR": str(run_dir / "ours-state"),
-        "STREAM_APP_WEB_PORT": str(free_port()),
-        "STREAM_APP_PARTITIONS": str(PARTITIONS),
-        "STREAM_APP_MODEL_WATCH_INTERVAL_S": "0",
-    }
-
-    def start_ours() -> WorkerProcess:
-        worker = WorkerProcess(run_dir / "ours", env)
-        worker.start()
-        assert worker.proc is not None
-        worker.rss = RssTracker(worker.proc.pid, "worker")  # type: ignore[attr-defined]
-        return worker
-
-    ours = Contender("ours (Faust worker)", settings.topic("scores"), start_ours)
-    result["ours"] = throughput_phase(ours, bootstrap, n, n, args.stall_seconds)
-    worker: WorkerProcess = ours.handle
-    result["ours"]["state"] = {
-        entity: changelog_state_bytes(
-            bootstrap,
-            f"{app_id}-{entity}-state-changelog",
-            f"ours state: reading the {entity} changelog",
-        )
-        for entity in ("customer", "terminal")
-    }
-    if result["ours"].get("completed") and not args.no_latency:
-        result["ours"]["latency"] = latency_phases(
-            ours, settings, later, result["ours"].get("tx_per_s"), args
-        )
-    worker.rss.sample()  # type: ignore[attr-defined]
-    result["ours"]["peak_rss_mb"] = worker.rss.report()  # type: ignore[attr-defined]
-    worker.stop()
-    assert ours.watcher is not None
-    ours.watcher.stop()
-    latency_tx = sum(int(p["sent"]) for p in (result["ours"].get("latency") or {}).values() if p)
-
-    # -- the peer's latency: restarted, it first catches up on what ours was offered ----------
-    if peer is not None and result["peer"].get("completed") and not args.no_latency:
-        peer.handle = peer.start()
-        peer.handle.rss = peer_rss
-        peer_rss.retarget(peer.handle.proc.pid)  # type: ignore[union-attr]
-        caught_up = wait_for_output(
-            peer, n + latency_tx, args.stall_seconds, "peer: catching up after restart"
-        )
-        if caught_up:
-            result["peer"]["latency"] = latency_phases(
-                peer, settings, later, result["peer"].get("tx_per_s"), args
-            )
-        else:
-            console.log(f"[yellow]peer did not catch up: {'; '.join(peer.notes)}")
-        peer_rss.sample()
-        peer.handle.stop()
-    result["ours"]["log_tail"] = worker.tail(15)
-    if peer is not None:
-        result["peer"]["log_tail"] = peer.handle.tail(15)
-        assert peer.watcher is not None
-        peer.watcher.stop()
-        result["peer"]["peak_rss_mb"] = peer_rss.report()
-        result["peer"]["notes"] = peer.notes
-    result["ours"]["notes"] = ours.notes
-
-    ours_tp = result["ours"].get("tx_per_s")
+    ours_tp = result["ours"].get("tx_per_s") if result["ours"].get("completed") else None
+    peer_tp = (result["peer"] or {}).get("tx_per_s")
     result["ratios"] = {
-        "ours_over_peer": ratio(ours_tp, (result["peer"] or {}).get("tx_per_s")),
+        "ours_over_peer": ratio(ours_tp, peer_tp),
         "ours_over_ceiling": ratio(ours_tp, result["ceiling"].get("tx_per_s")),
-        "peer_over_ceiling": ratio(
-            (result["peer"] or {}).get("tx_per_s"), result["ceiling"].get("tx_per_s")
-        ),
+        "peer_over_ceiling": ratio(peer_tp, result["ceiling"].get("tx_per_s")),
     }
     if not args.keep_topics:
-        delete_topics(bootstrap, [prefix, app_id, peer_group])
+        delete_topics(bootstrap, [tag])
     return result
 
 
@@ -1091,6 +1128,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Fixed offered rates (transactions/s) of the latency phases, besides half the "
         "measured maximum.",
     )
+    parser.add_argument(
+        "--worker-rev",
+        default=None,
+        help="Run the worker from this git revision (a clean export) instead of the working "
+        "tree, e.g. HEAD: others' uncommitted edits are then not measured.",
+    )
+    parser.add_argument(
+        "--ours-attempts",
+        type=int,
+        default=3,
+        help="A worker whose output stalls is reported and started again on a fresh copy of "
+        "the workload, up to this many times.",
+    )
     parser.add_argument("--no-peer", action="store_true", help="Leave the Quix peer out.")
     parser.add_argument("--no-latency", action="store_true", help="Throughput and memory only.")
     parser.add_argument(
@@ -1116,6 +1166,7 @@ def main(argv: list[str] | None = None) -> None:
     load_at_start = os.getloadavg()
     console.rule(f"stream_app bench · {args.events:,} transactions + labels · {args.repeat} run(s)")
     runs: list[dict[str, Any]] = []
+    worker_src: Path | None = None
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp:
         home = Path(tmp)
         port, controller = free_ports(2)
@@ -1135,10 +1186,13 @@ def main(argv: list[str] | None = None) -> None:
                 models = home / "models"
                 champion, challenger = train_models(csv, models)
             console.log(f"champion {champion}, challenger {challenger}")
+            worker_src = export_revision(args.worker_rev, home) if args.worker_rev else None
             for index in range(args.repeat):
                 console.rule(f"run {index + 1} of {args.repeat}")
                 runs.append(
-                    one_run(index, bootstrap, home, csv, models, champion, challenger, args)
+                    one_run(
+                        index, bootstrap, home, csv, models, champion, challenger, args, worker_src
+                    )
                 )
                 if broker_rss is not None:
                     broker_rss.sample()
@@ -1163,6 +1217,9 @@ def main(argv: list[str] | None = None) -> None:
             "labels": args.events,
             "partitions": PARTITIONS,
             "models": {"champion": champion, "challenger": challenger},
+            "worker_source": worker_src.name.removeprefix("worker-")
+            if worker_src
+            else "working tree",
         },
         "runs": runs,
         "median": summary,
