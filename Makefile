@@ -12,7 +12,7 @@ BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 BENCH_ARGS  ?=
 
-.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions clean broker-stop
+.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions bench-scale-soak clean broker-stop
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -55,6 +55,10 @@ bench-shadow: install
 REVS ?= 28d59f1 HEAD
 bench-revisions: install
 	$(BIN)/python bench/revisions.py $(REVS)
+
+# 1 vs 2 worker processes on 6 partitions, then a 10-minute soak (RSS and state slope)
+bench-scale-soak: install
+	$(BIN)/python bench/scale_soak.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check stream_app tests bench
