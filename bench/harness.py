@@ -3,28 +3,31 @@
 One command, against a Kafka broker of its own (free ports, temporary directory, stopped by pid):
 
 1. **Models**: the project's trainer fits the handbook protocol's logistic champion and a
-   gradient-boosting challenger on the handbook data, into a temporary models directory.
+   gradient-boosting challenger on the handbook data, into a temporary models directory
+   (``--models DIR`` reuses trained ones).
 2. **Workload**: the first ``--events`` transactions of the fraud-handbook CSV
    (``$FRAUD_HANDBOOK_DIR`` or ``../shared/datasets/fraud-handbook``, read where it lives) and
-   every one of their labels (7 days later, as ``stream-app publish`` schedules them) are
-   preloaded with the project's CSV source, schedule and bulk producer, before anything reads.
-3. **Throughput** from the full topics, one contender at a time, each its own process:
-   the ceiling (``bench.ceiling``: consume -> produce, no work), the peer
-   (``bench.peers.quix_pipeline``) and ours (``stream-app worker``: customer and terminal state
-   with changelogs, champion, challenger in shadow, drift). A consumer counts the output
-   records as they arrive; throughput = transactions / (last output - first output), and from
-   the process start. Every contender reads the same transactions and labels.
-4. **Latency** at fixed offered rates (1,000 and 5,000 transactions/s and half of the
-   contender's measured maximum), ours and then the peer, each warm from step 3: the next
-   handbook transactions are produced open-loop at the rate, and each score's arrival at a
-   consumer is timed from its transaction's produce call. A rate the contender cannot keep up
-   with is reported as such, with its backlog growth, not as percentiles.
+   every one of their labels (7 days later, as ``stream-app publish`` schedules them), preloaded
+   with the project's CSV source, schedule and bulk producer before anything reads them. Each
+   contender gets a copy of its own on topics of its own, so one's latency phases never add to
+   another's input.
+3. **Throughput** from the full topics, one contender at a time, each its own process: the
+   ceiling (``bench.ceiling``: consume -> produce, no work), ours (``stream-app worker``:
+   customer and terminal state with changelogs, champion, challenger in shadow, drift) and the
+   peer (``bench.peers.quix_pipeline``). A consumer counts the output records; throughput =
+   transactions / (last - first output record's timestamp), and from the process start. A
+   worker whose output stalls is reported with its log and started again on a fresh copy.
+4. **Latency** at fixed offered rates (``--rates``, 1,000 and 5,000 transactions/s, and half of
+   the contender's measured maximum), ours and the peer, each warm from step 3: the next handbook
+   transactions are produced open-loop at the rate, and each score's arrival at a consumer is
+   timed from its transaction's produce call. A rate the contender cannot keep up with is
+   reported as such, with its backlog growth, not as percentiles.
 5. **Memory**: peak RSS (``VmHWM``) of every process, and the serialized state per customer and
    per terminal, read back from the changelog topics.
 6. Ratios ours/peer and ours/ceiling within each run; with ``--repeat K``, medians over runs.
 
 Prints tables, writes ``--json`` (default ``bench/results/bench.json``) and a Markdown copy of
-the tables beside it.
+the tables beside it. ``--worker-rev HEAD`` runs the worker from a clean export of a commit.
 
     .venv-bench/bin/python -m bench [--events 500000] [--repeat 1] [--json PATH]
 """
