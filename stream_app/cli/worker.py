@@ -35,6 +35,7 @@ def worker(
     the new version is verified and loaded aside, then swapped in between two micro-batches.
     """
     import faust
+    from threadpoolctl import threadpool_limits
 
     from stream_app.app import create_app
     from stream_app.config import get_settings
@@ -77,6 +78,10 @@ def worker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     app = create_app(settings, model, challenger=shadow, follow=follow)
+    # Native thread pools (OpenMP in tree models, BLAS) held to one thread in the worker, as in
+    # the challenger's process: a micro-batch is too small to gain from more, and idle pool
+    # threads spin-wait on cores the broker and the event loop need.
+    threadpool_limits(limits=1)
     faust.Worker(
         app,
         loglevel=settings.log_level.lower(),
