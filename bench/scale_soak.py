@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.revisions import thread_cpu_s  # noqa: E402
-from bench.shadow_latency import free_port, train_models  # noqa: E402
-from stream_app.broker.local import LocalBroker, free_ports  # noqa: E402
+from bench.shadow_latency import train_models  # noqa: E402
+from stream_app.broker.local import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.tools.top import by_label, scrape  # noqa: E402

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -29,19 +28,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream_app.broker.local import LocalBroker, free_ports  # noqa: E402
+from stream_app.broker.local import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.tools.generator import simulate  # noqa: E402
 from stream_app.tools.train import batch_from_events, train  # noqa: E402
 from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
 from tests.kafka_reader import read_topic  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train_models(root: Path) -> tuple[str, str]:

@@ -23,7 +23,6 @@ Unless asked for delivery reports (a RocksDB store needs its changelog offsets, 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -71,7 +70,6 @@ class OutputPublisher:
         conf["on_delivery"] = self.on_delivery
         self.config = conf
         self._producer = producer_factory(conf)
-        self._lock = threading.Lock()
         self.failed = 0
         self.first_error: str | None = None
 
@@ -79,10 +77,9 @@ class OutputPublisher:
         """Count a failed delivery (the default delivery callback)."""
         if err is None:
             return
-        with self._lock:
-            self.failed += 1
-            if self.first_error is None:
-                self.first_error = f"topic {msg.topic()}: {err.str()}"
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = f"topic {msg.topic()}: {err.str()}"
 
     def send(
         self,
@@ -133,17 +130,6 @@ class OutputPublisher:
                 "Check the broker and the topic (existence, ACLs, message.max.bytes); the worker "
                 "stops without committing, so the batch is re-read on restart."
             )
-
-    def flush(self, timeout: float) -> None:
-        """Block until every queued record is delivered; raise if one failed or is left."""
-        left = self._producer.flush(timeout)
-        if left:
-            raise OutputError(
-                f"{left} output record(s) still undelivered after {timeout:.0f} s; is the broker "
-                "reachable? The worker stops without committing, so the batch is re-read on "
-                "restart."
-            )
-        self.check()
 
     async def delivered(self, timeout: float = 60.0) -> None:
         """Wait until every queued record is delivered; raise if one failed or is left."""
