@@ -2,9 +2,11 @@
 
 A state object wraps a plain JSON-ready dict (the table value), so reading it from a table and
 writing it back costs no conversion. Updates are idempotent: each state remembers the highest
-source offset it applied, and a replayed event (after a crash, before the offset commit) is
-recognised and not counted twice; its features are recomputed from the state as it stands, which
-gives the same values as the first time (the window ends at the event's own time).
+source offset it applied, and a replayed event (after a crash or a rebalance, before the offset
+commit) is recognised and not counted twice. Its features are recomputed from the samples that
+preceded it in the stream (:meth:`CustomerState.replayed_features`), not from the state as it
+stands: that already holds the customer's later events, and one at the event's own second, or a
+late one placed before it, falls inside its windows.
 
 Both the live worker and the offline builder (``features.offline``) go through these classes:
 that is what keeps training and serving features equal.
@@ -12,7 +14,7 @@ that is what keeps training and serving features equal.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +49,22 @@ class CustomerState:
     """A customer's amounts by event time, their event ids, and the last source offset applied.
 
     ``t`` (times), ``a`` (amounts) and ``i`` (event ids, None where unknown) are aligned lists;
-    ``o`` is the last source offset applied. The ids only answer :meth:`holds` (duplicate
-    detection inside the retained window); no feature reads them. An event is its id at its
-    event time, as labels name it (:meth:`TerminalState.apply_label`).
+    ``o`` is the last source offset applied. The ids answer :meth:`holds` (duplicate detection
+    inside the retained window) and find a replayed event among the samples
+    (:meth:`replayed_features`); no feature reads them. An event is its id at its event time, as
+    labels name it (:meth:`TerminalState.apply_label`).
+
+    Samples at one time stay in the order they were applied (stream order): a sample goes after
+    any at an equal time. ``l``, present only while it is not empty, lists the samples that were
+    applied out of order (placed before the newest sample, within the allowed lateness) as
+    ``[time, event_id, source offset]``: with the tie order, that is all it takes to tell which
+    samples at or before a replayed event's time came after it in the stream (an in-order sample
+    applied after it has a later time, or its time and a place after it).
+
+    Changelog format: ``l`` is an optional key, so a state written by earlier code loads as it
+    is (it has recorded no late sample, so a replay right after the upgrade of an event that a
+    late sample followed still counts that one; ties are told apart in any state), and earlier
+    code reading a newer state carries ``l`` along unread.
     """
 
     __slots__ = ("value", "window")
@@ -81,22 +96,82 @@ class CustomerState:
         """Add a transaction unless ``offset`` was applied already; returns whether it added."""
         if self.seen(offset):
             return False
-        index = self.window.add(ts, amount)
-        ids: list[str | None] = self.value["i"]
+        window = self.window
+        index = window.add(ts, amount)
+        value = self.value
+        ids: list[str | None] = value["i"]
         ids.insert(index, event_id)
         if offset >= 0:
-            self.value["o"] = offset
-        dropped = self.window.evict_through(self.window.times[-1] - retention_s)
+            value["o"] = offset
+            if index != len(window.times) - 1 and event_id is not None:  # late: placed before
+                value.setdefault("l", []).append([ts, event_id, offset])
+        cutoff = window.times[-1] - retention_s
+        dropped = window.evict_through(cutoff)
         if dropped:
             del ids[:dropped]
+            late = value.get("l")
+            if late:
+                kept = [entry for entry in late if entry[0] > cutoff]
+                if kept:
+                    value["l"] = kept
+                else:
+                    del value["l"]
         return True
 
     def features(self, ts: float) -> dict[str, float]:
-        """The customer window features for an event at ``ts`` (already applied)."""
+        """The customer window features for an event at ``ts`` (already applied).
+
+        Every sample at or before ``ts`` counts: right for the event just applied (it is the last
+        sample at ``ts``), not for a replayed one (:meth:`replayed_features`).
+        """
         out: dict[str, float] = {}
         for feature in _CUSTOMER_FEATURES:
             start, end = feature.bounds(ts)
             count, total = self.window.count_sum(start, end)
+            if feature.aggregate is Aggregate.COUNT:
+                out[feature.name] = float(count)
+            else:
+                out[feature.name] = total / count if count else 0.0
+        return out
+
+    def replayed_features(self, ts: float, event_id: str, offset: int) -> dict[str, float] | None:
+        """The features of the event ``event_id`` at ``ts``, applied already from source
+        ``offset`` and read again: from itself and the samples applied before it, as when it was
+        first applied. For a stream in event-time order that is also what the offline builder
+        computes (it orders events by time, ties by stream position).
+
+        Excluded: the samples at ``ts`` placed after it (applied later: ties keep stream order)
+        and the late samples (``l``) applied after ``offset``. None when the event is not among
+        the samples (evicted since, or a state written before ids were kept): the caller cannot
+        tell which samples followed it.
+        """
+        times = self.window.times
+        ids = self.value["i"]
+        index = _position(times, ids, ts, event_id)
+        if index < 0:
+            return None
+        stop = index + 1  # samples [0, stop): itself and all before it
+        late = self.value.get("l")  # [time, event id, offset] of samples applied out of order
+        skip = None
+        if late:  # those applied after this event, before it in time: their indices
+            skip = [
+                _position(times, ids, t, e) for t, e, applied in late if applied > offset and t < ts
+            ]
+        values = self.window.values
+        out: dict[str, float] = {}
+        for feature in _CUSTOMER_FEATURES:
+            start, end = feature.bounds(ts)
+            lo = bisect_right(times, start)
+            hi = bisect_right(times, end)
+            if hi > stop:
+                hi = stop
+            inside = [j for j in skip if lo <= j < hi] if skip else None
+            if inside:
+                count = hi - lo - len(inside)
+                total = sum(values[j] for j in range(lo, hi) if j not in inside)
+            else:
+                count = hi - lo  # >= 0: the event itself is after the start
+                total = sum(values[lo:hi])
             if feature.aggregate is Aggregate.COUNT:
                 out[feature.name] = float(count)
             else:
@@ -204,12 +279,17 @@ def _holds(times: list[float], ids: list[str | None], ts: float, event_id: str) 
     aligned)."""
     if not times or ts > times[-1]:  # the usual case: an event newer than all held
         return False
+    return _position(times, ids, ts, event_id) >= 0
+
+
+def _position(times: list[float], ids: list[str | None], ts: float, event_id: str) -> int:
+    """The index of sample ``event_id`` at ``ts`` (-1 when it is not held)."""
     index = bisect_left(times, ts)
     while index < len(times) and times[index] == ts:
         if ids[index] == event_id:
-            return True
+            return index
         index += 1
-    return False
+    return -1
 
 
 def state_bytes(value: StateValue) -> int:

@@ -5,8 +5,11 @@ customer id (the tables are co-partitioned with the topic, so a mis-keyed record
 wrong state), reject an event the customer's window already holds (its ``event_id`` at its event
 time, sent again: counting it twice would change the features) and events later than the allowed
 lateness, update the customer's window state (idempotent by source offset) and forward the event
-with its customer features to the terminal-keyed repartition topic. The state of each customer
-touched in a batch is written back once per batch.
+with its customer features to the terminal-keyed repartition topic. A record applied already (read
+again after a crash or a rebalance, before its offset was committed) is forwarded again with the
+features it had the first time, computed from the samples that preceded it in the stream
+(``CustomerState.replayed_features``). The state of each customer touched in a batch is written
+back once per batch.
 """
 
 from __future__ import annotations
@@ -164,7 +167,11 @@ class CustomerStage:
             touched[tx.customer_id] = state
         offset = record.position.offset
         if state.seen(offset):
-            out.replayed += 1  # applied before a restart: recompute, forward again, count once
+            # Applied before a restart or a rebalance: count once, forward again with the
+            # features it had, from the samples that preceded it (the state holds later ones).
+            out.replayed += 1
+            replayed = state.replayed_features(tx.ts, tx.event_id, offset)
+            customer = state.features(tx.ts) if replayed is None else replayed
         else:
             if state.holds(tx.ts, tx.event_id):
                 out.dead_letters.append(
@@ -194,8 +201,9 @@ class CustomerStage:
                 )
                 return None
             state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id)
+            customer = state.features(tx.ts)
         features = event_features(tx.amount, tx.ts)
-        features.update(state.features(tx.ts))
+        features.update(customer)
         out.forwards.append(
             Forward(
                 tx.terminal_id.encode(),

@@ -106,3 +106,87 @@ def test_terminal_eviction_keeps_ids_aligned():
     state.apply(T0, "old", 0, RET.terminal_s)
     state.apply(T0 + 40 * DAY, "new", 1, RET.terminal_s)
     assert state.value["i"] == ["new"] and state.value["t"] == [T0 + 40 * DAY]
+
+
+# --- a replayed event (read again before its offset was committed) ------------------------------
+
+C1, A1, C7, A7, C30, A30 = (
+    f"CUSTOMER_ID_{kind}_{w}DAY_WINDOW" for w in (1, 7, 30) for kind in ("NB_TX", "AVG_AMOUNT")
+)
+
+
+def customer(events, lateness_s=0.0):
+    """A customer state with ``events`` (time, amount, event id) applied at offsets 0, 1, ..."""
+    state = CustomerState()
+    for offset, (ts, amount, eid) in enumerate(events):
+        assert state.apply(ts, amount, offset, RET.customer_s + lateness_s, eid)
+    return state
+
+
+def test_replayed_event_leaves_out_a_later_event_at_its_second():
+    events = [(T0 - 2 * DAY, 100.0, "e0"), (T0 + 3600, 10.0, "e1"), (T0 + 3600, 30.0, "e2")]
+    first = customer(events[:2]).features(T0 + 3600)  # e1 as first applied
+    state = customer([*events, (T0 + 7200, 50.0, "e3")])
+    replayed = state.replayed_features(T0 + 3600, "e1", 1)
+    assert replayed == first == {C1: 1.0, A1: 10.0, C7: 2.0, A7: 55.0, C30: 2.0, A30: 55.0}
+    # What a replay read before the fix: the state as it stands counts e2 in e1's windows.
+    assert state.features(T0 + 3600)[C1] == 2.0
+    assert state.replayed_features(T0 + 3600, "e2", 2) == {
+        C1: 2.0, A1: 20.0, C7: 3.0, A7: 140 / 3, C30: 3.0, A30: 140 / 3,
+    }  # fmt: skip
+    assert state.replayed_features(T0 + 7200, "e3", 3) == state.features(T0 + 7200)
+
+
+def test_replayed_events_among_several_ties_count_only_the_ties_before_them():
+    tied = [(T0 + 3600, 10.0 * k, f"e{k}") for k in (1, 2, 3, 4)]
+    state = customer([(T0 + 60, 6.0, "e0"), *tied, (T0 + 3601, 1000.0, "e5")])
+    got = [state.replayed_features(T0 + 3600, f"e{k}", k) for k in (1, 2, 3, 4)]
+    assert [g[C1] for g in got] == [2.0, 3.0, 4.0, 5.0]
+    assert [g[A1] for g in got] == [8.0, 12.0, 16.5, 21.2]  # (6 + 10 + ... + 10k) / (k + 1)
+    assert all(g[C30] == g[C1] and g[A30] == g[A1] for g in got)
+    for k in (1, 2, 3, 4):  # each as it was first applied
+        assert got[k - 1] == customer([(T0 + 60, 6.0, "e0"), *tied[:k]]).features(T0 + 3600)
+
+
+def test_replayed_event_leaves_out_late_events_applied_after_it():
+    lateness = 3600.0
+    state = customer(
+        [
+            (T0 + 7200, 10.0, "a"),
+            (T0 + 3600, 20.0, "b"),  # an hour late: placed before a
+            (T0 + 7200, 40.0, "c"),  # at a's second, after it
+        ],
+        lateness,
+    )
+    assert state.value["t"] == [T0 + 3600, T0 + 7200, T0 + 7200]
+    assert state.value["l"] == [[T0 + 3600, "b", 1]]  # only the late sample carries its offset
+    assert state.replayed_features(T0 + 7200, "a", 0) == {
+        C1: 1.0, A1: 10.0, C7: 1.0, A7: 10.0, C30: 1.0, A30: 10.0,
+    }  # fmt: skip
+    assert state.replayed_features(T0 + 3600, "b", 1) == {
+        C1: 1.0, A1: 20.0, C7: 1.0, A7: 20.0, C30: 1.0, A30: 20.0,
+    }  # fmt: skip
+    assert state.replayed_features(T0 + 7200, "c", 2) == state.features(T0 + 7200)
+    assert state.features(T0 + 7200)[C1] == 3.0 and state.features(T0 + 7200)[A1] == 70 / 3
+
+
+def test_late_samples_are_forgotten_with_their_eviction():
+    state = customer([(T0 + 7200, 10.0, "a"), (T0 + 3600, 20.0, "b")], 3600.0)
+    assert "l" in state.value
+    state.apply(T0 + 7200 + 30 * DAY, 1.0, 2, RET.customer_s + 3600.0, "d")  # evicts b
+    assert state.value["t"] == [T0 + 7200, T0 + 7200 + 30 * DAY]
+    assert "l" not in state.value  # no bytes spent once no late sample is held
+    assert state.value["i"] == ["a", "d"]
+
+
+def test_in_order_samples_cost_no_state_bytes():
+    state = customer([(T0, 1.0, "a"), (T0, 2.0, "b"), (T0 + 1, 3.0, "c")])
+    assert set(state.value) == {"t", "a", "i", "o"}
+
+
+def test_replay_on_a_state_without_the_event_id_falls_back_to_the_caller():
+    old = {"t": [T0, T0], "a": [1.0, 2.0], "o": 1}  # written before ids were kept
+    state = CustomerState(old)
+    assert state.replayed_features(T0, "x", 0) is None
+    assert state.features(T0)[C1] == 2.0  # and it still loads and scores as before
+    assert customer([(T0, 1.0, "a")]).replayed_features(T0 + 1, "a", 0) is None

@@ -1,6 +1,7 @@
 """The two worker stages as plain logic (dict tables): same features as the offline builder,
 bad input to dead letters, replays not double-counted, labels applied."""
 
+import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
@@ -46,6 +47,18 @@ def run_stages(records, model, batch=50):
         dead += out2.dead_letters
         envelopes += [orjson.loads(v) for _, v in out2.scores]
     return envelopes, dead, customers, terminals
+
+
+def transaction_records(items):
+    """Stage-1 input records of simulated ``items``, at offsets 0, 1, ... of one partition."""
+    return [
+        InputRecord(
+            i.event["customer_id"].encode(),
+            orjson.dumps(i.event),
+            SourcePosition("transactions", 0, n, 0),
+        )
+        for n, i in enumerate(items)
+    ]
 
 
 @pytest.fixture
@@ -103,14 +116,7 @@ def test_replayed_offsets_are_rescored_but_not_recounted(model, stream):
     customers = {}
     stage = CustomerStage(customers, RET, 3600.0, 65_536)
     items = [i for i in stream if i.event["customer_id"] == stream[0].event["customer_id"]][:5]
-    recs = [
-        InputRecord(
-            i.event["customer_id"].encode(),
-            orjson.dumps(i.event),
-            SourcePosition("transactions", 0, n, 0),
-        )
-        for n, i in enumerate(items)
-    ]
+    recs = transaction_records(items)
     first = stage.process(recs)
     again = stage.process(recs[2:])  # a restart re-reads offsets 2..4
     assert again.replayed == 3
@@ -261,3 +267,113 @@ def test_terminal_eviction_watermark_is_per_input_partition(model):
     assert env["u-lagging"]["features"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 3.0
     assert stage.eviction_horizon(0) == t0 + 41 * day
     assert stage.eviction_horizon(1) == t0 + 38 * day
+
+
+def tx_record(off, eid, time, amount, customer="c"):
+    body = {
+        "event_id": eid,
+        "event_time": time,
+        "customer_id": customer,
+        "terminal_id": "t",
+        "amount": amount,
+        "schema_version": 1,
+    }
+    return InputRecord(
+        customer.encode(), orjson.dumps(body), SourcePosition("transactions", 0, off, 0)
+    )
+
+
+def customer_features(out):
+    return [
+        {k: v for k, v in orjson.loads(f.value)["features"].items() if k.startswith("CUSTOMER_")}
+        for f in out.forwards
+    ]
+
+
+def test_replayed_record_is_forwarded_with_its_first_features_despite_a_same_second_event():
+    """Issue #6 as the rebalance test met it (events 4825 and 4826 of customer 5): the customer's
+    next event, at the same second, was applied before the re-read; it stays out of the windows."""
+    stage = CustomerStage({}, RET, 3600.0, 65_536)
+    recs = [
+        tx_record(0, "e0", "2018-04-02T09:00:00Z", 100.0),
+        tx_record(1, "e1", "2018-04-03T13:02:26Z", 10.0),
+        tx_record(2, "e2", "2018-04-03T13:02:26Z", 30.0),  # same second, next in the stream
+        tx_record(3, "e3", "2018-04-03T18:00:00Z", 50.0),
+    ]
+    first = stage.process(recs)
+    again = stage.process(recs[1:])  # a rebalance: offsets 1..3 were not committed
+    assert again.replayed == 3 and again.dead_letters == []
+    assert [f.value for f in again.forwards] == [f.value for f in first.forwards[1:]]
+    n1, a1, n7, a7 = (
+        "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+        "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+        "CUSTOMER_ID_NB_TX_7DAY_WINDOW",
+        "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW",
+    )
+    got = customer_features(again)
+    assert [(g[n1], g[a1], g[n7], g[a7]) for g in got] == [
+        (1.0, 10.0, 2.0, 55.0),  # e1: not e2 (was 2, 20.0, 3, 46.67 before the fix)
+        (2.0, 20.0, 3.0, 140 / 3),  # e2: e1 and itself
+        (3.0, 30.0, 4.0, 47.5),  # e3
+    ]
+
+
+def test_replays_with_several_ties_and_late_events_repeat_the_first_features():
+    """Many same-second events and some late ones (within the allowed lateness), re-read from
+    every kind of point: each re-forward equals the first forward, byte for byte."""
+    rng = np.random.default_rng(6)
+    t0 = datetime(2018, 4, 2, tzinfo=UTC).timestamp()
+    recs, newest = [], {}
+    for off in range(600):
+        cust = f"c{rng.integers(3)}"
+        ts = newest.get(cust, t0) + float(rng.choice([0, 0, 0, 1, 600, 40_000]))
+        if rng.random() < 0.1:
+            ts -= float(rng.integers(1, 3600))  # late, within the hour allowed
+        newest[cust] = max(newest.get(cust, t0), ts)
+        time = datetime.fromtimestamp(ts, UTC).isoformat()
+        recs.append(tx_record(off, f"e{off}", time, float(rng.integers(1, 500)), cust))
+    table: dict = {}
+    stage = CustomerStage(table, RET, 3600.0, 65_536)
+    first = []
+    for start in range(0, len(recs), 25):
+        first += [f.value for f in stage.process(recs[start : start + 25]).forwards]
+        replay_from = int(rng.integers(0, start + 1))  # a crash: not committed since then
+        again = stage.process(recs[replay_from : start + 25])
+        assert again.dead_letters == [] and again.replayed == start + 25 - replay_from
+        assert [f.value for f in again.forwards] == first[replay_from:]
+    assert len(first) == len(recs)
+    assert any("l" in value for value in table.values())  # late samples were replayed over
+    ties = sum(len(v["t"]) - len(set(v["t"])) for v in table.values())
+    assert ties > 100
+
+
+def test_rebalance_streams_records_read_again_get_the_offline_features():
+    """The fault test's stream (tests/faults/test_rebalance.py), its first 30 customers' events,
+    all applied, then every record read again (the state holds every later event, e.g. event 4826
+    of customer 5 at the second of 4825): each re-forward carries the offline builder's customer
+    features (which depend on the customer's own events only)."""
+    stream = simulate(
+        n_customers=300,
+        n_terminals=300,
+        n_events=12_000,
+        seed=20260605,
+        start=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    items = [i for i in stream if int(i.event["customer_id"]) < 30]
+    batch = batch_from_events(items)
+    offline = build_features(dataclasses.replace(batch, label=None))
+    names = [n for n in FEATURE_NAMES if n.startswith("CUSTOMER_ID_")]
+    columns = [FEATURE_NAMES.index(n) for n in names]
+    stage = CustomerStage({}, RET, 3600.0, 65_536)
+    recs = transaction_records(items)
+    for start in range(0, len(recs), 500):
+        stage.process(recs[start : start + 500])
+    again = []
+    for start in range(0, len(recs), 500):
+        out = stage.process(recs[start : start + 500])
+        assert out.replayed == len(out.forwards) == len(recs[start : start + 500])
+        again += customer_features(out)
+    live = np.array([[f[n] for n in names] for f in again])
+    k = list(batch.event_id).index("sim20260605-4825")
+    assert batch.event_id[k + 1] == "sim20260605-4826" and batch.ts[k] == batch.ts[k + 1]
+    np.testing.assert_array_equal(live, offline[:, columns])
