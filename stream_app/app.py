@@ -17,7 +17,9 @@ Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``tak
 State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
 co-partitioned with its stage's input topics. Everything the stages write (outputs and changelog
 records) goes through one librdkafka producer and is delivered before the batch is acknowledged
-(``stream_app.outputs``).
+(``stream_app.outputs``). With ``processing_guarantee=exactly_once`` each stage's outputs and
+input offsets commit in one Kafka transaction per micro-batch instead
+(``stream_app.outputs.transactions``, ``stream_app.faust_exactly_once``).
 
 Prometheus metrics (``stream_app.monitoring.metrics``) are updated once per micro-batch and served
 with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring.health``).
@@ -39,6 +41,7 @@ import orjson
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.faust_dispatch import FastDispatchApp
+from stream_app.faust_exactly_once import ExactlyOnceApp
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import SourcePosition, dead_letter_message
 from stream_app.io.security import faust_credentials
@@ -47,6 +50,7 @@ from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.outputs.changelog import ChangelogWriter
 from stream_app.outputs.publisher import OutputPublisher
+from stream_app.outputs.transactions import AtLeastOnceSink, BatchSink, TransactionalSink
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.live import LiveModels
@@ -166,7 +170,9 @@ def create_app(
     The roles in ``follow`` swap to what ``models/serving.json`` names when it changes.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    app = FastDispatchApp(
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    app_class = ExactlyOnceApp if exactly_once else FastDispatchApp
+    app = app_class(
         settings.app_id,
         broker=broker_urls(settings),
         broker_credentials=faust_credentials(settings),
@@ -193,15 +199,33 @@ def create_app(
     drift_topic, dlq = topic(DRIFT), topic(DLQ)
     # Outputs and the tables' changelog records go through librdkafka, delivered before each
     # batch is acknowledged (stream_app.outputs.publisher, stream_app.outputs.changelog).
+    # In exactly_once mode each stage's outputs and input offsets commit in one transaction per
+    # micro-batch instead (stream_app.outputs.transactions); changelogs and shadow records stay
+    # on the shared publisher.
     rocksdb = settings.store == "rocksdb"
     outputs = OutputPublisher(settings, report_deliveries=rocksdb)
     table_writer = ChangelogWriter(outputs, persist_offsets=rocksdb)
+    customer_sink: BatchSink
+    scoring_sink: BatchSink
+    transactional: list[TransactionalSink] = []
+    if exactly_once:
+        eos_app: Any = app
+        transactional = [
+            TransactionalSink(settings, stage, outputs, eos_app.group_metadata)
+            for stage in ("customer", "scoring")
+        ]
+        customer_sink, scoring_sink = transactional
+    else:
+        customer_sink = scoring_sink = AtLeastOnceSink(outputs)
 
     @app.on_before_shutdown.connect
     def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for sink in transactional:
+            sink.close()
         left = outputs.close()
         if left:
             log.error("%d output record(s) undelivered at shutdown (shadow records)", left)
+
     # Table keys and values serialize as JSON (Faust's default for tables).
     customer_table = app.Table("customer-state", default=None, partitions=settings.partitions)
 
@@ -233,7 +257,7 @@ def create_app(
 
     stats = WorkerStats()
 
-    def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+    def send_dead_letters(sink: BatchSink, dead: Sequence[DeadLetter]) -> None:
         if dead:
             first = dead[0]
             reasons = Counter(item.rejection.reason.value for item in dead)
@@ -252,9 +276,9 @@ def create_app(
             key, value, headers = dead_letter_message(
                 item.rejection, record.position, record.key, record.value, record.headers
             )
-            outputs.send(dlq, key, value, headers)
+            sink.send(dlq, key, value, headers)
 
-    def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
+    def publish_drift(sink: BatchSink, records: Sequence[dict[str, Any]], version: str) -> None:
         if not records:
             return
         alerts = [r for r in records if r["alert"]]
@@ -273,18 +297,25 @@ def create_app(
         metrics.drift(records)
         key = version.encode()
         for record in records:
-            outputs.send(drift_topic, key, orjson.dumps(record))
+            sink.send(drift_topic, key, orjson.dumps(record))
 
     @app.agent(transactions, name="customer-stage")
     async def customer_agent(stream: faust.StreamT[Any]) -> None:
+        sink = customer_sink
+        try:
+            await sink.start()
+        except BaseException as exc:
+            _die("customer stage", exc)
         async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
             settings.batch_max, within=settings.batch_within_s
         ):
             try:
-                out = customer_stage.process([to_record(e) for e in events])
-                outputs.send_many(by_terminal, [(fwd.key, fwd.value) for fwd in out.forwards])
-                send_dead_letters(out.dead_letters)
-                await outputs.delivered()
+                sink.begin()
+                records = [to_record(e) for e in events]
+                out = customer_stage.process(records)
+                sink.send_many(by_terminal, [(fwd.key, fwd.value) for fwd in out.forwards])
+                send_dead_letters(sink, out.dead_letters)
+                await sink.finish(records)
                 table_writer.persist()
             except BaseException as exc:
                 _die("customer stage", exc)
@@ -295,6 +326,11 @@ def create_app(
 
     @app.agent(terminal_inputs, name="scoring-stage")
     async def scoring_agent(stream: faust.StreamT[Any]) -> None:
+        sink = scoring_sink
+        try:
+            await sink.start()
+        except BaseException as exc:
+            _die("scoring stage", exc)
         async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
             settings.batch_max, within=settings.batch_within_s
         ):
@@ -302,12 +338,13 @@ def create_app(
             async with live.lock:
                 model, shadow, drift = live.champion, live.shadow, live.drift
                 try:
+                    sink.begin()
                     records = [to_record(e) for e in events]
                     out = scoring_stage.process(records)
-                    outputs.send_many(scores, out.scores)
+                    sink.send_many(scores, out.scores)
                     if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
                         log_scores(score_log, out.events, out.champion, model.version)
-                    send_dead_letters(out.dead_letters)
+                    send_dead_letters(sink, out.dead_letters)
                     if out.X is not None and out.champion is not None:
                         if shadow is not None:
                             shadow.offer(
@@ -320,6 +357,7 @@ def create_app(
                             )
                         if drift is not None:
                             publish_drift(
+                                sink,
                                 drift.observe(
                                     scoring_stage.matrix(out.X, model.features),
                                     out.champion.score.tolist(),
@@ -330,7 +368,7 @@ def create_app(
                 except BaseException as exc:
                     _die("scoring stage", exc)
             try:
-                await outputs.delivered()
+                await sink.finish(records)
                 table_writer.persist()
             except BaseException as exc:
                 _die("scoring stage", exc)

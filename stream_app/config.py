@@ -65,6 +65,24 @@ class Settings(BaseSettings):
     partitions: int = Field(
         6, ge=1, description="Partition count of topics the worker creates (tables co-partition)."
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: outputs delivered before offsets are committed (a crash "
+        "re-scores what was in flight). exactly_once: each micro-batch's outputs and input "
+        "offsets commit in one Kafka transaction (read_committed consumers see each once).",
+    )
+    transactional_id: str | None = Field(
+        None,
+        description="exactly_once: this worker's transactional.id prefix, stable across its "
+        "restarts and unique among live workers (default: app id, host name, web port).",
+    )
+    transaction_timeout_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=900.0,
+        description="exactly_once: a crashed worker's open transaction is aborted by the broker "
+        "after this long if the worker does not come back with the same transactional_id.",
+    )
     batch_max: int = Field(500, ge=1, description="Micro-batch size: events per predict_proba.")
     batch_within_s: float = Field(
         0.02, gt=0, description="Longest wait (seconds) to fill a micro-batch."

@@ -334,7 +334,11 @@ def worker_acls(settings: Settings, principal: str, *, create_topics: bool = Tru
       Write; recovery reads them back) and the assignor's ``<app_id>-__assignor-__leader``
       (Read); Create there too, since Faust creates them on the first start.
 
-    No cluster-level ACL: the worker neither uses transactions nor idempotent producers.
+    * With ``processing_guarantee=exactly_once``: TransactionalId Write and Describe on the
+      prefix ``STREAM_APP_TRANSACTIONAL_ID`` (or ``<app_id>-``, which the default ids start with):
+      each stage's transactional producer is ``<prefix>-customer`` / ``<prefix>-scoring``.
+
+    No cluster-level ACL: idempotent producers need none on Kafka >= 3.0 (Write covers them).
     """
     from confluent_kafka.admin import (
         AclBinding,
@@ -372,4 +376,18 @@ def worker_acls(settings: Settings, principal: str, *, create_topics: bool = Tru
     internal = f"{settings.app_id}-"
     internal_ops = [AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE]
     acls += [topic(internal, op, ResourcePatternType.PREFIXED) for op in internal_ops]
+    if settings.processing_guarantee == "exactly_once":
+        prefix = settings.transactional_id or internal
+        acls += [
+            AclBinding(
+                ResourceType.TRANSACTIONAL_ID,
+                prefix,
+                ResourcePatternType.PREFIXED,
+                principal,
+                "*",
+                op,
+                allow,
+            )
+            for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
+        ]
     return acls

@@ -269,7 +269,9 @@ class Worker(WorkerProcess):
 # --- reading topics ------------------------------------------------------------------------------
 
 
-def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
+def _consumer(
+    bootstrap: str, group: str | None = None, isolation: str = "read_committed"
+) -> Consumer:
     return Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -277,6 +279,7 @@ def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "socket.connection.setup.timeout.ms": 3000,
+            "isolation.level": isolation,  # librdkafka's default, named: read_committed
         }
     )
 
@@ -342,8 +345,12 @@ class Msg(NamedTuple):
     value: bytes | None
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Msg]:
-    """Every record of ``topic`` up to its log end as of the call."""
+def read_all(
+    bootstrap: str, topic: str, timeout: float = 120.0, isolation: str = "read_committed"
+) -> list[Msg]:
+    """Every record of ``topic`` up to its log end as of the call (``read_committed``: the
+    records of committed transactions and those written outside any; a transaction's commit or
+    abort marker takes an offset no record has, so the read ends on the consumer's position)."""
     watch = TopicWatch(bootstrap)
     try:
         ends = {p: e for p, e in watch.ends(topic).items() if e > 0}
@@ -352,18 +359,22 @@ def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Msg]:
     out: list[Msg] = []
     if not ends:
         return out
-    consumer = _consumer(bootstrap)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-    position = dict.fromkeys(ends, -1)
+    consumer = _consumer(bootstrap, isolation=isolation)
+    assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends]
+    consumer.assign(assigned)
+    position = dict.fromkeys(ends, 0)  # next offset to read
     deadline = time.monotonic() + timeout
     try:
-        while any(position[p] < ends[p] - 1 for p in ends):
+        while any(position[p] < ends[p] for p in ends):
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topic} to its end: {position} vs {ends}")
             for msg in consumer.consume(5000, timeout=0.5):
                 if msg.error() is None and msg.offset() < ends[msg.partition()]:
-                    position[msg.partition()] = msg.offset()
+                    position[msg.partition()] = msg.offset() + 1
                     out.append(Msg(msg.partition(), msg.offset(), msg.key(), msg.value()))
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset >= 0:  # past markers and aborted records too
+                    position[tp.partition] = max(position[tp.partition], tp.offset)
     finally:
         consumer.close()
     return out

@@ -243,6 +243,21 @@ def test_worker_acls() -> None:
     assert not [
         a for a in without_create if a.operation == AclOperation.CREATE and a.name != "fraud-"
     ]
+    assert not [a for a in acls if a.restype == ResourceType.TRANSACTIONAL_ID]
+
+
+def test_worker_acls_exactly_once() -> None:
+    for extra, prefix in (({}, "fraud-"), ({"transactional_id": "pod-7"}, "pod-7")):
+        settings = Settings(app_id="fraud", processing_guarantee="exactly_once", **extra)
+        txn = {
+            (a.name, a.resource_pattern_type, a.operation)
+            for a in worker_acls(settings, "User:app")
+            if a.restype == ResourceType.TRANSACTIONAL_ID
+        }
+        assert txn == {
+            (prefix, ResourcePatternType.PREFIXED, AclOperation.WRITE),
+            (prefix, ResourcePatternType.PREFIXED, AclOperation.DESCRIBE),
+        }
 
 
 # --- the local broker's SASL_SSL listener ----------------------------------------------------

@@ -1,0 +1,108 @@
+"""The Faust side of ``processing_guarantee=exactly_once``: read committed, commit in transactions.
+
+Faust's own exactly-once mode (``processing_guarantee="exactly_once"`` on the app) puts one
+aiokafka transactional producer per input partition behind Faust's producer, which the worker no
+longer uses for its outputs or changelogs (:mod:`stream_app.outputs`). The worker's mode is its
+own, built from three parts:
+
+- the stages' outputs and input offsets commit in one librdkafka transaction per micro-batch
+  (:class:`stream_app.outputs.transactions.TransactionalSink`);
+- :class:`ExactlyOnceConsumer` reads with ``isolation_level=read_committed``, so the scoring
+  stage never sees a ``transactions.by-terminal`` record of an aborted batch, and it never
+  commits offsets itself: Faust's periodic commit (and one on revoke) would write the group's
+  offsets outside the transactions, possibly behind what a transaction already committed;
+- :meth:`ExactlyOnceConsumer.group_metadata` gives the transactions the group's current generation
+  and member id (KIP-447 fencing: the coordinator refuses offsets from a member the group has
+  moved past).
+
+Faust's own commit bookkeeping still runs (``_commit`` reports success without a request), so
+its acknowledgement tracking, recovery and rebalance code behave as in at-least-once mode; on an
+assignment Faust seeks to the group's committed offsets, which are the transactions'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiokafka
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from stream_app.exceptions import ConfigError
+from stream_app.faust_dispatch import (
+    DRAIN_MESSAGES_SHA256,
+    FastDispatchApp,
+    FastDispatchConsumer,
+    drain_messages_digest,
+)
+from stream_app.outputs.transactions import group_metadata
+
+
+class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread whose worker consumer reads committed records only."""
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads the attribute when start() builds its Fetcher, after this returns.
+        if not hasattr(consumer, "_isolation_level"):
+            raise ConfigError(
+                f"aiokafka {aiokafka.__version__} has no AIOKafkaConsumer._isolation_level; "
+                "exactly_once needs a read_committed consumer: pin aiokafka 0.14 or use "
+                "at_least_once"
+            )
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class ExactlyOnceConsumer(FastDispatchConsumer):
+    """Reads committed records; leaves every offset commit to the stages' transactions."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # The transactions committed these offsets (or later ones) already; see module doc.
+        return True
+
+    def group_metadata(self) -> bytes:
+        """The group's metadata as this member knows it now (``send_offsets_to_transaction``)."""
+        coordinator = self._thread._ensure_consumer()._coordinator
+        return group_metadata(
+            self.app.conf.id,
+            coordinator.generation,
+            coordinator.member_id,
+            self.app.conf.consumer_group_instance_id,
+        )
+
+
+class ExactlyOnceTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport, building :class:`ExactlyOnceConsumer`."""
+
+    Consumer = ExactlyOnceConsumer
+
+
+class ExactlyOnceApp(FastDispatchApp):
+    """The worker's app in exactly-once mode (aiokafka driver only)."""
+
+    def _new_transport(self) -> Any:
+        transport = super()._new_transport()
+        if not isinstance(transport, faust_aiokafka.Transport):
+            raise ConfigError(
+                "processing_guarantee=exactly_once needs the aiokafka transport "
+                "(STREAM_APP_TRANSPORT=aiokafka)"
+            )
+        if drain_messages_digest() != DRAIN_MESSAGES_SHA256:
+            raise ConfigError(
+                "processing_guarantee=exactly_once is checked against faust-streaming 0.15.3 "
+                "only and this Faust's consumer loop differs; pin faust-streaming 0.15.3 or "
+                "use at_least_once"
+            )
+        return ExactlyOnceTransport(self.conf.broker_consumer, self)
+
+    def group_metadata(self) -> bytes:
+        """The consumer group's current metadata (see :class:`ExactlyOnceConsumer`)."""
+        consumer = self.consumer
+        if not isinstance(consumer, ExactlyOnceConsumer):
+            raise ConfigError("exactly_once: the app's consumer is not ExactlyOnceConsumer")
+        return consumer.group_metadata()
