@@ -22,6 +22,26 @@ is suspended or the consumer is stopping, every delivery takes Faust's path from
 keep their consumer. Checked against faust-streaming 0.15.3 (:data:`CHECKED_FAUST_VERSIONS`): the
 copy is used only while the installed Faust's ``_drain_messages`` has the source it was copied
 from (:data:`DRAIN_MESSAGES_SHA256`); any other Faust gets its own loop back and a warning.
+
+The same consumer never commits past an event in flight (faust-streaming issue #606; the idea
+of its open PR #707). With an agent of several actors, one actor can acknowledge later offsets while
+another still holds an earlier event. Faust's ``Consumer._new_offset`` commits the first run of
+consecutive acked offsets; its only guard, "the run starts more than one offset past the
+committed one", lets exactly one missing offset through (the one at the committed position, i.e.
+the event in flight) and is skipped before a partition's first commit, so the commit passed the
+slow event and a kill -9 lost it (``tests/faults/test_concurrent_actors_kill.py`` showed it on
+0.15.3: committed 30 while offset 5 was in flight). The copy of ``_new_offset`` here cuts the run
+at the lowest offset of that partition that a stream has taken and not yet acknowledged
+(:func:`in_flight_floor`). Faust's guard stays: it is what lets a partition's commits cross a
+transaction marker at the committed position. For the same reason the copied fetch loop records a
+gap (offsets no record has: transaction markers, compaction) up to the offset *before* the record
+it delivers; Faust's range includes that record, which counted it as acknowledged while it still
+waited in a stream's queue. The copy of ``_new_offset`` is pinned too (:data:`FAUST_SOURCE_SHA256`);
+when the installed Faust's differs from the source it was copied from, the worker logs a warning
+and keeps the copy (dropping it would bring the lost events back): compare them then.
+
+The worker's own agents run one actor each on purpose: the windowed per-entity state must see a
+key's records in order. The in-flight guard matters to any agent with ``concurrency`` above 1.
 """
 
 from __future__ import annotations
@@ -30,13 +50,15 @@ import asyncio
 import hashlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.consumer import Consumer as BaseConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from faust.utils.functional import consecutive_numbers
 from mode import Service
 
 log = logging.getLogger(__name__)
@@ -47,6 +69,13 @@ CHECKED_FAUST_VERSIONS = ("0.15.3",)
 DRAIN_MESSAGES_SHA256 = "30fba6e560f13bf79dd171ef4df3870592550143c652d6db5c2c305d38e08e6c"
 """SHA-256 of Faust's ``Consumer._drain_messages`` source (whitespace collapsed) that the copy
 below was made from: a Faust whose loop differs must be re-read before this override is used."""
+
+FAUST_SOURCE_SHA256 = {
+    "_drain_messages": DRAIN_MESSAGES_SHA256,
+    "_new_offset": "041e8dc30f2ebc0c78e8f00d33a34c1b0b706f25e9384625208c7003539857af",
+}
+"""SHA-256 of the source (whitespace collapsed) of each ``faust.transport.consumer.Consumer``
+method copied below, as in faust-streaming 0.15.3."""
 
 
 class Resumed:
@@ -102,12 +131,37 @@ async def deliver(
     )
 
 
+def in_flight_floor(messages: Iterable[Message], tp: TP) -> int | None:
+    """The lowest offset of ``tp`` among ``messages`` not acknowledged yet (None: there is none).
+
+    ``messages`` is the consumer's ``_unacked_messages``: Faust adds a message when a stream takes
+    its event from the queue, and the message is acknowledged when every stream is done with it
+    (``take_events``: after the agent's batch). One stream's queue is first in, first out, and
+    an agent's actors share it, so an event still queued comes after every event taken from its
+    partition: no acknowledged offset lies beyond it.
+    """
+    return min((m.offset for m in messages if m.tp == tp and not m.acked), default=None)
+
+
+def changed_methods(consumer: type = BaseConsumer) -> list[str]:
+    """The copied Faust ``Consumer`` methods whose installed source differs from the pinned one."""
+    return [
+        name
+        for name, digest in FAUST_SOURCE_SHA256.items()
+        if source_digest(getattr(consumer, name)) != digest
+    ]
+
+
 class FastDispatchConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with :func:`deliver` in its fetch loop."""
+    """Faust's aiokafka consumer with :func:`deliver` in its fetch loop, which never commits past
+    an event in flight."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's)
+        if not drain_copy_matches():
+            await super()._drain_messages(fetcher)
+            return
         # Copied from faust-streaming 0.15.3 ``Consumer._drain_messages`` (BSD-3-Clause);
-        # the only change is marked below.
+        # the two changes are marked below.
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -144,7 +198,9 @@ class FastDispatchConsumer(faust_aiokafka.Consumer):
                             if gap > 1 and r_offset:
                                 acks_enabled = acks_enabled_for(message.topic)
                                 if acks_enabled:
-                                    await self._add_gap(tp, r_offset + 1, offset)
+                                    # Changed: was (r_offset + 1, offset), which counted this
+                                    # record, not processed yet, as a gap (acknowledged).
+                                    await self._add_gap(tp, r_offset + 1, offset - 1)
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
@@ -177,11 +233,63 @@ class FastDispatchConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
+    def _new_offset(self, tp: TP) -> int | None:
+        # Copied from faust-streaming 0.15.3 ``Consumer._new_offset`` (BSD-3-Clause); the one
+        # change is marked below. Faust's comments are shortened.
+        acked = self._acked[tp]
+        if acked:
+            max_offset = max(acked)
+            gap_for_tp = self._gap[tp]
+            if gap_for_tp:
+                # add the gaps up to the highest acked offset to acked, chop them off the gaps
+                candidates = gap_for_tp.overlap(0, max_offset)
+                sorted_candidates = sorted(candidates, key=lambda x: x.begin)
+                if sorted_candidates:
+                    stuff_to_add: list[int] = []
+                    for entry in sorted_candidates:
+                        stuff_to_add.extend(range(entry.begin, entry.end))
+                    new_max_offset = max(stuff_to_add[-1], max_offset + 1)
+                    acked.extend(stuff_to_add)
+                    gap_for_tp.chop(0, new_max_offset)
+            acked.sort()
+            # A run starting more than one offset past the committed one waits (the one offset
+            # it lets through is what crosses a transaction marker at the committed position).
+            committed_offset = self._committed_offset[tp]
+            if committed_offset and min(acked) - committed_offset > 1:
+                return None
+            batch = next(consecutive_numbers(acked))
+            # Changed: the run stops before the lowest offset still in flight (faust-streaming
+            # #606: the guard above let the commit pass it, and a kill then lost it).
+            floor = in_flight_floor(self._unacked_messages, tp)
+            if floor is not None and batch[-1] >= floor:
+                batch = batch[: max(floor - batch[0], 0)]
+                if not batch:
+                    return None
+            acked[: len(batch)] = []
+            self._acked_index[tp].difference_update(batch)
+            return batch[-1] + 1
+        return None
+
+
+def source_digest(function: Any) -> str:
+    """SHA-256 of ``function``'s source with whitespace collapsed."""
+    return hashlib.sha256(" ".join(inspect.getsource(function).split()).encode()).hexdigest()
+
 
 def drain_messages_digest() -> str:
     """SHA-256 of the installed Faust's ``Consumer._drain_messages`` (whitespace collapsed)."""
-    source = inspect.getsource(BaseConsumer._drain_messages)
-    return hashlib.sha256(" ".join(source.split()).encode()).hexdigest()
+    return source_digest(BaseConsumer._drain_messages)
+
+
+_drain_matches: bool | None = None
+
+
+def drain_copy_matches() -> bool:
+    """Whether the installed Faust's fetch loop is the one copied here (computed once)."""
+    global _drain_matches
+    if _drain_matches is None:
+        _drain_matches = drain_messages_digest() == DRAIN_MESSAGES_SHA256
+    return _drain_matches
 
 
 class FastDispatchTransport(faust_aiokafka.Transport):
@@ -196,14 +304,16 @@ class FastDispatchApp(faust.App):
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
         if type(transport) is faust_aiokafka.Transport:
-            if drain_messages_digest() == DRAIN_MESSAGES_SHA256:
-                return FastDispatchTransport(self.conf.broker_consumer, self)
-            else:
+            changed = changed_methods()
+            if changed:
                 log.warning(
-                    "faust-streaming %s changed Consumer._drain_messages (checked: %s); the "
-                    "worker uses Faust's own record dispatch until stream_app/faust_dispatch.py "
-                    "is compared with it again",
+                    "faust-streaming %s changed Consumer.%s (checked: %s); compare "
+                    "stream_app/faust_dispatch.py with it. Until then the worker uses Faust's "
+                    "own record dispatch if _drain_messages changed, and keeps its copy of "
+                    "_new_offset (never commits past an event in flight)",
                     faust.__version__,
+                    ", Consumer.".join(changed),
                     ", ".join(CHECKED_FAUST_VERSIONS),
                 )
+            return FastDispatchTransport(self.conf.broker_consumer, self)
         return transport
