@@ -34,11 +34,13 @@ each re-forwarded event counted twice in its terminal's windows (218 events in o
 ``TERMINAL_ID_NB_TX_*`` features too high a week later). The re-forwards are counted and reported;
 the exact features and tables show none was counted twice.
 
-Known product bug (xfail only when every feature difference is exactly it, see
-``replayed_ties``): a re-read event is re-scored with customer features computed from the state
-as it is now, which holds the customer's later events; one at the same second falls inside the
-event's windows. This stream has one such pair (events 4825 and 4826 of customer 5), so the test
-xfails when a rebalance makes stage 1 re-read event 4825 (once in 14 runs so far).
+Re-read events keep their features (issue #6): stage 1 re-scores an event it applied already
+from the samples that preceded it in the stream (``CustomerState.replayed_features``), not from
+the state as it is now, which holds the customer's later events. Before, a later event at the same
+second (event times are whole seconds) fell inside the re-read event's windows: this stream has
+one such pair (events 4825 and 4826 of customer 5), and the test xfailed whenever a rebalance made
+stage 1 re-read event 4825 (once in 14 runs). Every envelope of a re-forwarded event must equal
+the offline features; the test says how many re-reads had such a same-second successor.
 
 Each worker creates the tables' changelog topics before Faust starts
 (``stream_app.io.topics.ensure_changelogs``); before it did, a start-up race of a fresh app id
@@ -61,12 +63,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
-from stream_app.features.definitions import FEATURE_NAMES
 from tests.faults.harness import (
     BATCH_MAX,
     COMMIT_INTERVAL_S,
     BackgroundPublisher,
-    Envelope,
     ScoreTail,
     Stream,
     TopicWatch,
@@ -306,17 +306,9 @@ def forwarded_again(by_terminal: Sequence[Any]) -> Counter[str]:
     return Counter({eid: c - 1 for eid, c in n.items() if c > 1})
 
 
-def replayed_ties(
-    stream: Stream, envs: Sequence[Envelope], mismatches: Sequence[str], again: Collection[str]
-) -> set[str] | None:
-    """The events behind ``mismatches`` if every one is the known replay bug, else None.
-
-    The customer stage recomputes a re-read event's features from the customer's state as it is
-    now, which already holds the customer's later events; the window ``(t - w, t]`` takes in a
-    later event at the same second (event times are whole seconds). Signature: customer features
-    only, on a re-forwarded event that has a later event of its customer at its second, and the
-    event's first envelope equal to the offline features.
-    """
+def same_second_successors(stream: Stream) -> set[str]:
+    """The events followed later in the stream by an event of their customer at the same second
+    (the re-reads that issue #6 re-scored wrong)."""
     tied: set[str] = set()
     last: dict[tuple[str, str], str] = {}
     for item in stream.items:  # in stream order
@@ -324,19 +316,7 @@ def replayed_ties(
         if key in last:
             tied.add(last[key])
         last[key] = item.event["event_id"]
-    first: dict[str, Envelope] = {}
-    for env in sorted(envs, key=lambda e: e.scored_at):
-        first.setdefault(env.event_id, env)
-    events = {m.split()[0] for m in mismatches}
-    names = list(FEATURE_NAMES)
-    if all(m.split()[1].startswith("CUSTOMER_ID_") for m in mismatches) and all(
-        e in tied
-        and e in again
-        and [first[e].features[n] for n in names] == stream.offline[e].tolist()
-        for e in events
-    ):
-        return events
-    return None
+    return tied
 
 
 # --- the test ------------------------------------------------------------------------------------
@@ -467,6 +447,7 @@ def test_third_worker_joins_and_first_leaves(app_env, kafka_bootstrap, tmp_path)
             dups[bisect.bisect(rebalances, e.scored_at)] += 1
         scored_once.add(e.event_id)
     again = forwarded_again(by_terminal)
+    tied_again = sorted(set(again) & same_second_successors(stream))
     scored_at: dict[str, list[float]] = defaultdict(list)
     for e in envs:
         scored_at[e.event_id].append(e.scored_at)
@@ -490,7 +471,8 @@ def test_third_worker_joins_and_first_leaves(app_env, kafka_bootstrap, tmp_path)
         f"  duplicates {check.duplicates:,}: {dups[0]} before the first rebalance, then "
         f"{dups[1:]} by rebalance (bound {per_rebalance:,.0f} each), of which stage 1 "
         f"re-forwards {[again_by[i + 1] for i in range(len(rebalances))]}, the rest stage 2 "
-        f"re-reads; longest pause per partition "
+        f"re-reads ({len(tied_again)} re-forwarded with a later same-second event of their "
+        f"customer in its state: {tied_again[:5]}); longest pause per partition "
         f"{', '.join(f'{p}:{g:.1f}' for p, g in pauses.items())} s"
     )
     for topic, (done, ends) in offsets_final.items():
@@ -526,10 +508,9 @@ def test_third_worker_joins_and_first_leaves(app_env, kafka_bootstrap, tmp_path)
     assert sum(dups) == check.duplicates and dups[0] == 0, dups
     assert all(n <= per_rebalance for n in dups[1:]), (dups, per_rebalance)
     assert not problems, (len(problems), problems[:10])
-    if check.mismatches and (ties := replayed_ties(stream, envs, check.mismatches, again)):
-        pytest.xfail(
-            f"product bug: {len(ties)} event(s) re-read by stage 1 after a rebalance re-scored "
-            f"with customer features counting the customer's next event at the same second "
-            f"({sorted(ties)}: {check.mismatches[:3]}); the first envelopes were right"
-        )
+    reread = [m for m in check.mismatches if m.split()[0] in again]
+    assert not reread, (
+        f"{len({m.split()[0] for m in reread})} event(s) re-read by stage 1 re-scored with other "
+        f"features than the offline ones (issue #6): {reread[:10]}"
+    )
     assert not check.mismatches, (len(check.mismatches), check.mismatches[:10])
