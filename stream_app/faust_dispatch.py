@@ -24,9 +24,9 @@ copy is used only while the installed Faust's ``_drain_messages`` has the source
 from (:data:`DRAIN_MESSAGES_SHA256`); any other Faust gets its own loop back and a warning.
 
 The same consumer never commits past an event in flight (faust-streaming issue #606; the idea
-of its open PR #707). With an agent of several actors, one actor can acknowledge later offsets while
-another still holds an earlier event. Faust's ``Consumer._new_offset`` commits the first run of
-consecutive acked offsets; its only guard, "the run starts more than one offset past the
+of its open PR #707). With an agent of several actors, one actor can acknowledge later offsets
+while another still holds an earlier event. Faust's ``Consumer._new_offset`` commits the first run
+of consecutive acked offsets; its only guard, "the run starts more than one offset past the
 committed one", lets exactly one missing offset through (the one at the committed position, i.e.
 the event in flight) and is skipped before a partition's first commit, so the commit passed the
 slow event and a kill -9 lost it (``tests/faults/test_concurrent_actors_kill.py`` showed it on
@@ -36,9 +36,23 @@ at the lowest offset of that partition that a stream has taken and not yet ackno
 transaction marker at the committed position. For the same reason the copied fetch loop records a
 gap (offsets no record has: transaction markers, compaction) up to the offset *before* the record
 it delivers; Faust's range includes that record, which counted it as acknowledged while it still
-waited in a stream's queue. The copy of ``_new_offset`` is pinned too (:data:`FAUST_SOURCE_SHA256`);
-when the installed Faust's differs from the source it was copied from, the worker logs a warning
-and keeps the copy (dropping it would bring the lost events back): compare them then.
+waited in a stream's queue.
+
+It also commits on revoke. Faust's ``Consumer.on_partitions_revoked`` drops the acked offsets of
+the revoked partitions first and only then runs the app's handler (stop the flow, clear the
+streams' queues, wait for the events the streams took, committing as they are acknowledged), so
+what a partition acknowledged since the last periodic commit is committed only if an event of it
+was still in flight to close the run; otherwise its next owner processes it again. Here the
+handler runs first, then the acknowledged offsets of the revoked partitions are committed
+(:meth:`FastDispatchConsumer.commit_revoked`), then they are dropped. Only acknowledged offsets are
+committed, never past an event in flight (the worker's agents acknowledge a micro-batch after its
+outputs are delivered). A subclass that commits offsets otherwise (inside Kafka transactions) sets
+:attr:`FastDispatchConsumer.commit_on_revoke` to False and gets Faust's own method back.
+
+The copies of ``_new_offset`` and ``on_partitions_revoked`` are pinned too
+(:data:`FAUST_SOURCE_SHA256`); when the installed Faust's differ from the source they were copied
+from, the worker logs a warning and keeps them (dropping them would bring the lost events and the
+duplicates back): compare them then.
 
 The worker's own agents run one actor each on purpose: the windowed per-entity state must see a
 key's records in order. The in-flight guard matters to any agent with ``concurrency`` above 1.
@@ -50,15 +64,19 @@ import asyncio
 import hashlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Set
+from typing import Any, ClassVar, cast
 
 import faust
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import (
+    CONSUMER_FETCHING,
+    CONSUMER_PARTITIONS_REVOKED,
+)
 from faust.transport.consumer import Consumer as BaseConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
+from faust.utils.tracing import traced_from_parent_span
 from mode import Service
 
 log = logging.getLogger(__name__)
@@ -73,6 +91,7 @@ below was made from: a Faust whose loop differs must be re-read before this over
 FAUST_SOURCE_SHA256 = {
     "_drain_messages": DRAIN_MESSAGES_SHA256,
     "_new_offset": "041e8dc30f2ebc0c78e8f00d33a34c1b0b706f25e9384625208c7003539857af",
+    "on_partitions_revoked": "2550a9105d4c6b242bb3a6adab79595eea5369fdaac63b281e53308c7caf3caa",
 }
 """SHA-256 of the source (whitespace collapsed) of each ``faust.transport.consumer.Consumer``
 method copied below, as in faust-streaming 0.15.3."""
@@ -154,7 +173,12 @@ def changed_methods(consumer: type = BaseConsumer) -> list[str]:
 
 class FastDispatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with :func:`deliver` in its fetch loop, which never commits past
-    an event in flight."""
+    an event in flight and commits the revoked partitions' acknowledged offsets on revoke."""
+
+    commit_on_revoke: ClassVar[bool] = True
+    """Commit the acknowledged offsets of revoked partitions before dropping them. A subclass
+    that commits offsets itself (in Kafka transactions) sets this to False: it then gets Faust's
+    own ``on_partitions_revoked``, which commits nothing of them."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's)
         if not drain_copy_matches():
@@ -270,6 +294,54 @@ class FastDispatchConsumer(faust_aiokafka.Consumer):
             return batch[-1] + 1
         return None
 
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        """Faust's, or with :attr:`commit_on_revoke`: commit the revoked partitions' acknowledged
+        offsets once the app's handler has waited for the events in flight, then drop them."""
+        if not self.commit_on_revoke or self.in_transaction:
+            await super().on_partitions_revoked(revoked)
+        else:
+            await self._revoke_and_commit(revoked)
+
+    @Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)
+    async def _revoke_and_commit(self, revoked: Set[TP]) -> None:
+        # Faust 0.15.3's ``Consumer.on_partitions_revoked`` (BSD-3-Clause) with its two steps
+        # swapped (it drops the partitions' bookkeeping, then runs the app's handler) and the
+        # commit between them.
+        span = cast(Any, self.app)._start_span_from_rebalancing("on_partitions_revoked")
+        T = traced_from_parent_span(span)
+        with span:
+            if self._active_partitions is not None:
+                self._active_partitions.difference_update(revoked)
+            self._paused_partitions.difference_update(revoked)
+            try:
+                # The app's handler stops the flow, clears the streams' queues and waits for the
+                # events the streams took (Consumer.wait_empty, committing as they are acked).
+                await T(self._on_partitions_revoked, partitions=revoked)(revoked)
+                await T(self.commit_revoked, partitions=revoked)(revoked)
+            finally:
+                for tp in revoked:
+                    self._gap.pop(tp, None)
+                    self._acked.pop(tp, None)
+                    self._acked_index.pop(tp, None)
+                    self._read_offset.pop(tp, None)
+                    self._committed_offset.pop(tp, None)
+
+    async def commit_revoked(self, revoked: Set[TP]) -> None:
+        """Commit what is acknowledged of ``revoked`` (never past an event in flight).
+
+        Called after the app's revoke handler, before the partitions' bookkeeping is dropped.
+        Nothing when the app is stopping (the consumer closes; stopping commits).
+        """
+        if self.app.should_stop or not revoked:
+            return
+        # commit() only waits when a commit is under way, and that one may have read the acked
+        # offsets before the handler's last acks: let it finish, then commit.
+        for _ in range(3):
+            if self._commit_fut is None:
+                break
+            await self.maybe_wait_for_commit_to_finish()
+        await self.commit(cast(Any, revoked))
+
 
 def source_digest(function: Any) -> str:
     """SHA-256 of ``function``'s source with whitespace collapsed."""
@@ -309,8 +381,9 @@ class FastDispatchApp(faust.App):
                 log.warning(
                     "faust-streaming %s changed Consumer.%s (checked: %s); compare "
                     "stream_app/faust_dispatch.py with it. Until then the worker uses Faust's "
-                    "own record dispatch if _drain_messages changed, and keeps its copy of "
-                    "_new_offset (never commits past an event in flight)",
+                    "own record dispatch if _drain_messages changed, and keeps its copies of "
+                    "_new_offset (never commits past an event in flight) and "
+                    "on_partitions_revoked (commits the revoked partitions' acknowledged offsets)",
                     faust.__version__,
                     ", Consumer.".join(changed),
                     ", ".join(CHECKED_FAUST_VERSIONS),

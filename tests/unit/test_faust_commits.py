@@ -1,4 +1,4 @@
-"""What FastDispatchConsumer commits: never past an event in flight.
+"""What FastDispatchConsumer commits: never past an event in flight, and on revoke.
 
 Runs Faust's real consumer code (the installed ``faust.transport.consumer.Consumer`` methods and
 the copies in ``stream_app/faust_dispatch.py``) on a consumer of an app that is never started;
@@ -200,6 +200,64 @@ def test_the_copied_fetch_loop_records_a_gap_without_the_record_it_delivers() ->
     assert asyncio.run(drain(FaustConsumer._drain_messages)) == [(11, 14)]  # 13 counted as done
 
 
+# --- commit on revoke ----------------------------------------------------------------------------
+
+
+def revoking(
+    cls: type[FastDispatchConsumer] = FastDispatchConsumer,
+) -> tuple[Any, Commits, Any]:
+    """A consumer on a loop of its own, and ``revoke(partitions, while_waiting=None)``: revoke
+    through the app's real handler (stop the flow, clear the queues, ``wait_empty`` ...);
+    ``while_waiting`` runs 50 ms in, while the handler waits for the events in flight."""
+    loop = asyncio.new_event_loop()
+    consumer, commits = make_consumer(cls, loop)
+
+    def revoke(revoked: set[TP], while_waiting: Any = None) -> None:
+        if while_waiting is not None:
+            loop.call_later(0.05, while_waiting)
+        try:
+            loop.run_until_complete(consumer.on_partitions_revoked(revoked))
+        finally:
+            loop.close()
+
+    return consumer, commits, revoke
+
+
+class FaustOrder(FastDispatchConsumer):
+    commit_on_revoke = False
+
+
+def test_installed_faust_commits_nothing_acknowledged_of_a_revoked_partition() -> None:
+    # Also what a subclass gets with commit_on_revoke = False (the exactly-once mode's).
+    assert FastDispatchConsumer.commit_on_revoke and not FaustOrder.commit_on_revoke
+    consumer, commits, revoke = revoking(FaustOrder)
+    ack(consumer, take(consumer, range(0, 10)))
+    revoke({TP0})
+    assert commits.offsets == []  # the next owner processes 0..9 again
+    assert TP0 not in consumer._acked
+
+
+def test_the_acknowledged_offsets_of_revoked_partitions_are_committed_then_dropped() -> None:
+    consumer, commits, revoke = revoking()
+    ack(consumer, take(consumer, range(0, 10)))
+    ack(consumer, take(consumer, range(0, 4), tp=TP1))
+    revoke({TP0})
+    assert commits.offsets[-1][TP0] == 10
+    for name in ("_acked", "_acked_index", "_gap", "_read_offset", "_committed_offset"):
+        assert TP0 not in getattr(consumer, name), name
+
+
+def test_a_batch_in_flight_at_the_revoke_is_committed_only_once_acknowledged() -> None:
+    consumer, commits, revoke = revoking()
+    ack(consumer, take(consumer, range(0, 10)))
+    batch = take(consumer, range(10, 20))  # an agent's micro-batch, outputs not delivered yet
+    revoke({TP0}, while_waiting=lambda: ack(consumer, batch))
+    committed = [c[TP0] for c in commits.offsets if TP0 in c]
+    assert committed[-1] == 20
+    for offset, floor in zip(committed, commits.in_flight_then, strict=True):
+        assert floor is None or offset <= floor, (offset, floor)  # never past the batch
+
+
 # --- the pinned sources --------------------------------------------------------------------------
 
 
@@ -207,7 +265,7 @@ def test_the_installed_faust_has_the_methods_the_copies_were_made_from() -> None
     # A Faust upgrade that changes one fails here (the worker logs a warning) until the copies
     # in stream_app/faust_dispatch.py are compared with it again.
     assert changed_methods() == []
-    assert set(FAUST_SOURCE_SHA256) == {"_drain_messages", "_new_offset"}
+    assert set(FAUST_SOURCE_SHA256) == {"_drain_messages", "_new_offset", "on_partitions_revoked"}
 
 
 def test_a_changed_faust_method_is_reported() -> None:
