@@ -58,6 +58,8 @@ class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class ExactlyOnceConsumer(FastDispatchConsumer):
     """Reads committed records; leaves every offset commit to the stages' transactions."""
 
+    commit_on_revoke = False  # nothing to commit outside the transactions: Faust's own revoke
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
