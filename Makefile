@@ -28,8 +28,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/stream-app demo
 
+# Two pytest processes (pytest-xdist), each with a broker of its own, whole files per process,
+# the longest files first (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

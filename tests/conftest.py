@@ -25,6 +25,31 @@ from stream_app.broker.local import LocalBroker, free_ports
 from stream_app.exceptions import BrokerError
 
 BROKER_MODE_ENV = "STREAM_APP_TEST_BROKER"
+
+LONGEST_FIRST = (
+    "integration/test_feature_parity.py",  # ~9 min: 45 days of the handbook through the worker
+    "faults/test_worker_kill.py",  # ~5 min
+    "faults/test_exactly_once.py",
+    "integration/test_model_quality.py",
+    "faults/test_broker_restart.py",
+    "faults/test_rebalance.py",
+    "faults/test_state_wipe.py",
+)
+"""Test files that run first, longest first: ``make test`` spreads whole files over two
+processes (pytest-xdist ``--dist loadfile --no-loadscope-reorder``) in collection order, so the
+longest file must start at once, not last. The order does not matter to a single process."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the files of :data:`LONGEST_FIRST` to the front, in that order (stable otherwise)."""
+    tests_dir = os.path.dirname(__file__)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        relative = os.path.relpath(str(item.path), tests_dir).replace(os.sep, "/")
+        return rank.get(relative, len(rank))
+
+    items.sort(key=key)
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 
