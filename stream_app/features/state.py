@@ -6,7 +6,9 @@ source offset it applied, and a replayed event (after a crash or a rebalance, be
 commit) is recognised and not counted twice. Its features are recomputed from the samples that
 preceded it in the stream (:meth:`CustomerState.replayed_features`), not from the state as it
 stands: that already holds the customer's later events, and one at the event's own second, or a
-late one placed before it, falls inside its windows.
+late one placed before it, falls inside its windows. A record the stage dead-lettered by a decision
+on the state (a duplicate, too late) is remembered by its offset (:meth:`CustomerState.
+dead_lettered`), so that reading it again reaches the same decision instead of forwarding it.
 
 Both the live worker and the offline builder (``features.offline``) go through these classes:
 that is what keeps training and serving features equal.
@@ -61,13 +63,28 @@ class CustomerState:
     samples at or before a replayed event's time came after it in the stream (an in-order sample
     applied after it has a later time, or its time and a place after it).
 
-    Changelog format: ``l`` is an optional key, so a state written by earlier code loads as it
-    is (it has recorded no late sample, so a replay right after the upgrade of an event that a
-    late sample followed still counts that one; ties are told apart in any state), and earlier
-    code reading a newer state carries ``l`` along unread.
+    ``d``, present only while it is not empty, lists the records the customer stage
+    dead-lettered by a decision on this state (a duplicate event, an event too late) as
+    ``[source offset, reason, newest time]``, the newest time being the customer's latest event
+    time at the decision: a record read again after a crash or a rebalance (:meth:`seen`, since a
+    later one was applied) is dead-lettered again with the same reason (and message) instead of
+    being forwarded. At most :attr:`DEAD_LETTERS_KEPT` are kept (the oldest dropped first), and
+    each is dropped when its newest time leaves the retention (that is when the sample at that
+    time is evicted): a re-read reaches back to the last committed offset, not further.
+
+    Changelog format: ``l`` and ``d`` are optional keys, so a state written by earlier code loads
+    as it is (it has recorded no late sample, so a replay right after the upgrade of an event that
+    a late sample followed still counts that one; ties are told apart in any state; and it has
+    recorded no dead letter, so a record dead-lettered before the upgrade and re-read right after
+    it is forwarded as earlier code did), and earlier code reading a newer state carries ``l`` and
+    ``d`` along unread.
     """
 
     __slots__ = ("value", "window")
+
+    #: How many dead-lettered records a state remembers (see ``d``); more than a customer sees
+    #: between two offset commits unless its events are being sent again wholesale.
+    DEAD_LETTERS_KEPT = 16
 
     def __init__(self, value: StateValue | None = None) -> None:
         if value is None:
@@ -109,14 +126,34 @@ class CustomerState:
         dropped = window.evict_through(cutoff)
         if dropped:
             del ids[:dropped]
-            late = value.get("l")
-            if late:
-                kept = [entry for entry in late if entry[0] > cutoff]
-                if kept:
-                    value["l"] = kept
-                else:
-                    del value["l"]
+            if "l" in value:  # late samples: [time, ...]
+                _forget_through(value, "l", 0, cutoff)
+            if "d" in value:  # dead letters: [..., newest time]
+                _forget_through(value, "d", 2, cutoff)
         return True
+
+    def record_dead_letter(self, offset: int, reason: str) -> None:
+        """Remember that the record at source ``offset`` was dead-lettered for ``reason`` by a
+        decision on this state (it holds a sample: the event is a duplicate of one, or too late
+        behind the newest), so that :meth:`dead_lettered` finds it when it is read again."""
+        times = self.window.times
+        if offset < 0 or not times or self.dead_lettered(offset) is not None:
+            return  # (decided again: read again before a later record was applied)
+        dead = self.value.setdefault("d", [])
+        dead.append([offset, reason, times[-1]])
+        if len(dead) > self.DEAD_LETTERS_KEPT:
+            del dead[: len(dead) - self.DEAD_LETTERS_KEPT]
+
+    def dead_lettered(self, offset: int) -> tuple[str, float] | None:
+        """The reason and the customer's newest event time at the decision, if the record at
+        source ``offset`` was dead-lettered by a decision on this state (and is still
+        remembered); None otherwise."""
+        dead = self.value.get("d")
+        if dead:
+            for entry in dead:
+                if entry[0] == offset:
+                    return entry[1], entry[2]
+        return None
 
     def features(self, ts: float) -> dict[str, float]:
         """The customer window features for an event at ``ts`` (already applied).
@@ -290,6 +327,16 @@ def _position(times: list[float], ids: list[str | None], ts: float, event_id: st
             return index
         index += 1
     return -1
+
+
+def _forget_through(value: StateValue, key: str, field: int, cutoff: float) -> None:
+    """Drop the entries of the optional list ``value[key]`` whose time (at ``field``) is at or
+    before ``cutoff``, and the key with the last of them."""
+    kept = [entry for entry in value[key] if entry[field] > cutoff]
+    if kept:
+        value[key] = kept
+    else:
+        del value[key]
 
 
 def state_bytes(value: StateValue) -> int:

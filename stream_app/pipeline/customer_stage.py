@@ -8,7 +8,10 @@ lateness, update the customer's window state (idempotent by source offset) and f
 with its customer features to the terminal-keyed repartition topic. A record applied already (read
 again after a crash or a rebalance, before its offset was committed) is forwarded again with the
 features it had the first time, computed from the samples that preceded it in the stream
-(``CustomerState.replayed_features``). The state of each customer touched in a batch is written
+(``CustomerState.replayed_features``); one dead-lettered as a duplicate or as too late (decisions
+on the customer's state, which the re-read finds changed by the records after it) is dead-lettered
+again with the same reason and message, never forwarded: the state remembers those records by
+offset (``CustomerState.dead_lettered``). The state of each customer touched in a batch is written
 back once per batch.
 """
 
@@ -73,6 +76,24 @@ def key_rejection(key: bytes | None, field: str, expected: str, topic: str) -> R
         Reason.KEY_MISMATCH,
         f"The record key {shown} is not the {field} {expected!r}; {topic} must be keyed by "
         f"{field}.",
+    )
+
+
+def duplicate_rejection(tx: Transaction) -> Rejection:
+    """Why ``tx`` is dead-lettered when its customer's window holds its event already."""
+    return Rejection(
+        Reason.DUPLICATE_EVENT,
+        f"event_id {tx.event_id!r} at {tx.event_time} was already applied for customer "
+        f"{tx.customer_id!r} (sent again at a new offset); it is scored once.",
+    )
+
+
+def too_late_rejection(tx: Transaction, newest: float, allowed_lateness_s: float) -> Rejection:
+    """Why ``tx`` is dead-lettered when its customer's latest event was at ``newest``."""
+    return Rejection(
+        Reason.TOO_LATE,
+        f"event_time {tx.event_time} is {newest - tx.ts:.0f} s behind the customer's latest "
+        f"event; the allowed lateness is {allowed_lateness_s:.0f} s.",
     )
 
 
@@ -167,39 +188,34 @@ class CustomerStage:
             touched[tx.customer_id] = state
         offset = record.position.offset
         if state.seen(offset):
+            dead = state.dead_lettered(offset)
+            if dead is not None:  # dead-lettered the first time: again, for the same reason
+                reason, newest = dead
+                rejection = (
+                    duplicate_rejection(tx)
+                    if reason == Reason.DUPLICATE_EVENT
+                    else too_late_rejection(tx, newest, self.allowed_lateness_s)
+                )
+                out.dead_letters.append(DeadLetter(record, rejection))
+                return None
             # Applied before a restart or a rebalance: count once, forward again with the
             # features it had, from the samples that preceded it (the state holds later ones).
             out.replayed += 1
             replayed = state.replayed_features(tx.ts, tx.event_id, offset)
             customer = state.features(tx.ts) if replayed is None else replayed
         else:
+            # Decisions on the state: remembered (the state is written back) for a re-read.
             if state.holds(tx.ts, tx.event_id):
-                out.dead_letters.append(
-                    DeadLetter(
-                        record,
-                        Rejection(
-                            Reason.DUPLICATE_EVENT,
-                            f"event_id {tx.event_id!r} at {tx.event_time} was already applied "
-                            f"for customer {tx.customer_id!r} (sent again at a new offset); it is "
-                            "scored once.",
-                        ),
-                    )
-                )
-                return None
+                out.dead_letters.append(DeadLetter(record, duplicate_rejection(tx)))
+                state.record_dead_letter(offset, Reason.DUPLICATE_EVENT.value)
+                return tx.customer_id
             times = state.window.times
             if times and tx.ts < times[-1] - self.allowed_lateness_s:
                 out.dead_letters.append(
-                    DeadLetter(
-                        record,
-                        Rejection(
-                            Reason.TOO_LATE,
-                            f"event_time {tx.event_time} is {times[-1] - tx.ts:.0f} s behind the "
-                            f"customer's latest event; the allowed lateness is "
-                            f"{self.allowed_lateness_s:.0f} s.",
-                        ),
-                    )
+                    DeadLetter(record, too_late_rejection(tx, times[-1], self.allowed_lateness_s))
                 )
-                return None
+                state.record_dead_letter(offset, Reason.TOO_LATE.value)
+                return tx.customer_id
             state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id)
             customer = state.features(tx.ts)
         features = event_features(tx.amount, tx.ts)

@@ -190,3 +190,55 @@ def test_replay_on_a_state_without_the_event_id_falls_back_to_the_caller():
     assert state.replayed_features(T0, "x", 0) is None
     assert state.features(T0)[C1] == 2.0  # and it still loads and scores as before
     assert customer([(T0, 1.0, "a")]).replayed_features(T0 + 1, "a", 0) is None
+
+
+# --- records dead-lettered by a decision on the state (duplicate, too late) ----------------------
+
+
+def test_a_dead_lettered_offset_is_remembered_with_its_reason_and_the_newest_time():
+    state = customer([(T0, 1.0, "a"), (T0 + 60, 2.0, "b")])
+    state.record_dead_letter(2, "duplicate_event")
+    state.record_dead_letter(3, "too_late")
+    state.record_dead_letter(2, "duplicate_event")  # decided again (re-read): kept once
+    assert state.value["d"] == [[2, "duplicate_event", T0 + 60], [3, "too_late", T0 + 60]]
+    assert state.dead_lettered(2) == ("duplicate_event", T0 + 60)
+    assert state.dead_lettered(3) == ("too_late", T0 + 60)
+    assert state.dead_lettered(1) is None and state.dead_lettered(4) is None
+    state.record_dead_letter(-1, "too_late")  # no source offset: nothing to recognise it by
+    assert len(state.value["d"]) == 2
+    assert state.value["t"] == [T0, T0 + 60] and state.value["o"] == 1  # samples untouched
+
+
+def test_dead_letters_kept_are_bounded_by_count_oldest_dropped():
+    state = customer([(T0, 1.0, "a")])
+    for offset in range(1, 41):
+        state.record_dead_letter(offset, "duplicate_event")
+    kept = CustomerState.DEAD_LETTERS_KEPT
+    assert [entry[0] for entry in state.value["d"]] == list(range(41 - kept, 41))
+    assert state.dead_lettered(40 - kept) is None and state.dead_lettered(41 - kept) is not None
+
+
+def test_dead_letters_are_forgotten_past_the_retention_and_the_key_goes_with_them():
+    state = customer([(T0, 1.0, "a")])
+    state.record_dead_letter(1, "too_late")  # decided when the newest event was at T0
+    state.apply(T0 + 10 * DAY, 1.0, 2, RET.customer_s, "b")
+    state.record_dead_letter(3, "duplicate_event")  # newest at T0 + 10 days
+    state.apply(T0 + 30 * DAY, 1.0, 4, RET.customer_s, "c")  # evicts T0: the first goes with it
+    assert state.value["t"] == [T0 + 10 * DAY, T0 + 30 * DAY]
+    assert state.value["d"] == [[3, "duplicate_event", T0 + 10 * DAY]]
+    state.apply(T0 + 40 * DAY, 1.0, 5, RET.customer_s, "e")  # evicts T0 + 10 days
+    assert "d" not in state.value  # no bytes spent once none is held
+    assert set(state.value) == {"t", "a", "i", "o"}
+    assert state.dead_lettered(3) is None
+
+
+def test_states_without_dead_letters_load_and_gain_no_key():
+    old = {"t": [T0, T0 + 1], "a": [1.0, 2.0], "i": ["a", "b"], "o": 1}  # written before 'd'
+    state = CustomerState(old)
+    assert state.dead_lettered(0) is None and state.dead_lettered(1) is None
+    assert state.apply(T0 + 2, 3.0, 2, RET.customer_s, "c")
+    assert set(state.value) == {"t", "a", "i", "o"}
+    older = CustomerState({"t": [T0], "a": [1.0], "o": 0})  # written before ids were kept
+    assert older.dead_lettered(0) is None
+    older.record_dead_letter(1, "too_late")
+    assert older.dead_lettered(1) == ("too_late", T0)

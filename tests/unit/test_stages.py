@@ -377,3 +377,100 @@ def test_rebalance_streams_records_read_again_get_the_offline_features():
     k = list(batch.event_id).index("sim20260605-4825")
     assert batch.event_id[k + 1] == "sim20260605-4826" and batch.ts[k] == batch.ts[k + 1]
     np.testing.assert_array_equal(live, offline[:, columns])
+
+
+def dead_letter_outcomes(out):
+    return [
+        (d.record.position.offset, d.rejection.reason, d.rejection.message)
+        for d in out.dead_letters
+    ]
+
+
+def reread_everything_before(stage, table, recs, first, dead_offset):
+    """Re-read the stream from every offset up to ``dead_offset`` (a crash or a rebalance before
+    the commit): each time the same forwards as the first time, byte for byte, the same dead
+    letters (the dead-lettered record again, same reason and message), and no state change."""
+    before = orjson.loads(orjson.dumps(table))
+    for start in range(dead_offset + 1):
+        again = stage.process(recs[start:])
+        assert [f.value for f in again.forwards] == [
+            f.value for f in first.forwards if orjson.loads(f.value)["source"][2] >= start
+        ]
+        assert dead_letter_outcomes(again) == dead_letter_outcomes(first)
+        assert again.replayed == len(recs) - start - 1
+        assert orjson.loads(orjson.dumps(table)) == before
+
+
+DUPLICATE_STREAM = [
+    tx_record(0, "e0", "2018-04-02T09:00:00Z", 100.0),
+    tx_record(1, "e1", "2018-04-02T10:00:00Z", 10.0),
+    tx_record(2, "e1", "2018-04-02T10:00:00Z", 10.0),  # e1 sent again
+    tx_record(3, "e2", "2018-04-02T11:00:00Z", 50.0),
+]
+TOO_LATE_STREAM = [
+    tx_record(0, "e0", "2018-04-02T12:00:00Z", 10.0),
+    tx_record(1, "e1", "2018-04-02T11:30:00Z", 20.0),  # late, within the hour: applied
+    tx_record(2, "e2", "2018-04-02T10:00:00Z", 30.0),  # two hours behind 12:00: too late
+    tx_record(3, "e3", "2018-04-02T13:00:00Z", 40.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("recs", "reason", "message", "forwarded", "newest"),
+    [
+        (
+            DUPLICATE_STREAM,
+            Reason.DUPLICATE_EVENT,
+            "event_id 'e1' at 2018-04-02T10:00:00Z was already applied for customer 'c' (sent "
+            "again at a new offset); it is scored once.",
+            ["e0", "e1", "e2"],
+            "2018-04-02T10:00:00Z",
+        ),
+        (
+            TOO_LATE_STREAM,
+            Reason.TOO_LATE,
+            "event_time 2018-04-02T10:00:00Z is 7200 s behind the customer's latest event; the "
+            "allowed lateness is 3600 s.",
+            ["e0", "e1", "e3"],
+            "2018-04-02T12:00:00Z",
+        ),
+    ],
+    ids=["duplicate", "too_late"],
+)
+def test_a_dead_lettered_record_read_again_is_dead_lettered_again_not_forwarded(
+    recs, reason, message, forwarded, newest
+):
+    """Offset 2 is dead-lettered by a decision on the customer's state; offset 3 is applied after
+    it. Before the fix a re-read of offset 2 took the replay path and was forwarded: the
+    duplicate with e1's features (e1 scored twice), the too-late event with the state's."""
+    table: dict = {}
+    stage = CustomerStage(table, RET, 3600.0, 65_536)
+    first = stage.process(recs)
+    assert dead_letter_outcomes(first) == [(2, reason, message)]
+    assert [orjson.loads(f.value)["event_id"] for f in first.forwards] == forwarded
+    reread_everything_before(stage, table, recs, first, 2)
+    newest_ts = datetime.fromisoformat(newest).timestamp()
+    assert table["c"]["d"] == [[2, reason.value, newest_ts]]
+
+
+def test_a_dead_letter_alone_in_its_batch_is_remembered_across_batches():
+    """The customer's only record in a batch is dead-lettered: its state is written back all the
+    same, so a later re-read (another batch, after a restart) still finds the decision."""
+    table: dict = {}
+    stage = CustomerStage(table, RET, 3600.0, 65_536)
+    recs = [
+        tx_record(0, "e0", "2018-04-02T12:00:00Z", 10.0),
+        tx_record(1, "e0", "2018-04-02T12:00:00Z", 10.0),
+        tx_record(2, "e1", "2018-04-02T12:30:00Z", 20.0),
+    ]
+    outs = [stage.process([rec]) for rec in recs]
+    assert [len(o.forwards) for o in outs] == [1, 0, 1]
+    restarted = CustomerStage(orjson.loads(orjson.dumps(table)), RET, 3600.0, 65_536)
+    again = restarted.process(recs[1:])
+    assert dead_letter_outcomes(again) == dead_letter_outcomes(outs[1])
+    assert [f.value for f in again.forwards] == [f.value for f in outs[2].forwards]
+    noon = datetime(2018, 4, 2, 12, tzinfo=UTC).timestamp()
+    assert table["c"]["d"] == [[1, "duplicate_event", noon]]
+    # Re-read before anything after it was applied (not yet seen): decided afresh, kept once.
+    assert dead_letter_outcomes(stage.process(recs[1:2])) == dead_letter_outcomes(outs[1])
+    assert len(table["c"]["d"]) == 1
