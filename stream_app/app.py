@@ -171,8 +171,7 @@ def create_app(
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     exactly_once = settings.processing_guarantee == "exactly_once"
-    app_class = ExactlyOnceApp if exactly_once else FastDispatchApp
-    app = app_class(
+    app = (ExactlyOnceApp if exactly_once else FastDispatchApp)(
         settings.app_id,
         broker=broker_urls(settings),
         broker_credentials=faust_credentials(settings),
@@ -208,10 +207,9 @@ def create_app(
     customer_sink: BatchSink
     scoring_sink: BatchSink
     transactional: list[TransactionalSink] = []
-    if exactly_once:
-        eos_app: Any = app
+    if isinstance(app, ExactlyOnceApp):
         transactional = [
-            TransactionalSink(settings, stage, outputs, eos_app.group_metadata)
+            TransactionalSink(settings, stage, outputs, app.group_metadata)
             for stage in ("customer", "scoring")
         ]
         customer_sink, scoring_sink = transactional

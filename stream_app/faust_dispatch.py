@@ -373,6 +373,9 @@ class FastDispatchTransport(faust_aiokafka.Transport):
 class FastDispatchApp(faust.App):
     """A Faust app whose aiokafka transport builds :class:`FastDispatchConsumer`."""
 
+    transport_class: ClassVar[type[faust_aiokafka.Transport]] = FastDispatchTransport
+    """What replaces Faust's aiokafka transport (a subclass app may name its own)."""
+
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
         if type(transport) is faust_aiokafka.Transport:
@@ -388,5 +391,5 @@ class FastDispatchApp(faust.App):
                     ", Consumer.".join(changed),
                     ", ".join(CHECKED_FAUST_VERSIONS),
                 )
-            return FastDispatchTransport(self.conf.broker_consumer, self)
+            return self.transport_class(self.conf.broker_consumer, self)
         return transport

@@ -35,7 +35,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -140,8 +140,12 @@ class AtLeastOnceSink:
         await self.outputs.delivered()
 
 
-class TransactionalSink:
-    """One stage's outputs in Kafka transactions, one transaction per micro-batch."""
+class TransactionalSink(AtLeastOnceSink):
+    """One stage's outputs in Kafka transactions, one transaction per micro-batch.
+
+    ``send`` and ``send_many`` are :class:`AtLeastOnceSink`'s, into a transactional publisher of
+    the stage's own; ``start``, ``begin`` and ``finish`` run the transaction.
+    """
 
     def __init__(
         self,
@@ -160,15 +164,17 @@ class TransactionalSink:
         self.timeout_s = timeout_s
         self.changelogs = changelogs
         self.metadata = metadata
-        self.publisher = OutputPublisher(
-            settings,
-            config={
-                "transactional.id": self.transactional_id,
-                "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
-            },
-            producer_factory=producer_factory,
+        super().__init__(
+            OutputPublisher(
+                settings,
+                config={
+                    "transactional.id": self.transactional_id,
+                    "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
+                },
+                producer_factory=producer_factory,
+            )
         )
-        self._producer: Any = self.publisher._producer
+        self._producer: Any = self.outputs._producer
         self._initialized = False
         self._open = False
         self.committed = 0
@@ -202,14 +208,6 @@ class TransactionalSink:
         self._producer.begin_transaction()
         self._open = True
 
-    def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
-    ) -> None:
-        self.publisher.send(topic, key, value, headers)
-
-    def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        self.publisher.send_many(topic, records)
-
     async def finish(self, records: Sequence[InputRecord]) -> None:
         """Changelogs delivered, then the batch's offsets and outputs committed atomically.
 
@@ -228,12 +226,12 @@ class TransactionalSink:
                 )
             await self._call(self._producer.commit_transaction, self.timeout_s)
         except KafkaException as exc:
-            await self._abort(exc)
+            await self._abort(exc)  # raises
+        # Committed: every record of the transaction was delivered (else the commit fails).
         self._open = False
         self.committed += 1
-        self.publisher.check()
 
-    async def _abort(self, exc: KafkaException) -> None:
+    async def _abort(self, exc: KafkaException) -> NoReturn:
         error: KafkaError = exc.args[0]
         self.aborted += 1
         if not error.fatal():
@@ -247,7 +245,7 @@ class TransactionalSink:
             + (
                 "another producer with this transactional id took over (a second worker with "
                 "the same STREAM_APP_TRANSACTIONAL_ID?)"
-                if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED
+                if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
                 else "aborted, so none of the batch's outputs or offsets are visible"
             )
             + ". The worker stops; on restart the batch is read again."
