@@ -25,12 +25,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -47,6 +47,7 @@ from stream_app.tools.schedule import Record, schedule
 from stream_app.tools.train import batch_from_events
 from stream_app.tools.worker_process import WorkerProcess
 
+T = TypeVar("T")
 BATCH_MAX = 500  # Settings.batch_max default, set explicitly so the duplicate bound can use it
 COMMIT_INTERVAL_S = 2.8  # Faust's broker_commit_interval default, set explicitly likewise
 SESSION_TIMEOUT_S = 10.0  # see worker_env
@@ -326,6 +327,26 @@ def wait_for_count(
         worker.ensure_alive()
         worker.sample_rss()
         time.sleep(0.1)
+
+
+def kill_and_restart(
+    worker: Worker,
+    watch: TopicWatch,
+    topic: str,
+    moments: Iterable[int],
+    kill: Callable[[], T],
+) -> list[T]:
+    """Start the worker; each time ``topic`` holds the next of ``moments`` records, ``kill`` it
+    (``kill`` kills the worker and returns what it measured) and start it again at once."""
+    worker.start()
+    worker.wait_ready()
+    measured = []
+    for moment in moments:
+        wait_for_count(watch, topic, moment, worker)
+        measured.append(kill())
+        worker.start()
+        worker.wait_ready()
+    return measured
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:

@@ -44,11 +44,11 @@ from tests.faults.harness import (
     committed,
     envelopes,
     first_after,
+    kill_and_restart,
     make_stream,
     read_all,
     spread_moments,
     table_problems,
-    wait_for_count,
     worker_env,
 )
 
@@ -124,15 +124,14 @@ def test_exactly_once_across_kills(app_env, app_settings, kafka_bootstrap, tmp_p
     watch = TopicWatch(kafka_bootstrap)
     tail = ScoreTail(kafka_bootstrap, scores_topic)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    hits = []
     try:
-        worker.start()
-        worker.wait_ready()
-        for moment in moments:
-            wait_for_count(watch, scores_topic, moment, worker)
-            hits.append(kill_in_transaction(worker, admin, scores_topic, watch))
-            worker.start()
-            worker.wait_ready()
+        hits = kill_and_restart(
+            worker,
+            watch,
+            scores_topic,
+            moments,
+            lambda: kill_in_transaction(worker, admin, scores_topic, watch),
+        )
         publisher.join(timeout=300)
         assert publisher.error is None and publisher.sent == len(records), publisher.error
         tail.wait_covered(stream.event_ids, timeout=300, worker=worker)

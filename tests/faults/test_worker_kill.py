@@ -58,6 +58,7 @@ from tests.faults.harness import (
     COMMIT_INTERVAL_S,
     SAME_LIFE_MAX,
     BackgroundPublisher,
+    KillPoint,
     ScoreTail,
     TopicWatch,
     Worker,
@@ -66,6 +67,7 @@ from tests.faults.harness import (
     first_after,
     forward_copies,
     in_flight,
+    kill_and_restart,
     kill_point,
     make_stream,
     peak_rate,
@@ -74,7 +76,6 @@ from tests.faults.harness import (
     spread_moments,
     table_problems,
     terminal_lateness,
-    wait_for_count,
     worker_env,
 )
 
@@ -99,16 +100,13 @@ def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     publisher.start()
     watch = TopicWatch(kafka_bootstrap)
     tail = ScoreTail(kafka_bootstrap, scores_topic)
-    points = []
+
+    def kill() -> KillPoint:
+        worker.kill()
+        return kill_point(watch, kafka_bootstrap, settings)
+
     try:
-        worker.start()
-        worker.wait_ready()
-        for moment in moments:
-            wait_for_count(watch, scores_topic, moment, worker)
-            worker.kill()
-            points.append(kill_point(watch, kafka_bootstrap, settings))
-            worker.start()
-            worker.wait_ready()
+        points = kill_and_restart(worker, watch, scores_topic, moments, kill)
         publisher.join(timeout=600)
         assert publisher.error is None and publisher.sent == N_EVENTS, publisher.error
         tail.wait_covered(stream.event_ids, timeout=300, worker=worker)
