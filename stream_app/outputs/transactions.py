@@ -140,6 +140,11 @@ class AtLeastOnceSink:
         await self.outputs.delivered()
 
 
+CALL_GRACE_S = 15.0
+"""How long past its own timeout a librdkafka transaction call may block before the stage gives
+up on it (see :meth:`TransactionalSink._call`)."""
+
+
 class TransactionalSink(AtLeastOnceSink):
     """One stage's outputs in Kafka transactions, one transaction per micro-batch.
 
@@ -181,8 +186,24 @@ class TransactionalSink(AtLeastOnceSink):
         self.aborted = 0
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A blocking librdkafka transaction call, off the event loop's thread."""
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        """A blocking librdkafka transaction call (given ``timeout_s``), off the event loop's
+        thread. librdkafka does not always return by that timeout (seen here: an
+        ``init_transactions`` right after a kill -9, under load, still blocked after 5 minutes;
+        librdkafka issues #3013, #4420 report the like), and a stage waiting on it stops the
+        whole worker silently; so after ``timeout_s + CALL_GRACE_S`` this raises
+        :class:`OutputError` (the worker exits 70 and is restarted) and leaves the thread behind.
+        """
+        name = getattr(fn, "__name__", "transaction call")
+        call = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.wait_for(call, self.timeout_s + CALL_GRACE_S)
+        except TimeoutError:
+            raise OutputError(
+                f"{self.stage} stage: librdkafka's {name} did not return within "
+                f"{self.timeout_s + CALL_GRACE_S:.0f} s (its timeout is {self.timeout_s:.0f} s); "
+                "is the transaction coordinator reachable? The worker stops; on restart the "
+                "batch is read again."
+            ) from None
 
     async def start(self) -> None:
         """Register the transactional id with the coordinator; this fences a previous producer

@@ -322,3 +322,23 @@ def test_read_committed_thread_sets_isolation(monkeypatch):
     thread = object.__new__(ReadCommittedConsumerThread)
     assert thread._create_worker_consumer(None) is made
     assert made._isolation_level == "read_committed"
+
+
+def test_a_call_librdkafka_never_returns_from_stops_the_stage(monkeypatch):
+    import threading
+
+    sink, producer = make_sink()
+    sink.timeout_s = 0.05
+    monkeypatch.setattr("stream_app.outputs.transactions.CALL_GRACE_S", 0.1)
+    release = threading.Event()
+
+    def init_transactions(timeout: float) -> None:  # ignores its timeout, as librdkafka can
+        release.wait(1)
+
+    producer.init_transactions = init_transactions  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OutputError, match=r"init_transactions did not return within 0 s"):
+            asyncio.run(sink.start())
+    finally:
+        release.set()
+    assert not sink._initialized
