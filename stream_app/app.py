@@ -1,4 +1,5 @@
-"""The Faust application: topology and I/O. The logic lives in ``stream_app.pipeline``.
+"""The Faust application: the topology, its stages and its outputs. The logic lives in
+``stream_app.pipeline``; everything that reaches into Faust lives in ``stream_app.faust_ext``.
 
 ::
 
@@ -10,16 +11,18 @@
                                    scoring stage: terminal windows + labels,
                                    one predict_proba per micro-batch ──► scores
                                           │                  │
-                          challenger (thread, never          drift windows ──► drift
+                          challenger (own process, never     drift windows ──► drift
                           blocks the champion) ──► scores.shadow
 
-Both stages read raw bytes (no Faust Record decoding) and micro-batch with ``take_events``.
-State lives in two changelogged tables, ``customer-state`` and ``terminal-state``, each
-co-partitioned with its stage's input topics. Everything the stages write (outputs and changelog
-records) goes through one librdkafka producer and is delivered before the batch is acknowledged
-(``stream_app.outputs``). With ``processing_guarantee=exactly_once`` each stage's outputs and
-input offsets commit in one Kafka transaction per micro-batch instead
-(``stream_app.outputs.transactions``, ``stream_app.faust_exactly_once``).
+Faust owns the consumer group, the assignment, the two changelogged tables (``customer-state``,
+``terminal-state``, each co-partitioned with its stage's inputs), recovery and the offset
+commits. Its consumer hands each fetched partition chunk of the stages' topics to the batch
+engine (``stream_app.pipeline.engine``), which runs one loop per stage: micro-batches taken in
+event-time order across the stage's partitions, decoded once, processed without waiting, their
+outputs queued to librdkafka (``stream_app.outputs``). Before every commit a checkpoint writes
+each changed entity state once to its table and changelog and makes the outputs durable:
+delivered (at least once) or committed with the input offsets in one Kafka transaction
+(``processing_guarantee=exactly_once``).
 
 Prometheus metrics (``stream_app.monitoring.metrics``) are updated once per micro-batch and served
 with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring.health``).
@@ -28,35 +31,42 @@ with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 import orjson
+from confluent_kafka import TopicPartition
 
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
-from stream_app.faust_dispatch import FastDispatchApp
-from stream_app.faust_exactly_once import ExactlyOnceApp
-from stream_app.features.state import Retention
-from stream_app.io.deadletter import SourcePosition, dead_letter_message
+from stream_app.faust_ext.batch import BatchApp
+from stream_app.faust_ext.exactly_once import ExactlyOnceApp
+from stream_app.faust_ext.recovery import SeekFirstTableManager
+from stream_app.faust_ext.tables import FaustTableWriter, bytes_table
+from stream_app.features.state import CustomerState, Retention, TerminalState
+from stream_app.io.deadletter import dead_letter_message
+from stream_app.io.records import headers_of, position_of
 from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
-from stream_app.outputs.changelog import ChangelogWriter
 from stream_app.outputs.publisher import OutputPublisher
-from stream_app.outputs.transactions import AtLeastOnceSink, BatchSink, TransactionalSink
-from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter, InputRecord
+from stream_app.outputs.transactions import TransactionalPublisher
+from stream_app.pipeline.buffers import Batch
+from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
+from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
 from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.pipeline.state_store import StateStore
 from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import Role, ServingWatcher
-from stream_app.scoring.shadow import ShadowJob
+from stream_app.scoring.shadow import ShadowJob, sample_rows
 
 log = logging.getLogger("stream_app.worker")
 
@@ -68,33 +78,12 @@ SHADOW = "scores.shadow"
 DRIFT = "drift"
 DLQ = "transactions.dlq"
 
-
-def _headers(raw: Any) -> list[tuple[str, bytes | None]]:
-    if not raw:
-        return []
-    items: Iterable[Any] = raw.items() if hasattr(raw, "items") else raw
-    return [(str(k), v) for k, v in items]
-
-
-def to_record(event: Any) -> InputRecord:
-    """The stage view of a Faust event (raw key and value bytes, position, headers)."""
-    msg = event.message
-    return InputRecord(
-        key=msg.key,
-        value=msg.value,
-        position=SourcePosition(
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            int(msg.timestamp * 1000) if msg.timestamp else None,
-        ),
-        headers=_headers(msg.headers),
-        handle=event,
-    )
+EXACTLY_ONCE_COMMIT_INTERVAL_S = 0.5
+"""Checkpoint interval with exactly_once unless set: its outputs are visible once committed."""
 
 
 class WorkerStats:
-    """Counters since the last summary line (a person reads the log; Prometheus comes later)."""
+    """Counters since the last summary line."""
 
     FIELDS = (
         "consumed",
@@ -128,21 +117,18 @@ class WorkerStats:
         )
 
 
-def _die(stage: str, exc: BaseException) -> None:
-    """Stop the process at once, before any offset of the failed batch is committed.
+def die(what: str, exc: BaseException) -> None:
+    """Stop the process at once, before any offset of the failed work is committed.
 
-    Input errors never get here (the stages turn them into dead letters). What does (a produce
-    that fails for good, a bug) must not be swallowed: Faust's ``take_events`` acks a batch even
-    when the agent raises, and the next periodic commit would skip its events. Exiting without
-    that commit makes the restart re-read the batch; state updates are idempotent by offset.
+    Input errors never get here (the stages turn them into dead letters). What does (an output
+    that fails for good, a bug) must not be swallowed: exiting without a commit makes the
+    restart re-read what was not committed; state updates are idempotent by offset.
     """
-    if isinstance(exc, GeneratorExit | KeyboardInterrupt):
-        raise exc
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, GeneratorExit | KeyboardInterrupt | asyncio.CancelledError):
         raise exc
     log.critical(
-        "%s failed: %r; exiting without committing so the batch is re-read on restart",
-        stage,
+        "%s failed: %r; exiting without committing so the input is read again on restart",
+        what,
         exc,
         exc_info=exc,
     )
@@ -156,6 +142,17 @@ def broker_urls(settings: Settings) -> list[str]:
     return [f"{scheme}://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
 
 
+def commit_interval(settings: Settings) -> float | None:
+    """The checkpoint interval to give Faust (None: Faust's own, from its environment)."""
+    if settings.commit_interval_s is not None:
+        return settings.commit_interval_s
+    if settings.processing_guarantee == "exactly_once" and not os.environ.get(
+        "BROKER_COMMIT_INTERVAL"
+    ):
+        return EXACTLY_ONCE_COMMIT_INTERVAL_S
+    return None
+
+
 def create_app(
     settings: Settings,
     champion: ScoringModel,
@@ -163,15 +160,19 @@ def create_app(
     challenger: ScoringModel | None = None,
     follow: frozenset[Role] = frozenset(),
 ) -> faust.App:
-    """Build the app, its topics, tables, agents and web views.
+    """Build the app: its tables, the batch engine and its two stages, outputs, web views.
 
     ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own. With a
-    ``challenger``, every scored batch is also scored by it in shadow on ``scores.shadow``.
+    ``challenger``, scored events are also scored by it in shadow on ``scores.shadow``.
     The roles in ``follow`` swap to what ``models/serving.json`` names when it changes.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     exactly_once = settings.processing_guarantee == "exactly_once"
-    app = (ExactlyOnceApp if exactly_once else FastDispatchApp)(
+    extra: dict[str, Any] = {}
+    interval = commit_interval(settings)
+    if interval is not None:
+        extra["broker_commit_interval"] = interval
+    app: BatchApp = (ExactlyOnceApp if exactly_once else BatchApp)(
         settings.app_id,
         broker=broker_urls(settings),
         broker_credentials=faust_credentials(settings),
@@ -182,103 +183,94 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=max(2000, settings.batch_max),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
         autodiscover=False,
-        producer_linger_ms=5,
-        stream_buffer_maxsize=max(4096, 4 * settings.batch_max),
-        TableManager="stream_app.faust_recovery:SeekFirstTableManager",  # seeks, then resumes
+        TableManager=SeekFirstTableManager,  # seeks, then resumes (faust_ext.recovery)
+        **extra,
     )
     topic = settings.topic
-    transactions = app.topic(topic(TRANSACTIONS), partitions=settings.partitions)
-    terminal_inputs = app.topic(topic(BY_TERMINAL), topic(LABELS), partitions=settings.partitions)
-    by_terminal, scores, shadow_topic = topic(BY_TERMINAL), topic(SCORES), topic(SHADOW)
-    drift_topic, dlq = topic(DRIFT), topic(DLQ)
-    # Outputs and the tables' changelog records go through librdkafka, delivered before each
-    # batch is acknowledged (stream_app.outputs.publisher, stream_app.outputs.changelog).
-    # In exactly_once mode each stage's outputs and input offsets commit in one transaction per
-    # micro-batch instead (stream_app.outputs.transactions); changelogs and shadow records stay
-    # on the shared publisher.
-    rocksdb = settings.store == "rocksdb"
-    outputs = OutputPublisher(settings, report_deliveries=rocksdb)
-    table_writer = ChangelogWriter(outputs, persist_offsets=rocksdb)
-    customer_sink: BatchSink
-    scoring_sink: BatchSink
-    transactional: list[TransactionalSink] = []
-    if isinstance(app, ExactlyOnceApp):
-        transactional = [
-            TransactionalSink(settings, stage, outputs, app.group_metadata)
-            for stage in ("customer", "scoring")
-        ]
-        customer_sink, scoring_sink = transactional
-    else:
-        customer_sink = scoring_sink = AtLeastOnceSink(outputs)
-
-    @app.on_before_shutdown.connect
-    def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        for sink in transactional:
-            sink.close()
-        left = outputs.close()
-        if left:
-            log.error("%d output record(s) undelivered at shutdown (shadow records)", left)
-
-    # Table keys and values serialize as JSON (Faust's default for tables).
-    customer_table = app.Table("customer-state", default=None, partitions=settings.partitions)
-
-    terminal_table = app.Table("terminal-state", default=None, partitions=settings.partitions)
-
+    by_terminal, scores_topic, shadow_topic = topic(BY_TERMINAL), topic(SCORES), topic(SHADOW)
+    drift_topic, dlq, labels_topic = topic(DRIFT), topic(DLQ), topic(LABELS)
     metrics = metrics if metrics is not None else WorkerMetrics()
-    labels_topic = topic(LABELS)
+    stats = WorkerStats()
 
+    # -- outputs -----------------------------------------------------------------------------
+    # One librdkafka producer for the tables' changelog records and the shadow records, and for
+    # the stages' outputs with at_least_once; exactly_once puts the stages' outputs in
+    # transactions of their own (stream_app.outputs.transactions).
+    rocksdb = settings.store == "rocksdb"
+    writers: list[FaustTableWriter] = []
+
+    def changelog_delivered(err: Any, msg: Any) -> None:  # RocksDB keeps changelog offsets
+        for writer in writers:
+            writer.on_delivery(err, msg)
+
+    outputs = OutputPublisher(settings, listener=changelog_delivered if rocksdb else None)
+    transactional = TransactionalPublisher(settings, app.group_metadata) if isinstance(
+        app, ExactlyOnceApp
+    ) else None
+    sink: OutputPublisher = transactional if transactional is not None else outputs
+
+    # -- state ------------------------------------------------------------------------------
+    # Table keys are JSON strings (Faust's default for tables); values are the states' bytes.
+    customer_table = bytes_table(app, "customer-state", settings.partitions)
+    terminal_table = bytes_table(app, "terminal-state", settings.partitions)
+    writers += [
+        FaustTableWriter(customer_table, outputs, persist_offsets=rocksdb),
+        FaustTableWriter(terminal_table, outputs, persist_offsets=rocksdb),
+    ]
+    customers: StateStore[CustomerState] = StateStore(CustomerState, writers[0])
+    terminals: StateStore[TerminalState] = StateStore(TerminalState, writers[1])
+    stores = (customers, terminals)
+
+    # -- stages -----------------------------------------------------------------------------
     retention = Retention.for_lateness(settings.allowed_lateness_s)
     customer_stage = CustomerStage(
-        customer_table,
+        customers,
         retention,
         settings.allowed_lateness_s,
         settings.max_message_bytes,
-        table_writer,
+        topic_index={topic(TRANSACTIONS): 0},
     )
     scoring_stage = ScoringStage(
-        terminal_table,
+        terminals,
         champion,
         retention,
         labels_topic,
         settings.max_message_bytes,
         settings.emit_features,
-        table_writer,
         source_partitions=settings.partitions,
         max_source_skew_s=settings.max_source_skew_s,
+        topic_index={by_terminal: 0},
     )
     live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
 
-    stats = WorkerStats()
-
-    def send_dead_letters(sink: BatchSink, dead: Sequence[DeadLetter]) -> None:
-        if dead:
-            first = dead[0]
-            reasons = Counter(item.rejection.reason.value for item in dead)
-            log.warning(
-                "%d dead letter(s) %s; first from %s[%d]@%d: %s",
-                len(dead),
-                dict(reasons),
-                first.record.position.topic,
-                first.record.position.partition,
-                first.record.position.offset,
-                first.rejection.message,
-            )
-            metrics.dead(reasons)
+    def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+        first = dead[0]
+        reasons = Counter(item.rejection.reason.value for item in dead)
+        where = position_of(first.record)
+        log.warning(
+            "%d dead letter(s) %s; first from %s[%d]@%d: %s",
+            len(dead),
+            dict(reasons),
+            where.topic,
+            where.partition,
+            where.offset,
+            first.rejection.message,
+        )
+        metrics.dead(reasons)
         for item in dead:
             record = item.record
             key, value, headers = dead_letter_message(
-                item.rejection, record.position, record.key, record.value, record.headers
+                item.rejection, position_of(record), record.key, record.value, headers_of(record)
             )
             sink.send(dlq, key, value, headers)
 
-    def publish_drift(sink: BatchSink, records: Sequence[dict[str, Any]], version: str) -> None:
-        if not records:
-            return
+    def publish_drift(records: Sequence[dict[str, Any]], version: str) -> None:
         alerts = [r for r in records if r["alert"]]
         window = records[0]["window"]
         log.info(
@@ -297,93 +289,158 @@ def create_app(
         for record in records:
             sink.send(drift_topic, key, orjson.dumps(record))
 
-    @app.agent(transactions, name="customer-stage")
-    async def customer_agent(stream: faust.StreamT[Any]) -> None:
-        sink = customer_sink
-        try:
-            await sink.start()
-        except BaseException as exc:
-            _die("customer stage", exc)
-        async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
-            settings.batch_max, within=settings.batch_within_s
-        ):
-            try:
-                sink.begin()
-                records = [to_record(e) for e in events]
-                out = customer_stage.process(records)
-                sink.send_many(by_terminal, [(fwd.key, fwd.value) for fwd in out.forwards])
-                send_dead_letters(sink, out.dead_letters)
-                await sink.finish(records)
-                table_writer.persist()
-            except BaseException as exc:
-                _die("customer stage", exc)
-            stats.add(
-                consumed=len(events), replayed=out.replayed, dead_letters=len(out.dead_letters)
-            )
-            metrics.batch("customer", len(events), out.replayed)
+    def handle_customers(batch: Batch) -> None:
+        """Stage 1: customer windows, forwards to the terminal stage, dead letters."""
+        out = customer_stage.process(batch.records, batch.items)
+        sink.send_timed(by_terminal, [(f.key, f.value, f.timestamp) for f in out.forwards])
+        if out.dead_letters:
+            send_dead_letters(out.dead_letters)
+        sink.poll()
+        stats.add(consumed=len(batch), replayed=out.replayed, dead_letters=len(out.dead_letters))
+        metrics.batch("customer", len(batch), out.replayed)
 
-    @app.agent(terminal_inputs, name="scoring-stage")
-    async def scoring_agent(stream: faust.StreamT[Any]) -> None:
-        sink = scoring_sink
+    def handle_scoring(batch: Batch) -> None:
+        """Stage 2: terminal windows and labels, one predict_proba, envelopes, shadow, drift."""
+        model, shadow, drift = live.champion, live.shadow, live.drift
+        out = scoring_stage.process(batch.records, batch.items)
+        sink.send_many(scores_topic, out.scores)
+        if out.dead_letters:
+            send_dead_letters(out.dead_letters)
+        if out.X is not None and out.champion is not None:
+            if score_log.isEnabledFor(logging.DEBUG):
+                log_scores(score_log, out.events, out.champion, model.version)
+            if shadow is not None:
+                offer_shadow(shadow, out.events, out.X, out.champion, model.version)
+            if drift is not None:
+                records = drift.observe(
+                    scoring_stage.matrix(out.X, model.features),
+                    out.champion.score.tolist(),
+                    out.event_ts,
+                )
+                if records:
+                    publish_drift(records, model.version)
+        sink.poll()
+        stats.add(
+            scored=len(out.scores),
+            dead_letters=len(out.dead_letters),
+            labels_applied=out.labels.applied,
+            labels_unmatched=out.labels.pending_or_unknown,
+        )
+        metrics.batch("scoring", len(batch), out.replayed)
+        metrics.scored_batch(
+            model.version,
+            len(out.scores),
+            out.scoring_s if out.scores else None,
+            latencies_from_ms(out.arrived_ms) if out.scores else None,
+        )
+        metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
+
+    def offer_shadow(shadow: Any, events: Any, X: Any, champion_scores: Any, version: str) -> None:
+        rows = sample_rows([e.customer_id for e in events], settings.shadow_sample)
+        X_challenger = scoring_stage.matrix(X, shadow.challenger.features)
+        if rows is None:
+            shadow.offer(ShadowJob.of(events, X_challenger, version, champion_scores))
+            return
+        live.shadow_counts.unsampled += len(events) - len(rows)
+        if rows:
+            shadow.offer(
+                ShadowJob(
+                    [events[i] for i in rows],
+                    X_challenger[rows],
+                    version,
+                    champion_scores.score[rows],
+                    champion_scores.decision[rows],
+                )
+            )
+
+    # -- the engine ---------------------------------------------------------------------------
+    lock = asyncio.Lock() if transactional is not None else None
+    last_committed: dict[Any, int] = {}
+
+    async def checkpoint() -> dict[Any, int]:
+        """States to their tables and changelogs, outputs durable; the positions to commit."""
         try:
-            await sink.start()
+            if lock is None:
+                for store in stores:
+                    store.flush()
+                positions = engine.positions()
+                await outputs.settle(outputs.rotate())
+                for writer in writers:
+                    writer.persist()
+                return positions
+            async with lock:
+                for store in stores:
+                    store.flush()
+                positions = engine.positions()
+                await outputs.settle(outputs.rotate())
+                for writer in writers:
+                    writer.persist()
+                assert transactional is not None
+                changed = [
+                    TopicPartition(tp.topic, tp.partition, offset)
+                    for tp, offset in positions.items()
+                    if last_committed.get(tp) != offset
+                ]
+                await transactional.commit(changed)
+                last_committed.clear()
+                last_committed.update(positions)
+                return positions
         except BaseException as exc:
-            _die("scoring stage", exc)
-        async for events in stream.take_events(  # type: ignore[attr-defined]  # Stream has it, StreamT omits it
-            settings.batch_max, within=settings.batch_within_s
-        ):
-            # One set of models per batch: a swap waits for the lock (see LiveModels).
-            async with live.lock:
-                model, shadow, drift = live.champion, live.shadow, live.drift
-                try:
-                    sink.begin()
-                    records = [to_record(e) for e in events]
-                    out = scoring_stage.process(records)
-                    sink.send_many(scores, out.scores)
-                    if out.champion is not None and score_log.isEnabledFor(logging.DEBUG):
-                        log_scores(score_log, out.events, out.champion, model.version)
-                    send_dead_letters(sink, out.dead_letters)
-                    if out.X is not None and out.champion is not None:
-                        if shadow is not None:
-                            shadow.offer(
-                                ShadowJob.of(
-                                    out.events,
-                                    scoring_stage.matrix(out.X, shadow.challenger.features),
-                                    model.version,
-                                    out.champion,
-                                )
-                            )
-                        if drift is not None:
-                            publish_drift(
-                                sink,
-                                drift.observe(
-                                    scoring_stage.matrix(out.X, model.features),
-                                    out.champion.score.tolist(),
-                                    out.event_ts,
-                                ),
-                                model.version,
-                            )
-                except BaseException as exc:
-                    _die("scoring stage", exc)
+            die("checkpoint", exc)
+            raise
+
+    engine = BatchEngine(
+        max_buffered=settings.max_buffered,
+        max_idle_s=settings.max_task_idle_s,
+        checkpoint=checkpoint,
+        lock=lock,
+    )
+    engine.reset_hooks += [customers.clear, terminals.clear, last_committed.clear]
+    customer_runner = engine.add_stage(
+        StageRunner(
+            "customer",
+            [StageInput(topic(TRANSACTIONS))],
+            lambda records: _decoded(customer_stage.decode(records), _tx_time),
+            handle_customers,
+            settings.batch_max,
+        )
+    )
+    scoring_runner = engine.add_stage(
+        StageRunner(
+            "scoring",
+            [StageInput(labels_topic, rank=0), StageInput(by_terminal, rank=1)],
+            lambda records: _decoded(scoring_stage.decode(records), _scoring_time),
+            handle_scoring,
+            settings.batch_max,
+        )
+    )
+    app.register_engine(engine, settings.partitions)
+
+    @app.task
+    async def run_stages() -> None:
+        """Bind the engine to the consumer, start the transactions, then run both stages."""
+        engine.bind(app.consumer)  # type: ignore[arg-type]
+        if transactional is not None:
             try:
-                await sink.finish(records)
-                table_writer.persist()
+                await transactional.start()
             except BaseException as exc:
-                _die("scoring stage", exc)
-            stats.add(
-                scored=len(out.scores),
-                dead_letters=len(out.dead_letters),
-                labels_applied=out.labels.applied,
-                labels_unmatched=out.labels.pending_or_unknown,
-            )
-            metrics.batch("scoring", len(events), out.replayed)
-            metrics.scored_batch(
-                model.version,
-                len(out.scores),
-                out.scoring_s if out.scores else None,
-                latencies_from_ms(out.arrived_ms) if out.scores else None,
-            )
-            metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
+                die("exactly-once outputs", exc)
+        # The models and everything loaded at start-up stay put: keep the collector off them.
+        gc.collect()
+        gc.freeze()
+        await asyncio.gather(
+            engine.run(customer_runner, lambda exc: die("customer stage", exc)),
+            engine.run(scoring_runner, lambda exc: die("scoring stage", exc)),
+        )
+
+    @app.on_before_shutdown.connect
+    def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        engine.stop()
+        if transactional is not None:
+            transactional.close()
+        left = outputs.close()
+        if left:
+            log.error("%d output record(s) undelivered at shutdown (shadow records)", left)
 
     async def send_shadow(key: bytes, value: bytes) -> None:
         outputs.send(shadow_topic, key, value)
@@ -399,7 +456,7 @@ def create_app(
             try:
                 await scorer.run(send_shadow)
             except BaseException as exc:
-                _die("shadow scoring", exc)
+                die("shadow scoring", exc)
 
     def shadow_since(seen: list[int]) -> tuple[int, int, int]:
         """(scored, agreed, skipped) by the challengers since ``seen``, which is moved on."""
@@ -449,6 +506,21 @@ def create_app(
             metrics,
             champion,
             tables={"customer-state": customer_table, "terminal-state": terminal_table},
-            input_topics={topic(TRANSACTIONS), topic(BY_TERMINAL), topic(LABELS)},
+            input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
+            lag=engine.lag,
         )
     return app
+
+
+def _tx_time(item: Any) -> float | None:
+    return getattr(item, "ts", None)
+
+
+def _scoring_time(item: Any) -> float | None:
+    """A forward at its event time, a label at the time it became known."""
+    label_ts = getattr(item, "label_ts", None)
+    return label_ts if label_ts is not None else getattr(item, "ts", None)
+
+
+def _decoded(items: list[Any], time_of: Any) -> tuple[list[Any], list[float | None]]:
+    return items, [time_of(item) for item in items]

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
         description="at_least_once: outputs delivered before offsets are committed (a crash "
-        "re-scores what was in flight). exactly_once: each micro-batch's outputs and input "
-        "offsets commit in one Kafka transaction (read_committed consumers see each once).",
+        "re-scores what was in flight). exactly_once: the outputs and input offsets of each "
+        "checkpoint commit in one Kafka transaction (read_committed consumers see each once).",
     )
     transactional_id: str | None = Field(
         None,
@@ -83,9 +83,31 @@ class Settings(BaseSettings):
         description="exactly_once: a crashed worker's open transaction is aborted by the broker "
         "after this long if the worker does not come back with the same transactional_id.",
     )
-    batch_max: int = Field(500, ge=1, description="Micro-batch size: events per predict_proba.")
-    batch_within_s: float = Field(
-        0.02, gt=0, description="Longest wait (seconds) to fill a micro-batch."
+    batch_max: int = Field(
+        1000,
+        ge=1,
+        description="Most records in one micro-batch of a stage (one predict_proba). A batch "
+        "takes what has arrived; it never waits to fill up.",
+    )
+    max_buffered: int = Field(
+        5000,
+        ge=1,
+        description="Records fetched ahead per input partition; a partition with this many "
+        "waiting is not fetched until the stage takes some (back-pressure).",
+    )
+    max_task_idle_s: float = Field(
+        1.0,
+        ge=0,
+        description="Event-time alignment: how long a stage waits for an input partition that "
+        "has more to read but nothing fetched yet before going on without it (Kafka Streams' "
+        "max.task.idle.ms).",
+    )
+    commit_interval_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between checkpoints (state to the changelogs, outputs delivered, "
+        "offsets committed). Unset: Faust's BROKER_COMMIT_INTERVAL (2.8 s), 0.5 s with "
+        "exactly_once (its outputs are visible only once committed).",
     )
     max_message_bytes: int = Field(
         64 * 1024, ge=1024, description="Transactions larger than this go to the DLQ."
@@ -133,6 +155,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between checks of models/serving.json by a worker whose champion "
         "or challenger is not pinned (0: never swap while running).",
+    )
+    shadow_sample: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of customers whose events the challenger scores in shadow (sticky: "
+        "a hash of the customer id decides, so a customer is always in or out).",
     )
     shadow_max_pending: int = Field(
         64,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream_app.config import Settings
-from stream_app.scoring.envelope import ScoredEvent
+from stream_app.scoring.envelope import EventLike
 from stream_app.scoring.model import BatchScores
 
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -58,7 +58,7 @@ def configure_logging(settings: Settings) -> None:
 
 
 def log_scores(
-    logger: logging.Logger, events: Sequence[ScoredEvent], scores: BatchScores, version: str
+    logger: logging.Logger, events: Sequence[EventLike], scores: BatchScores, version: str
 ) -> None:
     """One DEBUG line per scored event with its id, model version, feature hash, score and
     decision (as ``extra`` fields too). The caller checks ``isEnabledFor(DEBUG)`` once per batch,

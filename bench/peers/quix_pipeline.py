@@ -80,8 +80,8 @@ def customer_step(
     if not customer.seen(offset):
         if customer.holds(tx.ts, tx.event_id):
             return None
-        times = customer.window.times
-        if times and tx.ts < times[-1] - allowed_lateness_s:
+        newest = customer.newest
+        if newest is not None and tx.ts < newest - allowed_lateness_s:
             return None
         customer.apply(tx.ts, tx.amount, offset, retention.customer_s, tx.event_id)
         state.set(STATE_KEY, customer.value)

@@ -131,3 +131,26 @@ def event_features(amount: float, ts: float) -> dict[str, float]:
     """The event-only features of a transaction at ``ts`` (epoch seconds, read as UTC)."""
     tm = time.gmtime(ts)
     return {f.name: f.compute(amount, tm) for f in EVENT_FEATURES}
+
+
+_EVENT_COMPUTE = tuple(f.compute for f in EVENT_FEATURES)
+
+
+def event_feature_values(amount: float, ts: float) -> list[float]:
+    """:func:`event_features` as a list in ``EVENT_FEATURES`` order (the hot path's form)."""
+    tm = time.gmtime(ts)
+    return [compute(amount, tm) for compute in _EVENT_COMPUTE]
+
+
+ENTITY_ORDER_OK = (
+    tuple(f.name for f in EVENT_FEATURES)
+    + tuple(f.name for f in window_features(Entity.CUSTOMER))
+    + tuple(f.name for f in window_features(Entity.TERMINAL))
+) == FEATURE_NAMES
+"""``FEATURES`` lists the event features, then the customer's, then the terminal's: a feature
+row is the three lists concatenated (the stages build rows that way). Checked at import."""
+if not ENTITY_ORDER_OK:  # pragma: no cover (a FEATURES edit that breaks the grouping)
+    raise ImportError(
+        "stream_app.features.definitions.FEATURES must list the event features first, then the "
+        "customer window features, then the terminal ones"
+    )

@@ -19,7 +19,7 @@ from stream_app.features.definitions import (
     DAY_S,
     FEATURE_NAMES,
     LABEL_DELAY_DAYS,
-    event_features,
+    event_feature_values,
 )
 from stream_app.features.state import CustomerState, Retention, TerminalState
 
@@ -56,6 +56,7 @@ def build_features(
     customers: dict[str, CustomerState] = {}
     terminals: dict[str, TerminalState] = {}
     out = np.empty((n, len(names)), dtype=np.float64)
+    columns = None if tuple(names) == FEATURE_NAMES else [FEATURE_NAMES.index(x) for x in names]
     delay = label_delay_days * DAY_S
     labels = batch.label
     ts_list = batch.ts.tolist()
@@ -83,8 +84,8 @@ def build_features(
         )
         customer.apply(t, amounts[i], -1, retention.customer_s)
         terminal.apply(t, batch.event_id[i], -1, retention.terminal_s)
-        values = event_features(amounts[i], t)
-        values.update(customer.features(t))
-        values.update(terminal.features(t))
-        out[i] = [values[name] for name in names]
+        row = event_feature_values(amounts[i], t)
+        row += customer.feature_values(t)
+        row += terminal.feature_values(t)
+        out[i] = row if columns is None else [row[c] for c in columns]
     return out

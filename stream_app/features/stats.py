@@ -1,16 +1,18 @@
 """How much state the entities hold: serialized bytes per customer or terminal.
 
-The size of one state is :func:`stream_app.features.state.state_bytes` (its JSON as the table and
-changelog store it). :func:`state_size_stats` sums it up over many entities, e.g. the last
-changelog value of every key of a table, or the states the offline builder ends with.
+The size of one state is :func:`stream_app.features.state.state_bytes`: the bytes the table and
+its changelog hold (a state object is encoded, bytes are measured as they are, a JSON state of
+earlier code by its compact JSON). :func:`state_size_stats` sums it up over many entities, e.g.
+the last changelog value of every key of a table, or the states the offline builder ends with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from stream_app.features.state import StateValue, state_bytes
+from stream_app.features.state import state_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +36,9 @@ class StateSizeStats:
         )
 
 
-def state_size_stats(states: Iterable[StateValue]) -> StateSizeStats:
-    """Count, total and largest serialized size of ``states`` (one state dict per entity)."""
+def state_size_stats(states: Iterable[Any]) -> StateSizeStats:
+    """Count, total and largest serialized size of ``states`` (one per entity: a state, its
+    bytes, or a JSON state of earlier code)."""
     count = total = largest = 0
     for value in states:
         size = state_bytes(value)

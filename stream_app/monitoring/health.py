@@ -92,11 +92,14 @@ def install_views(
     tables: Mapping[str, Sized] | None = None,
     ready: Callable[[], dict[str, dict[str, Any]]] | None = None,
     input_topics: Collection[str] = (),
+    lag: Callable[[], Mapping[Any, int]] | None = None,
 ) -> None:
     """Register ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server.
 
     ``tables`` (name → table) feed ``stream_app_table_keys`` and ``input_topics`` feed
-    ``stream_app_consumer_lag`` at scrape time; ``ready`` replaces the default checks (tests).
+    ``stream_app_consumer_lag`` at scrape time (``lag``, the batch engine's per-partition lag,
+    replaces the consumer's read positions when given); ``ready`` replaces the default checks
+    (tests).
     """
     checks = ready if ready is not None else (lambda: readiness(app, champion))
     table_map: Mapping[str, Sized] = tables or {}
@@ -107,7 +110,9 @@ def install_views(
         async def get(self, request: web.Request) -> web.Response:
             """The text format; table key counts refreshed first (throttled)."""
             metrics.refresh_table_keys(table_map, TABLE_KEYS_REFRESH_S)
-            if input_topics:
+            if lag is not None:
+                metrics.set_lag({(tp.topic, tp.partition): n for tp, n in lag().items()})
+            elif input_topics:
                 metrics.set_lag(consumer_lag(app.consumer, input_topics))
             # aiohttp refuses a charset inside ``content_type``: pass the header as is.
             return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

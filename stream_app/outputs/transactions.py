@@ -1,28 +1,24 @@
-"""Where a stage's micro-batch puts its outputs, and what "done" means for the batch.
+"""Exactly-once outputs: one librdkafka transaction per checkpoint.
 
-An agent opens a batch with :meth:`BatchSink.begin`, sends its outputs through the sink, and ends
-with :meth:`BatchSink.finish`, given the batch's input records, before Faust acknowledges them:
+With ``processing_guarantee=exactly_once`` the stages' outputs (``scores``,
+``transactions.by-terminal``, ``drift``, ``transactions.dlq``) go through
+:class:`TransactionalPublisher`, one transactional producer for the whole worker. A transaction
+opens with the first output after a checkpoint and is committed by the next checkpoint
+(:meth:`TransactionalPublisher.commit`) together with the input offsets of every record processed
+since, with the consumer group's current metadata (KIP-447: a member the group has moved past is
+refused, so a zombie cannot commit). A ``read_committed`` consumer of the outputs sees a
+checkpoint's records exactly when its offsets are committed: after a crash the aborted attempt
+is invisible and the re-read records commit once. While a transaction commits, the stages wait
+(the worker's batch engine holds its processing lock).
 
-- :class:`AtLeastOnceSink` (``processing_guarantee=at_least_once``): the outputs go through the
-  worker's shared :class:`~stream_app.outputs.publisher.OutputPublisher`; ``finish`` waits until
-  the broker has them all. Faust commits the acknowledged offsets later, so a crash re-reads and
-  re-scores what was in flight (duplicates, never a loss).
-- :class:`TransactionalSink` (``exactly_once``): one librdkafka transactional producer per stage.
-  ``begin`` opens a transaction; ``finish`` waits until the tables' changelog records (sent
-  outside the transaction, see below) are delivered, adds the batch's input offsets to the
-  transaction with the consumer group's current metadata (KIP-447: a member the group has moved
-  past is refused, so a zombie cannot commit), and commits. A ``read_committed`` consumer of
-  ``scores`` (or ``transactions.by-terminal``, ``drift``, ``transactions.dlq``) sees a batch's
-  records exactly when its offsets are committed: after a crash, the aborted attempt is invisible
-  and the re-read batch commits once.
-
-Why the changelogs stay outside the transactions: Faust 0.15 table recovery (and standbys) ends
-when a changelog partition's last *record* reaches the partition's high watermark; a
-transaction's commit marker occupies the last offset, so recovery would wait for Faust's
-aborted-transaction timeout path, which runs only for Faust's own exactly-once mode. The stages'
-state updates are idempotent by source offset instead: a changelog record of an aborted batch
-holds the state the re-read batch would produce again, so table state is exactly-once in effect,
-and the scores computed from it on the re-read are the same.
+Why the tables' changelogs stay outside the transactions: Faust 0.15 table recovery (and
+standbys) ends when a changelog partition's last *record* reaches the partition's high
+watermark; a transaction's commit marker occupies the last offset, so recovery would wait for
+Faust's aborted-transaction timeout path, which runs only for Faust's own exactly-once mode. The
+changelog records of a checkpoint are delivered (outside the transaction) before it commits, and
+the stages' state updates are idempotent by source offset: a changelog record of an aborted
+attempt holds the state the re-read records produce again, so table state is exactly-once in
+effect, and the features computed from it on the re-read are the same.
 
 Shadow records (``scores.shadow``) stay best effort in either mode: the challenger runs outside
 the batch, in its own process.
@@ -35,13 +31,13 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_app.config import Settings
+from stream_app.io.records import RecordLike
 from stream_app.outputs.publisher import Headers, OutputError, OutputPublisher
-from stream_app.pipeline.customer_stage import InputRecord
 
 log = logging.getLogger("stream_app.outputs")
 
@@ -74,14 +70,13 @@ def group_metadata(
     return out + b"\x00" + group_instance_id.encode() + b"\0"
 
 
-def batch_offsets(records: Iterable[InputRecord]) -> list[TopicPartition]:
-    """The offsets to commit for a batch: per input partition, one past its last record."""
+def batch_offsets(records: Iterable[RecordLike]) -> list[TopicPartition]:
+    """The offsets to commit for records: per input partition, one past its last record."""
     last: dict[tuple[str, int], int] = {}
     for record in records:
-        pos = record.position
-        key = (pos.topic, pos.partition)
-        if pos.offset >= last.get(key, -1):
-            last[key] = pos.offset
+        key = (record.topic, record.partition)
+        if record.offset >= last.get(key, -1):
+            last[key] = record.offset
     return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
 
 
@@ -94,92 +89,34 @@ def default_transactional_id(settings: Settings) -> str:
     return f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}"
 
 
-class BatchSink(Protocol):
-    """What an agent sends a micro-batch's outputs through."""
-
-    async def start(self) -> None:
-        """Get ready (once, before the agent's first batch)."""
-
-    def begin(self) -> None:
-        """Open the batch (before its first output)."""
-
-    def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
-    ) -> None:
-        """Queue one output record of the batch."""
-
-    def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Queue ``(key, value)`` output records of the batch."""
-
-    async def finish(self, records: Sequence[InputRecord]) -> None:
-        """Make the batch's outputs durable; raise :class:`OutputError` if they cannot be."""
-
-
-class AtLeastOnceSink:
-    """Outputs through the shared publisher; Faust commits the offsets after the batch."""
-
-    def __init__(self, outputs: OutputPublisher) -> None:
-        self.outputs = outputs
-
-    async def start(self) -> None:
-        """Nothing to set up."""
-
-    def begin(self) -> None:
-        """Nothing to open."""
-
-    def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
-    ) -> None:
-        self.outputs.send(topic, key, value, headers)
-
-    def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        self.outputs.send_many(topic, records)
-
-    async def finish(self, records: Sequence[InputRecord]) -> None:
-        """Wait until the broker has every output (and changelog record) of the batch."""
-        await self.outputs.delivered()
-
-
 CALL_GRACE_S = 15.0
-"""How long past its own timeout a librdkafka transaction call may block before the stage gives
-up on it (see :meth:`TransactionalSink._call`)."""
+"""How long past its own timeout a librdkafka transaction call may block before the worker gives
+up on it (see :meth:`TransactionalPublisher._call`)."""
 
 
-class TransactionalSink(AtLeastOnceSink):
-    """One stage's outputs in Kafka transactions, one transaction per micro-batch.
-
-    ``send`` and ``send_many`` are :class:`AtLeastOnceSink`'s, into a transactional publisher of
-    the stage's own; ``start``, ``begin`` and ``finish`` run the transaction.
-    """
+class TransactionalPublisher(OutputPublisher):
+    """The stages' outputs in Kafka transactions, one transaction per checkpoint."""
 
     def __init__(
         self,
         settings: Settings,
-        stage: str,
-        changelogs: OutputPublisher,
         metadata: Callable[[], bytes],
         *,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
         timeout_s: float = 30.0,
     ) -> None:
-        """``changelogs``: the non-transactional publisher the tables' changelog records (and
-        shadow records) go through. ``metadata``: the consumer group's metadata at call time."""
-        self.transactional_id = f"{default_transactional_id(settings)}-{stage}"
-        self.stage = stage
+        """``metadata``: the consumer group's metadata at call time."""
+        self.transactional_id = f"{default_transactional_id(settings)}-outputs"
         self.timeout_s = timeout_s
-        self.changelogs = changelogs
         self.metadata = metadata
         super().__init__(
-            OutputPublisher(
-                settings,
-                config={
-                    "transactional.id": self.transactional_id,
-                    "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
-                },
-                producer_factory=producer_factory,
-            )
+            settings,
+            config={
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
+            },
+            producer_factory=producer_factory,
         )
-        self._producer: Any = self.outputs._producer
         self._initialized = False
         self._open = False
         self.committed = 0
@@ -189,8 +126,8 @@ class TransactionalSink(AtLeastOnceSink):
         """A blocking librdkafka transaction call (given ``timeout_s``), off the event loop's
         thread. librdkafka does not always return by that timeout (seen here: an
         ``init_transactions`` right after a kill -9, under load, still blocked after 5 minutes;
-        librdkafka issues #3013, #4420 report the like), and a stage waiting on it stops the
-        whole worker silently; so after ``timeout_s + CALL_GRACE_S`` this raises
+        librdkafka issues #3013, #4420 report the like), and a worker waiting on it scores
+        nothing, silently; so after ``timeout_s + CALL_GRACE_S`` this raises
         :class:`OutputError` (the worker exits 70 and is restarted) and leaves the thread behind.
         """
         name = getattr(fn, "__name__", "transaction call")
@@ -199,10 +136,9 @@ class TransactionalSink(AtLeastOnceSink):
             return await asyncio.wait_for(call, self.timeout_s + CALL_GRACE_S)
         except TimeoutError:
             raise OutputError(
-                f"{self.stage} stage: librdkafka's {name} did not return within "
-                f"{self.timeout_s + CALL_GRACE_S:.0f} s (its timeout is {self.timeout_s:.0f} s); "
-                "is the transaction coordinator reachable? The worker stops; on restart the "
-                "batch is read again."
+                f"librdkafka's {name} did not return within {self.timeout_s + CALL_GRACE_S:.0f} "
+                f"s (its timeout is {self.timeout_s:.0f} s); is the transaction coordinator "
+                "reachable? The worker stops; on restart the input is read again."
             ) from None
 
     async def start(self) -> None:
@@ -214,34 +150,63 @@ class TransactionalSink(AtLeastOnceSink):
             await self._call(self._producer.init_transactions, self.timeout_s)
         except KafkaException as exc:
             raise OutputError(
-                f"{self.stage} stage: cannot initialize transactions as "
-                f"{self.transactional_id!r}: {exc.args[0]}. The broker must allow transactions "
-                "(transaction.state.log.* settings, on one node replication factor 1 and "
-                "min.isr 1) and the user needs Write and Describe on this TransactionalId."
+                f"cannot initialize transactions as {self.transactional_id!r}: {exc.args[0]}. "
+                "The broker must allow transactions (transaction.state.log.* settings, on one "
+                "node replication factor 1 and min.isr 1) and the user needs Write and Describe "
+                "on this TransactionalId."
             ) from exc
         self._initialized = True
-        log.info("%s stage: transactions as %r", self.stage, self.transactional_id)
+        log.info("outputs in transactions as %r", self.transactional_id)
 
     def begin(self) -> None:
-        """Open the batch's transaction (:meth:`start` must have run)."""
+        """Open a transaction unless one is open (:meth:`start` must have run)."""
+        if self._open:
+            return
         if not self._initialized:
-            raise OutputError(f"{self.stage} stage: transactions used before start()")
+            raise OutputError("transactions used before start()")
         self._producer.begin_transaction()
         self._open = True
 
-    async def finish(self, records: Sequence[InputRecord]) -> None:
-        """Changelogs delivered, then the batch's offsets and outputs committed atomically.
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """Queue one record in the open transaction (opening one if needed)."""
+        if not self._open:
+            self.begin()
+        super().send(topic, key, value, headers, partition, timestamp)
 
-        Any failure aborts the transaction and raises :class:`OutputError`: the agent stops the
-        worker without acknowledging the batch, and the restart re-reads it.
+    def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Queue ``(key, value)`` records in the open transaction."""
+        if not self._open:
+            self.begin()
+        super().send_many(topic, records)
+
+    def send_timed(self, topic: str, records: Sequence[tuple[bytes, bytes, int | None]]) -> None:
+        """Queue ``(key, value, timestamp)`` records in the open transaction."""
+        if not self._open:
+            self.begin()
+        super().send_timed(topic, records)
+
+    async def commit(self, offsets: Sequence[TopicPartition]) -> None:
+        """Commit the open transaction with ``offsets`` (the input positions it covers).
+
+        Any failure aborts the transaction and raises :class:`OutputError`: the worker stops
+        without committing, and the restart re-reads.
         """
-        await self.changelogs.delivered()
-        offsets = batch_offsets(records)
+        if not offsets and not self._open:
+            return
+        self.begin()
         try:
             if offsets:
                 await self._call(
                     self._producer.send_offsets_to_transaction,
-                    offsets,
+                    list(offsets),
                     self.metadata(),
                     self.timeout_s,
                 )
@@ -251,6 +216,8 @@ class TransactionalSink(AtLeastOnceSink):
         # Committed: every record of the transaction was delivered (else the commit fails).
         self._open = False
         self.committed += 1
+        self.rotate()
+        self._epochs.clear()
 
     async def _abort(self, exc: KafkaException) -> NoReturn:
         error: KafkaError = exc.args[0]
@@ -259,25 +226,25 @@ class TransactionalSink(AtLeastOnceSink):
             try:
                 await self._call(self._producer.abort_transaction, self.timeout_s)
             except KafkaException as abort_exc:
-                log.error("%s stage: abort failed too: %s", self.stage, abort_exc.args[0])
+                log.error("abort failed too: %s", abort_exc.args[0])
         self._open = False
         raise OutputError(
-            f"{self.stage} stage: transaction not committed ({error.name()}: {error.str()}); "
+            f"transaction not committed ({error.name()}: {error.str()}); "
             + (
                 "another producer with this transactional id took over (a second worker with "
                 "the same STREAM_APP_TRANSACTIONAL_ID?)"
                 if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
-                else "aborted, so none of the batch's outputs or offsets are visible"
+                else "aborted, so none of its outputs or offsets are visible"
             )
-            + ". The worker stops; on restart the batch is read again."
+            + ". The worker stops; on restart the input is read again."
         ) from exc
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Abort an open transaction (its batch was not acknowledged) and close."""
+    def close(self, timeout: float = 10.0) -> int:
+        """Abort an open transaction (its offsets were not committed) and close."""
         if self._open:
             try:
                 self._producer.abort_transaction(timeout)
             except KafkaException as exc:
-                log.warning("%s stage: abort at shutdown: %s", self.stage, exc.args[0])
+                log.warning("abort at shutdown: %s", exc.args[0])
             self._open = False
-        self._producer.flush(timeout)
+        return int(self._producer.flush(timeout))

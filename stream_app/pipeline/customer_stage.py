@@ -1,48 +1,36 @@
 """Stage 1, on ``transactions`` (partitioned by customer): validate, update customer windows.
 
-For each input record: decode and validate (bad ones become dead letters), check the key is the
-customer id (the tables are co-partitioned with the topic, so a mis-keyed record would read the
-wrong state), reject an event the customer's window already holds (its ``event_id`` at its event
-time, sent again: counting it twice would change the features) and events later than the allowed
-lateness, update the customer's window state (idempotent by source offset) and forward the event
-with its customer features to the terminal-keyed repartition topic. A record applied already (read
-again after a crash or a rebalance, before its offset was committed) is forwarded again with the
-features it had the first time, computed from the samples that preceded it in the stream
-(``CustomerState.replayed_features``); one dead-lettered as a duplicate or as too late (decisions
-on the customer's state, which the re-read finds changed by the records after it) is dead-lettered
-again with the same reason and message, never forwarded: the state remembers those records by
-offset (``CustomerState.dead_lettered``). The state of each customer touched in a batch is written
-back once per batch.
+For each input record, in the order the worker's batch engine merged them (event time across
+partitions, stream order within one): the decoded transaction or its rejection (bad ones become
+dead letters); the key must be the customer id (the table is co-partitioned with the topic, so a
+mis-keyed record would read the wrong state); an event the customer's window already holds (its
+``event_id`` at its event time, sent again) and an event later than the allowed lateness are
+dead-lettered; otherwise the customer's window takes it (idempotent by source offset) and the
+event goes on, with its customer features, to the terminal-keyed repartition topic.
+
+A record applied already (read again after a crash or a rebalance, before its offset was
+committed) is forwarded again with the features it had the first time, computed from the samples
+applied before it (``CustomerState.replayed_values``); one dead-lettered as a duplicate or as too
+late is dead-lettered again with the same reason and message, never forwarded (the state
+remembers those records, ``CustomerState.dead_lettered``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from stream_app.features.definitions import event_features
-from stream_app.features.state import CustomerState, Retention
+from stream_app.features.definitions import event_feature_values
+from stream_app.features.state import CustomerState, Retention, source_id
 from stream_app.io.codecs import Transaction, decode_transaction
-from stream_app.io.deadletter import Reason, Rejection, SourcePosition
+from stream_app.io.deadletter import Reason, Rejection
+from stream_app.io.forward import encode_forward
+from stream_app.io.records import InputRecord, RecordLike
+from stream_app.pipeline.state_store import StateStore
 
-
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One consumed Kafka record, as the stages see it."""
-
-    key: bytes | None
-    value: bytes | None
-    position: SourcePosition
-    headers: Sequence[tuple[str, bytes | None]] = ()
-    handle: Any = None  # the transport's own event (Faust: needed to route table writes)
-
-    @property
-    def arrived_ms(self) -> float:
-        """Kafka record timestamp (ms), the start of the latency clock."""
-        return float(self.position.timestamp_ms or 0)
+__all__ = ["CustomerStage", "DeadLetter", "Forward", "InputRecord", "StageOutput"]
 
 
 @dataclass(slots=True)
@@ -51,17 +39,15 @@ class Forward:
 
     key: bytes
     value: bytes
+    timestamp: int | None = None  # the source record's Kafka timestamp (ms)
 
 
 @dataclass(slots=True)
 class DeadLetter:
     """A rejected record and why."""
 
-    record: InputRecord
+    record: RecordLike
     rejection: Rejection
-
-
-StateWriter = Callable[[MutableMapping[str, Any], str, Any, InputRecord], None]
 
 
 def key_rejection(key: bytes | None, field: str, expected: str, topic: str) -> Rejection:
@@ -97,9 +83,9 @@ def too_late_rejection(tx: Transaction, newest: float, allowed_lateness_s: float
     )
 
 
-def write_state(table: MutableMapping[str, Any], key: str, value: Any, record: InputRecord) -> None:
-    """Plain mapping write (tests, offline); the worker passes a Faust-aware writer."""
-    table[key] = value
+def processing_error(exc: Exception) -> Rejection:
+    """The rejection of a record whose processing raised (a bug met on this input)."""
+    return Rejection(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(slots=True)
@@ -111,84 +97,79 @@ class StageOutput:
     replayed: int = 0
 
 
-def encode_forward(
-    tx: Transaction, features: dict[str, float], arrived_ms: float, source: SourcePosition
-) -> bytes:
-    """The repartition record: the transaction, its stage-1 features, its origin."""
-    return orjson.dumps(
-        {
-            "event_id": tx.event_id,
-            "event_time": tx.event_time,
-            "ts": tx.ts,
-            "customer_id": tx.customer_id,
-            "terminal_id": tx.terminal_id,
-            "amount": tx.amount,
-            "features": features,
-            "arrived_ms": arrived_ms,
-            "source": [source.topic, source.partition, source.offset],
-        }
-    )
+def now_s() -> float:
+    """The wall clock (epoch seconds), read once per batch for the decoders."""
+    return datetime.now(UTC).timestamp()
 
 
 class CustomerStage:
-    """Stage-1 logic over a table (any mutable mapping customer id → state dict)."""
+    """Stage-1 logic over the customer states (a :class:`StateStore`, or a plain mapping)."""
 
     def __init__(
         self,
-        table: MutableMapping[str, Any],
+        states: StateStore[CustomerState] | MutableMapping[str, Any],
         retention: Retention,
         allowed_lateness_s: float,
         max_message_bytes: int,
-        writer: StateWriter = write_state,
+        topic_index: Mapping[str, int] | None = None,
     ) -> None:
-        self.table = table
-        self.writer = writer
+        """``topic_index``: the index of each input topic in the states' source ids (default:
+        every topic is the first)."""
+        self.states: StateStore[CustomerState] = (
+            states if isinstance(states, StateStore) else StateStore(CustomerState, states)
+        )
         self.retention = retention
         self.allowed_lateness_s = allowed_lateness_s
         self.max_message_bytes = max_message_bytes
+        self.topic_index = dict(topic_index or {})
 
-    def process(self, records: Sequence[InputRecord]) -> StageOutput:
-        """Process one micro-batch in order."""
+    def decode(
+        self, records: Sequence[RecordLike], now: float | None = None
+    ) -> list[Transaction | Rejection]:
+        """The decoded transaction (or its rejection) of each record."""
+        clock = now_s() if now is None else now
+        limit = self.max_message_bytes
+        return [decode_transaction(r.value, limit, clock) for r in records]
+
+    def process(
+        self,
+        records: Sequence[RecordLike],
+        items: Sequence[Transaction | Rejection] | None = None,
+    ) -> StageOutput:
+        """Process one micro-batch in order (``items``: :meth:`decode` of ``records``, when the
+        engine decoded them already). Changed states are marked for the next flush."""
+        if items is None:
+            items = self.decode(records)
         out = StageOutput()
-        touched: dict[str, CustomerState] = {}
-        last: dict[str, InputRecord] = {}
-        for record in records:
+        for record, item in zip(records, items, strict=True):
             try:
-                customer_id = self._one(record, touched, out)
-                if customer_id is not None:
-                    last[customer_id] = record
+                if type(item) is Rejection:
+                    out.dead_letters.append(DeadLetter(record, item))
+                else:
+                    self._one(record, item, out)  # type: ignore[arg-type]
             except Exception as exc:  # the worker never crashes on input
-                out.dead_letters.append(
-                    DeadLetter(
-                        record, Rejection(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-                    )
-                )
-        for customer_id, record in last.items():
-            self.writer(self.table, customer_id, touched[customer_id].value, record)
+                out.dead_letters.append(DeadLetter(record, processing_error(exc)))
         return out
 
-    def _one(
-        self, record: InputRecord, touched: dict[str, CustomerState], out: StageOutput
-    ) -> str | None:
-        """Process one record; returns the customer whose state it changed, if any."""
-        tx = decode_transaction(record.value, self.max_message_bytes)
-        if isinstance(tx, Rejection):
-            out.dead_letters.append(DeadLetter(record, tx))
-            return None
-        if record.key != tx.customer_id.encode():
+    def flush(self) -> int:
+        """Write the changed states back (tests, tools: the worker flushes at checkpoints)."""
+        return self.states.flush()
+
+    def _one(self, record: RecordLike, tx: Transaction, out: StageOutput) -> None:
+        customer_id = tx.customer_id
+        if record.key != customer_id.encode():
             out.dead_letters.append(
                 DeadLetter(
-                    record, key_rejection(record.key, "customer_id", tx.customer_id, "transactions")
+                    record, key_rejection(record.key, "customer_id", customer_id, "transactions")
                 )
             )
-            return None
-        state = touched.get(tx.customer_id)
-        if state is None:
-            state = CustomerState(self.table.get(tx.customer_id))
-            touched[tx.customer_id] = state
-        offset = record.position.offset
-        if state.seen(offset):
-            dead = state.dead_lettered(offset)
+            return
+        partition, offset = record.partition, record.offset
+        source = source_id(partition, self.topic_index.get(record.topic, 0))
+        states = self.states
+        state = states.get(customer_id, partition)
+        if state.seen(offset, source):
+            dead = state.dead_lettered(offset, source)
             if dead is not None:  # dead-lettered the first time: again, for the same reason
                 reason, newest = dead
                 rejection = (
@@ -197,33 +178,47 @@ class CustomerStage:
                     else too_late_rejection(tx, newest, self.allowed_lateness_s)
                 )
                 out.dead_letters.append(DeadLetter(record, rejection))
-                return None
+                return
             # Applied before a restart or a rebalance: count once, forward again with the
-            # features it had, from the samples that preceded it (the state holds later ones).
+            # features it had, from the samples applied before it (the state holds later ones).
             out.replayed += 1
-            replayed = state.replayed_features(tx.ts, tx.event_id, offset)
-            customer = state.features(tx.ts) if replayed is None else replayed
+            replayed = state.replayed_values(tx.ts, tx.event_id)
+            values = state.feature_values(tx.ts) if replayed is None else replayed
         else:
             # Decisions on the state: remembered (the state is written back) for a re-read.
-            if state.holds(tx.ts, tx.event_id):
+            latest = state.newest
+            if latest is not None and tx.ts <= latest and state.holds(tx.ts, tx.event_id):
                 out.dead_letters.append(DeadLetter(record, duplicate_rejection(tx)))
-                state.record_dead_letter(offset, Reason.DUPLICATE_EVENT.value)
-                return tx.customer_id
-            times = state.window.times
-            if times and tx.ts < times[-1] - self.allowed_lateness_s:
+                state.record_dead_letter(offset, Reason.DUPLICATE_EVENT.value, source)
+                states.changed(customer_id, partition)
+                return
+            if latest is not None and tx.ts < latest - self.allowed_lateness_s:
                 out.dead_letters.append(
-                    DeadLetter(record, too_late_rejection(tx, times[-1], self.allowed_lateness_s))
+                    DeadLetter(record, too_late_rejection(tx, latest, self.allowed_lateness_s))
                 )
-                state.record_dead_letter(offset, Reason.TOO_LATE.value)
-                return tx.customer_id
-            state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id)
-            customer = state.features(tx.ts)
-        features = event_features(tx.amount, tx.ts)
-        features.update(customer)
+                state.record_dead_letter(offset, Reason.TOO_LATE.value, source)
+                states.changed(customer_id, partition)
+                return
+            state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id, source)
+            states.changed(customer_id, partition)
+            values = state.feature_values(tx.ts)
+        features = event_feature_values(tx.amount, tx.ts)
+        features += values
+        timestamp = record.timestamp
         out.forwards.append(
             Forward(
                 tx.terminal_id.encode(),
-                encode_forward(tx, features, record.arrived_ms, record.position),
+                encode_forward(
+                    tx.event_id,
+                    tx.event_time,
+                    tx.ts,
+                    customer_id,
+                    tx.terminal_id,
+                    float(timestamp or 0),
+                    partition,
+                    offset,
+                    features,
+                ),
+                timestamp,
             )
         )
-        return tx.customer_id

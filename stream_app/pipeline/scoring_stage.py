@@ -1,10 +1,12 @@
 """Stage 2, on the terminal-keyed topics: terminal windows, labels, and micro-batch scoring.
 
-One agent reads both the repartitioned transactions (``transactions.by-terminal``) and
+The stage reads both the repartitioned transactions (``transactions.by-terminal``) and
 ``labels`` (keyed by terminal), so a terminal's transactions and labels meet in one table
-partition. Per micro-batch: labels update fraud flags; each transaction updates its terminal's
-window (idempotent by source offset) and gets its full feature vector; then the whole batch is
-scored by **one** ``predict_proba`` and turned into envelopes.
+partition. The worker's batch engine hands it their records merged in event-time order (a label
+at the time it became known, before a transaction at that same instant). Per micro-batch: labels
+update fraud flags; each transaction updates its terminal's window (idempotent by source offset)
+and gets its full feature vector; then the whole batch is scored by **one** ``predict_proba``
+and turned into envelopes.
 
 A label whose transaction the terminal does not hold is either early (its transaction may still
 come: a fraud label waits pending) or for an unknown event (dead letter ``unknown_event``): see
@@ -14,25 +16,24 @@ come: a fraud label waits pending) or for an unknown event (dead letter ``unknow
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
-from stream_app.features.state import Retention, TerminalState
-from stream_app.io.codecs import decode_label
+from stream_app.features.definitions import FEATURE_NAMES
+from stream_app.features.state import Retention, TerminalState, source_id
+from stream_app.io.codecs import Label, decode_label
 from stream_app.io.deadletter import Reason, Rejection
-from stream_app.pipeline.customer_stage import (
-    DeadLetter,
-    InputRecord,
-    StateWriter,
-    key_rejection,
-    write_state,
-)
-from stream_app.scoring.envelope import ScoredEvent, build_envelopes
+from stream_app.io.forward import Forward, ForwardError, decode_forward
+from stream_app.io.records import RecordLike
+from stream_app.pipeline.customer_stage import DeadLetter, key_rejection, now_s, processing_error
+from stream_app.pipeline.state_store import StateStore
+from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import BatchScores, ScoringModel
+
+Item = Forward | Label | Rejection
 
 
 @dataclass(slots=True)
@@ -54,32 +55,38 @@ class ScoringOutput:
     arrived_ms: list[float] = field(default_factory=list)  # Kafka timestamps of scored events
     scoring_s: float = 0.0  # predict_proba + explanations + envelopes of the batch
     # What the shadow and drift outputs need, row-aligned with ``scores``:
-    events: list[ScoredEvent] = field(default_factory=list)
+    events: list[Forward] = field(default_factory=list)
     event_ts: list[float] = field(default_factory=list)  # event times, epoch seconds
-    X: np.ndarray | None = None  # feature matrix in the stage's ``columns`` order
+    X: np.ndarray | None = None  # feature matrix, FEATURE_NAMES columns
     champion: BatchScores | None = None
 
 
+def forward_rejection(exc: Exception) -> Rejection:
+    """Why a ``transactions.by-terminal`` record is not a forward (written by something else)."""
+    return Rejection(Reason.PROCESSING_ERROR, f"not a repartition record: {exc}")
+
+
 class ScoringStage:
-    """Stage-2 logic over a table (terminal id → state dict) and a champion model."""
+    """Stage-2 logic over the terminal states (a :class:`StateStore`, or a plain mapping) and a
+    champion model."""
 
     def __init__(
         self,
-        table: MutableMapping[str, Any],
+        states: StateStore[TerminalState] | MutableMapping[str, Any],
         model: ScoringModel,
         retention: Retention,
         labels_topic: str,
         max_message_bytes: int,
         emit_features: bool = False,
-        writer: StateWriter = write_state,
         source_partitions: int = 1,
         max_source_skew_s: float = 7 * 86_400.0,
-        extra_features: Sequence[str] = (),
+        topic_index: Mapping[str, int] | None = None,
     ) -> None:
-        self.table = table
+        self.states: StateStore[TerminalState] = (
+            states if isinstance(states, StateStore) else StateStore(TerminalState, states)
+        )
         self.model = model
-        self.columns: tuple[str, ...] = ()
-        self.use_models(model, extra_features)
+        self.envelopes = EnvelopeWriter(model, emit_features)
         self.source_partitions = source_partitions
         self.max_source_skew_s = max_source_skew_s
         # Newest event time seen per (input partition, transactions partition). A terminal's
@@ -87,95 +94,116 @@ class ScoringStage:
         # each of those sub-streams is in event-time order, so the least advanced one is the
         # low watermark that bounds eviction for the terminals of that input partition.
         self._source_time: dict[int, dict[int, float]] = {}
-        self.writer = writer
         self.retention = retention
         self.labels_topic = labels_topic
         self.max_message_bytes = max_message_bytes
         self.emit_features = emit_features
+        self.topic_index = dict(topic_index or {})
 
-    def process(self, records: Sequence[InputRecord]) -> ScoringOutput:
-        """Process one micro-batch in order and score its transactions together."""
-        out = ScoringOutput()
-        touched: dict[str, TerminalState] = {}
-        last: dict[str, InputRecord] = {}
-        events: list[ScoredEvent] = []
-        rows: list[list[float]] = []
-        names = self.columns
-        event_ts: list[float] = []
+    # --- decoding (the engine calls this per fetched chunk) ------------------------------------
+
+    def decode(self, records: Sequence[RecordLike], now: float | None = None) -> list[Item]:
+        """The decoded forward or label (or rejection) of each record."""
+        clock = now_s() if now is None else now
+        labels, limit = self.labels_topic, self.max_message_bytes
+        out: list[Item] = []
         for record in records:
+            if record.topic == labels:
+                out.append(decode_label(record.value, limit, clock))
+                continue
             try:
-                if record.position.topic == self.labels_topic:
-                    terminal_id = self._label(record, touched, out)
-                    if terminal_id is not None:
-                        last[terminal_id] = record
-                    continue
-                fwd = orjson.loads(record.value or b"")
-                state = self._state(fwd["terminal_id"], touched)
-                last[fwd["terminal_id"]] = record
-                ts = fwd["ts"]
-                partition = record.position.partition
-                seen = self._source_time.setdefault(partition, {})
-                source_partition = fwd["source"][1]
-                if ts > seen.get(source_partition, float("-inf")):
-                    seen[source_partition] = ts
-                if not state.apply(
-                    ts,
-                    fwd["event_id"],
-                    record.position.offset,
-                    self.retention.terminal_s,
-                    horizon_end=self.eviction_horizon(partition),
-                ):
-                    out.replayed += 1
-                values: dict[str, float] = fwd["features"]
-                values.update(state.features(fwd["ts"]))
-                rows.append([values[name] for name in names])
-                event_ts.append(ts)
-                events.append(
-                    ScoredEvent(
-                        fwd["event_id"],
-                        fwd["customer_id"],
-                        fwd["terminal_id"],
-                        fwd["event_time"],
-                        fwd["arrived_ms"],
-                    )
-                )
-            except Exception as exc:  # the worker never crashes on input
-                out.dead_letters.append(
-                    DeadLetter(
-                        record, Rejection(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-                    )
-                )
-        for terminal_id, record in last.items():
-            self.writer(self.table, terminal_id, touched[terminal_id].value, record)
-        if rows:
-            started = time.perf_counter()
-            X = np.asarray(rows, dtype=np.float64)
-            X_champion = self.matrix(X, self.model.features)
-            scores = self.model.score_batch(X_champion)
-            envelopes = build_envelopes(self.model, events, X_champion, scores, self.emit_features)
-            out.scores = [
-                (e.customer_id.encode(), orjson.dumps(env))
-                for e, env in zip(events, envelopes, strict=True)
-            ]
-            out.scoring_s = time.perf_counter() - started
-            out.arrived_ms = [e.arrived_ms for e in events]
-            out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
+                out.append(decode_forward(record.value))
+            except ForwardError as exc:
+                out.append(forward_rejection(exc))
         return out
 
-    def use_models(self, champion: ScoringModel, extra_features: Sequence[str] = ()) -> None:
-        """Score with ``champion`` from the next batch on; compute ``extra_features`` (a
-        challenger's) too. Columns: the champion's features first, then the others."""
-        self.model = champion
-        self.columns = tuple(champion.features) + tuple(
-            name for name in dict.fromkeys(extra_features) if name not in champion.features
-        )
+    # --- a micro-batch --------------------------------------------------------------------------
 
-    def matrix(self, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
-        """The columns of ``X`` (in ``columns`` order) that a model with ``features`` needs."""
-        if tuple(features) == self.columns[: len(features)]:
-            return X[:, : len(features)]
-        index = [self.columns.index(name) for name in features]
-        return X[:, index]
+    def process(
+        self, records: Sequence[RecordLike], items: Sequence[Item] | None = None
+    ) -> ScoringOutput:
+        """Process one micro-batch in order and score its transactions together (``items``:
+        :meth:`decode` of ``records``, when the engine decoded them already)."""
+        if items is None:
+            items = self.decode(records)
+        out = ScoringOutput()
+        events: list[Forward] = []
+        rows: list[list[float]] = []
+        event_ts: list[float] = []
+        states = self.states
+        terminal_s = self.retention.terminal_s
+        source_time = self._source_time
+        for record, item in zip(records, items, strict=True):
+            try:
+                kind = type(item)
+                if kind is Forward:
+                    fwd: Forward = item  # type: ignore[assignment]
+                    terminal_id = fwd.terminal_id
+                    partition = record.partition
+                    state = states.get(terminal_id, partition)
+                    ts = fwd.ts
+                    seen = source_time.get(partition)
+                    if seen is None:
+                        seen = source_time[partition] = {}
+                    if ts > seen.get(fwd.source_partition, float("-inf")):
+                        seen[fwd.source_partition] = ts
+                    source = source_id(partition, self.topic_index.get(record.topic, 0))
+                    if state.apply(
+                        ts,
+                        fwd.event_id,
+                        record.offset,
+                        terminal_s,
+                        horizon_end=self.eviction_horizon(partition),
+                        source=source,
+                    ):
+                        states.changed(terminal_id, partition)
+                    else:
+                        out.replayed += 1
+                    row = list(fwd.features)
+                    row += state.feature_values(ts)
+                    rows.append(row)
+                    event_ts.append(ts)
+                    events.append(fwd)
+                elif kind is Label:
+                    self._label(record, item, out)  # type: ignore[arg-type]
+                else:
+                    out.dead_letters.append(DeadLetter(record, item))  # type: ignore[arg-type]
+            except Exception as exc:  # the worker never crashes on input
+                out.dead_letters.append(DeadLetter(record, processing_error(exc)))
+        if rows:
+            self._score(out, events, rows, event_ts)
+        return out
+
+    def _score(
+        self,
+        out: ScoringOutput,
+        events: list[Forward],
+        rows: list[list[float]],
+        event_ts: list[float],
+    ) -> None:
+        started = time.perf_counter()
+        X = np.array(rows, dtype=np.float64)
+        X_champion = self.matrix(X, self.model.features)
+        scores = self.model.score_batch(X_champion)
+        out.scores = self.envelopes.encode(events, X_champion, scores)
+        out.scoring_s = time.perf_counter() - started
+        out.arrived_ms = [e.arrived_ms for e in events]
+        out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
+
+    def flush(self) -> int:
+        """Write the changed states back (tests, tools: the worker flushes at checkpoints)."""
+        return self.states.flush()
+
+    def use_models(self, champion: ScoringModel, extra_features: Sequence[str] = ()) -> None:
+        """Score with ``champion`` from the next batch on. (Every feature is computed for every
+        event, so a challenger's ``extra_features`` need nothing more.)"""
+        self.model = champion
+        self.envelopes = EnvelopeWriter(champion, self.emit_features)
+
+    @staticmethod
+    def matrix(X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        """The columns of ``X`` (``FEATURE_NAMES`` order) that a model with ``features`` needs."""
+        return X if tuple(features) == FEATURE_NAMES else X[:, feature_index(features)]
 
     def eviction_horizon(self, partition: int) -> float:
         """The event time that terminal state on input ``partition`` may be evicted relative to.
@@ -211,31 +239,18 @@ class ScoringStage:
             return evicted
         return max(evicted, min(seen.values()) - self.retention.lateness_s)
 
-    def _state(self, terminal_id: str, touched: dict[str, TerminalState]) -> TerminalState:
-        state = touched.get(terminal_id)
-        if state is None:
-            state = touched[terminal_id] = TerminalState(self.table.get(terminal_id))
-        return state
-
-    def _label(
-        self, record: InputRecord, touched: dict[str, TerminalState], out: ScoringOutput
-    ) -> str | None:
-        """Apply one label; returns the terminal whose state it touched, if any."""
-        label = decode_label(record.value, self.max_message_bytes)
-        if isinstance(label, Rejection):
-            out.dead_letters.append(DeadLetter(record, label))
-            return None
-        if record.key != label.terminal_id.encode():
+    def _label(self, record: RecordLike, label: Label, out: ScoringOutput) -> None:
+        """Apply one label."""
+        terminal_id = label.terminal_id
+        if record.key != terminal_id.encode():
             out.dead_letters.append(
-                DeadLetter(
-                    record, key_rejection(record.key, "terminal_id", label.terminal_id, "labels")
-                )
+                DeadLetter(record, key_rejection(record.key, "terminal_id", terminal_id, "labels"))
             )
-            return None
-        state = self._state(label.terminal_id, touched)
+            return
+        state = self.states.get(terminal_id, record.partition)
         if state.apply_label(label.ts, label.event_id, label.label, keep_pending=False):
             out.labels.applied += 1
-        elif label.ts > self.label_horizon(record.position.partition):
+        elif label.ts > self.label_horizon(record.partition):
             state.apply_label(label.ts, label.event_id, label.label)  # early: a fraud one waits
             out.labels.pending_or_unknown += 1
         else:
@@ -245,10 +260,22 @@ class ScoringStage:
                     Rejection(
                         Reason.UNKNOWN_EVENT,
                         f"No transaction {label.event_id!r} at {label.event_time} on terminal "
-                        f"{label.terminal_id!r}, and it can no longer arrive (the stream is "
-                        "past its time).",
+                        f"{terminal_id!r}, and it can no longer arrive (the stream is past its "
+                        "time).",
                     ),
                 )
             )
-            return None
-        return label.terminal_id
+            return
+        self.states.changed(terminal_id, record.partition)
+
+
+_INDEX_CACHE: dict[tuple[str, ...], list[int]] = {}
+
+
+def feature_index(features: Sequence[str]) -> list[int]:
+    """The ``FEATURE_NAMES`` columns of ``features``."""
+    key = tuple(features)
+    index = _INDEX_CACHE.get(key)
+    if index is None:
+        index = _INDEX_CACHE[key] = [FEATURE_NAMES.index(name) for name in key]
+    return index

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,27 @@ class ShadowJob:
         )
 
 
+def in_sample(customer_id: str, share: float) -> bool:
+    """Whether ``customer_id`` is in a sticky sample of ``share`` of all customers.
+
+    The CRC-32 of the id, read as a fraction of 2**32, below ``share``: one customer is always in
+    or always out at a given share, and raising the share only adds customers.
+
+    >>> in_sample("42", 1.0), in_sample("42", 0.0)
+    (True, False)
+    """
+    if share >= 1.0:
+        return True
+    return zlib.crc32(customer_id.encode()) < share * 4_294_967_296.0
+
+
+def sample_rows(customer_ids: Sequence[str], share: float) -> list[int] | None:
+    """The rows of a batch whose customers are in the sample; None when all are."""
+    if share >= 1.0:
+        return None
+    return [i for i, c in enumerate(customer_ids) if in_sample(c, share)]
+
+
 def shadow_records(
     envelopes: Sequence[dict[str, Any]],
     champion_version: str,
@@ -96,6 +118,7 @@ class ShadowCounts:
     scored: int = 0
     agreed: int = 0
     skipped: int = 0  # events whose batch was dropped because the challenger lagged
+    unsampled: int = 0  # events of customers outside the shadow sample (STREAM_APP_SHADOW_SAMPLE)
 
 
 Send = Callable[[bytes, bytes], Awaitable[Any]]

@@ -30,7 +30,7 @@ from typing import Any
 import faust
 import orjson
 
-from stream_app.faust_dispatch import FastDispatchApp
+from stream_app.faust_ext.dispatch import FastDispatchApp
 
 log = logging.getLogger("concurrent_agent_app")
 
@@ -52,7 +52,7 @@ def build_app(args: argparse.Namespace) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         producer_linger_ms=5,
-        TableManager="stream_app.faust_recovery:SeekFirstTableManager",
+        TableManager="stream_app.faust_ext.recovery:SeekFirstTableManager",
     )
     source = app.topic(args.input, partitions=1)
     output = args.output

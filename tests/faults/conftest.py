@@ -7,7 +7,7 @@ The kill -9 and state-wipe tests were skipped here (``KNOWN_FAUST_RECOVERY_BUG``
 failed intermittently: after restoring the tables from their changelogs, Faust 0.15.3 resumes the
 stream partitions before seeking them to the committed offsets, so records were delivered twice,
 acknowledged by a false gap, or left the life's commits crawling. The worker now seeks first
-(``stream_app/faust_recovery.py``) and both run in every suite.
+(``stream_app/faust_ext/recovery.py``) and both run in every suite.
 """
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures, used by name)

@@ -55,7 +55,7 @@ SESSION_TIMEOUT_S = 10.0  # see worker_env
 # life that scores a record and stage 1's re-forward of it scores two records: split_duplicates).
 # Tolerated (200) while Faust 0.15.3 resumed the stream partitions before seeking them after a
 # table recovery, handing out records it then delivered again; the worker seeks first since
-# (stream_app/faust_recovery.py), so none may be.
+# (stream_app/faust_ext/recovery.py), so none may be.
 SAME_LIFE_MAX = 0
 
 

@@ -32,7 +32,7 @@ fails (``SAME_LIFE_MAX`` = 0).
 
 Each restart recovers the tables from their changelogs, after which Faust 0.15.3 would resume the
 input partitions before seeking them to the committed offsets: this test failed 2 of 3 runs on
-that until the worker sought first (``stream_app/faust_recovery.py``).
+that until the worker sought first (``stream_app/faust_ext/recovery.py``).
 
 Time: the worker's throughput bounds it, not ``RATE``. On this 2-core machine, shared with a
 benchmark (load 4-8), stage 1 keeps up with ``RATE`` but stage 2 falls behind in the first life

@@ -23,6 +23,7 @@ from stream_app.io.deadletter import (
     encode_dead_letter,
     original_value,
 )
+from stream_app.io.forward import forward_view
 from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
@@ -97,7 +98,7 @@ def run_corpus(model):
             out2 = s2.process(stage2)
             dead += out2.dead_letters
             scored += [orjson.loads(v)["event_id"] for _, v in out2.scores]
-    return dead, scored, customers
+    return dead, scored, {k: v.value for k, v in s1.states.cache.items()}
 
 
 def test_stages_dead_letter_every_case_with_its_reason_and_score_the_good_ones(model_dir):
@@ -199,7 +200,7 @@ def test_a_duplicate_changes_no_feature_and_a_replay_is_still_a_replay():
     assert [d.rejection.reason for d in got.dead_letters] == [Reason.DUPLICATE_EVENT] * 2
 
     def features(out):
-        return [(f.key, orjson.loads(f.value)["features"]) for f in out.forwards]
+        return [(f.key, forward_view(f.value)["features"]) for f in out.forwards]
 
     assert features(got) == features(want)
     again = stage.process(recs[2:])  # a restart re-reads offsets 2..6: replays, not duplicates,
@@ -260,11 +261,12 @@ def test_early_labels_wait_and_labels_behind_the_stream_are_unknown(model_dir):
     for fraud in (1, 0):
         out = send("labels", label("never", "2026-03-10T10:00:00Z", fraud))
         assert [d.rejection.reason for d in out.dead_letters] == [Reason.UNKNOWN_EVENT]
-    assert "never" not in terminals["t"]["p"]
+    assert "never" not in s2.states.get("t").p
     # A known event's label is applied; the early one applies when its transaction arrives.
     assert send("labels", label("e1", "2026-03-10T12:00:00Z")).labels.applied == 1
     send("transactions", tx("e0", "2026-03-10T11:30:00Z"), b"c")
-    assert terminals["t"]["f"] == [1.0, 1.0] and terminals["t"]["p"] == {"x0": 1767225600.0}
+    assert s2.states.get("t").value["f"] == [1.0, 1.0]
+    assert s2.states.get("t").p == {"x0": 1767225600.0}
 
 
 def test_unknown_label_horizon_waits_for_every_source_partition(model_dir):

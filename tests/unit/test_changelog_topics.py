@@ -12,7 +12,7 @@ import pytest
 
 from stream_app.app import create_app
 from stream_app.config import Settings
-from stream_app.faust_recovery import SeekFirstRecovery
+from stream_app.faust_ext.recovery import SeekFirstRecovery
 from stream_app.io.topics import changelog_specs, ensure_changelogs
 from stream_app.scoring.model import ScoringModel
 

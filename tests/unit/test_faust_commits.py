@@ -1,7 +1,7 @@
 """What FastDispatchConsumer commits: never past an event in flight, and on revoke.
 
 Runs Faust's real consumer code (the installed ``faust.transport.consumer.Consumer`` methods and
-the copies in ``stream_app/faust_dispatch.py``) on a consumer of an app that is never started;
+the copies in ``stream_app/faust_ext/dispatch.py``) on a consumer of an app that is never started;
 only the broker round trip (``_commit``) and the assignment are fakes. Each fix is shown next to
 what the installed Faust does on the same state.
 """
@@ -16,7 +16,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream_app.faust_dispatch import (
+from stream_app.faust_ext.dispatch import (
     FAUST_SOURCE_SHA256,
     FastDispatchApp,
     FastDispatchConsumer,
@@ -96,7 +96,8 @@ def ack(consumer: Any, messages: Iterable[ConsumerMessage]) -> None:
 
 def test_installed_faust_commits_past_the_event_in_flight_at_the_committed_offset() -> None:
     """faust-streaming #606 as its PR #707 reproduces it. When this fails, the installed Faust
-    no longer has the bug: compare its _new_offset with the copy in stream_app/faust_dispatch.py."""
+    no longer has the bug: compare its _new_offset with the copy in
+    stream_app/faust_ext/dispatch.py."""
     consumer, _ = make_consumer()
     consumer._committed_offset[TP0] = 2585
     slow = take(consumer, [2585])
@@ -263,7 +264,7 @@ def test_a_batch_in_flight_at_the_revoke_is_committed_only_once_acknowledged() -
 
 def test_the_installed_faust_has_the_methods_the_copies_were_made_from() -> None:
     # A Faust upgrade that changes one fails here (the worker logs a warning) until the copies
-    # in stream_app/faust_dispatch.py are compared with it again.
+    # in stream_app/faust_ext/dispatch.py are compared with it again.
     assert changed_methods() == []
     assert set(FAUST_SOURCE_SHA256) == {"_drain_messages", "_new_offset", "on_partitions_revoked"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import faust
 import pytest
 
-from stream_app.faust_dispatch import (
+from stream_app.faust_ext.dispatch import (
     DRAIN_MESSAGES_SHA256,
     FastDispatchApp,
     FastDispatchConsumer,

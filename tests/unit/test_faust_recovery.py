@@ -1,4 +1,4 @@
-"""The recovery-order workaround (stream_app/faust_recovery.py): seek, then resume.
+"""The recovery-order workaround (stream_app/faust_ext/recovery.py): seek, then resume.
 
 Runs Faust's real Recovery code paths on an app that is never started, with a consumer that
 records what is done to it, in order.
@@ -15,8 +15,8 @@ import pytest
 from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.types import TP
 
-from stream_app import faust_recovery
-from stream_app.faust_recovery import (
+from stream_app.faust_ext import recovery as faust_recovery
+from stream_app.faust_ext.recovery import (
     SeekFirstRecovery,
     SeekFirstTableManager,
     changed_methods,
@@ -71,7 +71,7 @@ def make_app(recovery_class: type[Recovery]) -> tuple[faust.App, Recovery, Recor
         store="memory://",
         autodiscover=False,
         web_enabled=False,
-        TableManager="stream_app.faust_recovery:SeekFirstTableManager",
+        TableManager="stream_app.faust_ext.recovery:SeekFirstTableManager",
     )
     app.Table("t", default=None, partitions=1)
     recovery = recovery_class(app, app.tables)
@@ -97,7 +97,7 @@ def test_seeks_before_it_resumes_the_stream_partitions(method: str) -> None:
 @pytest.mark.parametrize("method", ["on_recovery_completed", "_resume_streams"])
 def test_installed_faust_still_resumes_before_it_seeks(method: str) -> None:
     """The bug the workaround exists for. When this fails, Faust seeks first again: check the
-    new order and drop stream_app/faust_recovery.py (and the TableManager setting in app.py)."""
+    new order and drop stream_app/faust_ext/recovery.py (and the TableManager setting in app.py)."""
     _, recovery, consumer = make_app(Recovery)
     asyncio.run(getattr(recovery, method)(0))
     assert order(consumer.calls).index("resume") < order(consumer.calls).index("seek")
@@ -155,7 +155,7 @@ def test_warns_when_faust_changed_what_it_overrides(
     assert changed_methods(Changed) == ["_resume_streams"]
     monkeypatch.setattr(faust_recovery, "changed_methods", lambda: ["_resume_streams"])
     app, _, _ = make_app(SeekFirstRecovery)
-    with caplog.at_level(logging.WARNING, logger="stream_app.faust_recovery"):
+    with caplog.at_level(logging.WARNING, logger="stream_app.faust_ext.recovery"):
         assert type(app.tables.recovery) is SeekFirstRecovery  # type: ignore[attr-defined]
     assert "Recovery._resume_streams differ(s) from the 0.15.3 source" in caplog.text
 

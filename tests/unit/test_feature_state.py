@@ -127,20 +127,20 @@ def test_replayed_event_leaves_out_a_later_event_at_its_second():
     events = [(T0 - 2 * DAY, 100.0, "e0"), (T0 + 3600, 10.0, "e1"), (T0 + 3600, 30.0, "e2")]
     first = customer(events[:2]).features(T0 + 3600)  # e1 as first applied
     state = customer([*events, (T0 + 7200, 50.0, "e3")])
-    replayed = state.replayed_features(T0 + 3600, "e1", 1)
+    replayed = state.replayed_features(T0 + 3600, "e1")
     assert replayed == first == {C1: 1.0, A1: 10.0, C7: 2.0, A7: 55.0, C30: 2.0, A30: 55.0}
     # What a replay read before the fix: the state as it stands counts e2 in e1's windows.
     assert state.features(T0 + 3600)[C1] == 2.0
-    assert state.replayed_features(T0 + 3600, "e2", 2) == {
+    assert state.replayed_features(T0 + 3600, "e2") == {
         C1: 2.0, A1: 20.0, C7: 3.0, A7: 140 / 3, C30: 3.0, A30: 140 / 3,
     }  # fmt: skip
-    assert state.replayed_features(T0 + 7200, "e3", 3) == state.features(T0 + 7200)
+    assert state.replayed_features(T0 + 7200, "e3") == state.features(T0 + 7200)
 
 
 def test_replayed_events_among_several_ties_count_only_the_ties_before_them():
     tied = [(T0 + 3600, 10.0 * k, f"e{k}") for k in (1, 2, 3, 4)]
     state = customer([(T0 + 60, 6.0, "e0"), *tied, (T0 + 3601, 1000.0, "e5")])
-    got = [state.replayed_features(T0 + 3600, f"e{k}", k) for k in (1, 2, 3, 4)]
+    got = [state.replayed_features(T0 + 3600, f"e{k}") for k in (1, 2, 3, 4)]
     assert [g[C1] for g in got] == [2.0, 3.0, 4.0, 5.0]
     assert [g[A1] for g in got] == [8.0, 12.0, 16.5, 21.2]  # (6 + 10 + ... + 10k) / (k + 1)
     assert all(g[C30] == g[C1] and g[A30] == g[A1] for g in got)
@@ -159,37 +159,38 @@ def test_replayed_event_leaves_out_late_events_applied_after_it():
         lateness,
     )
     assert state.value["t"] == [T0 + 3600, T0 + 7200, T0 + 7200]
-    assert state.value["l"] == [[T0 + 3600, "b", 1]]  # only the late sample carries its offset
-    assert state.replayed_features(T0 + 7200, "a", 0) == {
+    assert state.value["q"] == [1, 0, 2]  # b, applied second, sits first: its number tells
+    assert state.replayed_features(T0 + 7200, "a") == {
         C1: 1.0, A1: 10.0, C7: 1.0, A7: 10.0, C30: 1.0, A30: 10.0,
     }  # fmt: skip
-    assert state.replayed_features(T0 + 3600, "b", 1) == {
+    assert state.replayed_features(T0 + 3600, "b") == {
         C1: 1.0, A1: 20.0, C7: 1.0, A7: 20.0, C30: 1.0, A30: 20.0,
     }  # fmt: skip
-    assert state.replayed_features(T0 + 7200, "c", 2) == state.features(T0 + 7200)
+    assert state.replayed_features(T0 + 7200, "c") == state.features(T0 + 7200)
     assert state.features(T0 + 7200)[C1] == 3.0 and state.features(T0 + 7200)[A1] == 70 / 3
 
 
-def test_late_samples_are_forgotten_with_their_eviction():
+def test_late_samples_are_evicted_with_their_numbers():
     state = customer([(T0 + 7200, 10.0, "a"), (T0 + 3600, 20.0, "b")], 3600.0)
-    assert "l" in state.value
+    assert state.value["q"] == [1, 0]
     state.apply(T0 + 7200 + 30 * DAY, 1.0, 2, RET.customer_s + 3600.0, "d")  # evicts b
     assert state.value["t"] == [T0 + 7200, T0 + 7200 + 30 * DAY]
-    assert "l" not in state.value  # no bytes spent once no late sample is held
+    assert state.value["q"] == [0, 2] and state.value["n"] == 3
     assert state.value["i"] == ["a", "d"]
 
 
-def test_in_order_samples_cost_no_state_bytes():
+def test_in_order_samples_cost_no_extra_state_bytes():
     state = customer([(T0, 1.0, "a"), (T0, 2.0, "b"), (T0 + 1, 3.0, "c")])
-    assert set(state.value) == {"t", "a", "i", "o"}
+    assert set(state.value) == {"t", "a", "i", "q", "n", "o"}
+    assert state.value["o"] == {"0": 2}
 
 
 def test_replay_on_a_state_without_the_event_id_falls_back_to_the_caller():
-    old = {"t": [T0, T0], "a": [1.0, 2.0], "o": 1}  # written before ids were kept
+    old = {"t": [T0, T0], "a": [1.0, 2.0], "o": 1}  # JSON written before ids were kept
     state = CustomerState(old)
-    assert state.replayed_features(T0, "x", 0) is None
+    assert state.replayed_features(T0, "x") is None
     assert state.features(T0)[C1] == 2.0  # and it still loads and scores as before
-    assert customer([(T0, 1.0, "a")]).replayed_features(T0 + 1, "a", 0) is None
+    assert customer([(T0, 1.0, "a")]).replayed_features(T0 + 1, "a") is None
 
 
 # --- records dead-lettered by a decision on the state (duplicate, too late) ----------------------
@@ -200,13 +201,13 @@ def test_a_dead_lettered_offset_is_remembered_with_its_reason_and_the_newest_tim
     state.record_dead_letter(2, "duplicate_event")
     state.record_dead_letter(3, "too_late")
     state.record_dead_letter(2, "duplicate_event")  # decided again (re-read): kept once
-    assert state.value["d"] == [[2, "duplicate_event", T0 + 60], [3, "too_late", T0 + 60]]
+    assert state.value["d"] == [[0, 2, "duplicate_event", T0 + 60], [0, 3, "too_late", T0 + 60]]
     assert state.dead_lettered(2) == ("duplicate_event", T0 + 60)
     assert state.dead_lettered(3) == ("too_late", T0 + 60)
     assert state.dead_lettered(1) is None and state.dead_lettered(4) is None
     state.record_dead_letter(-1, "too_late")  # no source offset: nothing to recognise it by
     assert len(state.value["d"]) == 2
-    assert state.value["t"] == [T0, T0 + 60] and state.value["o"] == 1  # samples untouched
+    assert state.value["t"] == [T0, T0 + 60] and state.value["o"] == {"0": 1}  # samples untouched
 
 
 def test_dead_letters_kept_are_bounded_by_count_oldest_dropped():
@@ -214,7 +215,7 @@ def test_dead_letters_kept_are_bounded_by_count_oldest_dropped():
     for offset in range(1, 41):
         state.record_dead_letter(offset, "duplicate_event")
     kept = CustomerState.DEAD_LETTERS_KEPT
-    assert [entry[0] for entry in state.value["d"]] == list(range(41 - kept, 41))
+    assert [entry[1] for entry in state.value["d"]] == list(range(41 - kept, 41))
     assert state.dead_lettered(40 - kept) is None and state.dead_lettered(41 - kept) is not None
 
 
@@ -225,19 +226,21 @@ def test_dead_letters_are_forgotten_past_the_retention_and_the_key_goes_with_the
     state.record_dead_letter(3, "duplicate_event")  # newest at T0 + 10 days
     state.apply(T0 + 30 * DAY, 1.0, 4, RET.customer_s, "c")  # evicts T0: the first goes with it
     assert state.value["t"] == [T0 + 10 * DAY, T0 + 30 * DAY]
-    assert state.value["d"] == [[3, "duplicate_event", T0 + 10 * DAY]]
+    assert state.value["d"] == [[0, 3, "duplicate_event", T0 + 10 * DAY]]
     state.apply(T0 + 40 * DAY, 1.0, 5, RET.customer_s, "e")  # evicts T0 + 10 days
     assert "d" not in state.value  # no bytes spent once none is held
-    assert set(state.value) == {"t", "a", "i", "o"}
+    assert set(state.value) == {"t", "a", "i", "q", "n", "o"}
     assert state.dead_lettered(3) is None
 
 
 def test_states_without_dead_letters_load_and_gain_no_key():
-    old = {"t": [T0, T0 + 1], "a": [1.0, 2.0], "i": ["a", "b"], "o": 1}  # written before 'd'
+    old = {"t": [T0, T0 + 1], "a": [1.0, 2.0], "i": ["a", "b"], "o": 1}  # JSON, before 'd'
     state = CustomerState(old)
     assert state.dead_lettered(0) is None and state.dead_lettered(1) is None
+    assert state.seen(1) and not state.seen(2)  # the earlier offset holds for the partition
     assert state.apply(T0 + 2, 3.0, 2, RET.customer_s, "c")
-    assert set(state.value) == {"t", "a", "i", "o"}
+    assert set(state.value) == {"t", "a", "i", "q", "n", "o"}
+    assert state.value["o"] == {"0": 2}
     older = CustomerState({"t": [T0], "a": [1.0], "o": 0})  # written before ids were kept
     assert older.dead_lettered(0) is None
     older.record_dead_letter(1, "too_late")

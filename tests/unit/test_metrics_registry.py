@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.features.state import Retention
-from stream_app.io.codecs import Transaction
 from stream_app.io.deadletter import Reason, SourcePosition
+from stream_app.io.forward import encode_forward
 from stream_app.monitoring.health import readiness
 from stream_app.monitoring.metrics import (
     LATENCY_BUCKETS,
@@ -17,7 +17,7 @@ from stream_app.monitoring.metrics import (
     WorkerMetrics,
     latencies_from_ms,
 )
-from stream_app.pipeline.customer_stage import InputRecord, encode_forward
+from stream_app.pipeline.customer_stage import InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
 
@@ -181,10 +181,8 @@ def test_scoring_stage_reports_arrival_times_and_scoring_time(model_dir):
         InputRecord(
             b"t1",
             encode_forward(
-                Transaction(f"e{i}", "2026-03-01T00:00:00Z", 1.77e9 + i, "c1", "t1", 10.0 + i),
-                {name: 1.0 for name in champion.features},
-                1_000.0 + i,
-                SourcePosition("transactions", 0, i, 0),
+                f"e{i}", "2026-03-01T00:00:00Z", 1.77e9 + i, "c1", "t1", 1_000.0 + i, 0, i,
+                [1.0] * 9,
             ),
             SourcePosition("transactions.by-terminal", 0, i, 0),
         )

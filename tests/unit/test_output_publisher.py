@@ -1,5 +1,5 @@
-"""OutputPublisher (queueing, the delivery wait before a batch is acknowledged, failures) and
-ChangelogWriter (table writes whose changelog records it sends)."""
+"""OutputPublisher (queueing, delivery epochs: the wait before offsets are committed, failures) and
+FaustTableWriter (checkpoint writes into a Faust table: its store and its changelog)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ import pytest
 from faust.types import TP
 
 from stream_app.config import Settings
-from stream_app.io.deadletter import SourcePosition
-from stream_app.outputs.changelog import ChangelogWriter
+from stream_app.faust_ext.tables import FaustTableWriter, bytes_table
 from stream_app.outputs.publisher import OutputError, OutputPublisher
-from stream_app.pipeline.customer_stage import InputRecord
 
 
 class FakeMessage:
-    def __init__(self, topic: str, offset: int) -> None:
-        self._topic, self._offset = topic, offset
+    def __init__(self, topic: str, offset: int, partition: int = 0) -> None:
+        self._topic, self._offset, self._partition = topic, offset, partition
 
     def topic(self) -> str:
         return self._topic
 
     def offset(self) -> int:
         return self._offset
+
+    def partition(self) -> int:
+        return self._partition
 
 
 class FakeError:
@@ -54,13 +55,13 @@ class FakeProducer:
         self.polls += 1
         served, self.queue = self.queue[: self.per_poll], self.queue[self.per_poll :]
         for record in served:
-            callback = record[3].get("on_delivery", self.conf["on_delivery"])
+            callback = record[3]["on_delivery"]
             if record[1] in self.fail_values:
                 callback(FakeError(), FakeMessage(record[0], len(self.delivered)))
             else:
                 self.delivered.append(record)
-                if not self.conf["delivery.report.only.error"]:
-                    callback(None, FakeMessage(record[0], len(self.delivered) - 1))
+                partition = record[3].get("partition", 0)
+                callback(None, FakeMessage(record[0], len(self.delivered) - 1, partition))
         return len(served)
 
     def flush(self, timeout: float) -> int:
@@ -72,7 +73,7 @@ class FakeProducer:
         return len(self.queue)
 
 
-def publisher(report_deliveries: bool = False, **fake: Any) -> tuple[OutputPublisher, FakeProducer]:
+def publisher(listener: Any = None, **fake: Any) -> tuple[OutputPublisher, FakeProducer]:
     made: list[FakeProducer] = []
 
     def factory(conf: dict[str, Any]) -> FakeProducer:
@@ -81,20 +82,51 @@ def publisher(report_deliveries: bool = False, **fake: Any) -> tuple[OutputPubli
 
     out = OutputPublisher(
         Settings(kafka_bootstrap_servers="k:9092"),
-        report_deliveries=report_deliveries,
         producer_factory=factory,
+        listener=listener,
     )
     return out, made[0]
 
 
-def test_config_is_idempotent_java_partitioned_and_reports_only_errors() -> None:
-    out, fake = publisher()
+def test_config_is_idempotent_java_partitioned_and_reports_every_delivery() -> None:
+    _, fake = publisher()
     assert fake.conf["bootstrap.servers"] == "k:9092"
     assert fake.conf["enable.idempotence"] is True
     assert fake.conf["acks"] == "all"
     assert fake.conf["partitioner"] == "murmur2_random"
-    assert fake.conf["delivery.report.only.error"] is True
-    assert fake.conf["on_delivery"] == out.on_delivery
+    assert fake.conf["delivery.report.only.error"] is False  # each report counts down its epoch
+
+
+def test_settle_waits_for_its_epoch_not_for_records_sent_after_it() -> None:
+    out, fake = publisher(per_poll=1)
+    out.send_many("scores", [(b"k1", b"a"), (b"k2", b"b")])
+    first = out.rotate()
+    out.send_many("scores", [(b"k3", b"c"), (b"k4", b"d"), (b"k5", b"e")])
+    assert (first.pending, out.epoch.pending) == (2, 3)
+    asyncio.run(out.settle(first, timeout=5))
+    assert first.pending == 0
+    assert [v for _, v, _, _ in fake.delivered] == [b"a", b"b"]  # the later epoch still queued
+    assert out.epoch.pending == 3
+    asyncio.run(out.delivered(timeout=5))
+    assert out.epoch.pending == 0 and out.pending() == 0
+
+
+def test_settle_covers_the_epochs_closed_before() -> None:
+    out, fake = publisher(per_poll=1)
+    out.send("scores", b"k", b"1")
+    out.rotate()
+    out.send("scores", b"k", b"2")
+    second = out.rotate()
+    asyncio.run(out.settle(second, timeout=5))
+    assert [v for _, v, _, _ in fake.delivered] == [b"1", b"2"]
+
+
+def test_timestamps_and_partitions_go_to_the_producer() -> None:
+    out, fake = publisher()
+    out.send_timed("by", [(b"t1", b"v1", 1234), (b"t2", b"v2", None)])
+    out.send("changelog", b"k", b"v", partition=3, timestamp=99)
+    extras = [{k: v for k, v in r[3].items() if k != "on_delivery"} for r in fake.queue]
+    assert extras == [{"timestamp": 1234}, {}, {"partition": 3, "timestamp": 99}]
 
 
 def test_delivered_waits_until_the_queue_is_empty_and_keeps_order() -> None:
@@ -110,7 +142,7 @@ def test_delivered_waits_until_the_queue_is_empty_and_keeps_order() -> None:
         ("scores", b"c", b"k3"),
         ("transactions.dlq", b"d", b"k4"),
     ]
-    assert fake.delivered[3][3] == {"headers": [("dlq.reason", b"invalid_json")]}
+    assert fake.delivered[3][3]["headers"] == [("dlq.reason", b"invalid_json")]
     assert fake.polls == 2  # the first poll served 2, the second (after one sleep) the other 2
 
 
@@ -156,50 +188,44 @@ class OffsetStore(dict[str, Any]):
 
 def faust_table(name: str = "customer-state") -> Any:
     app = faust.App("t", store="memory://", autodiscover=False)
-    return app.Table(name, default=None, partitions=3)
+    return bytes_table(app, name, 3)
 
 
-def record_at(partition: int, offset: int) -> InputRecord:
-    return InputRecord(
-        key=b"C1",
-        value=b"{}",
-        position=SourcePosition("t.transactions", partition, offset, None),
-        handle=object.__new__(type("Event", (), {})),
-    )
-
-
-def test_changelog_writer_stores_the_value_and_sends_what_faust_would_send() -> None:
+def test_table_writer_stores_the_value_and_sends_what_faust_would_send() -> None:
     out, fake = publisher()
     table = faust_table()
-    writer = ChangelogWriter(out, persist_offsets=False)
-    writer(table, "C1", {"times": [1.5, 2.0], "ids": ["e1"]}, record_at(2, 40))
-    assert table.data["C1"] == {"times": [1.5, 2.0], "ids": ["e1"]}
+    writer = FaustTableWriter(table, out, persist_offsets=False)
+    writer.write("C1", 2, b"\x01state")
+    assert table.data["C1"] == b"\x01state"
+    assert writer.read("C1", 2) == b"\x01state"
+    assert writer.read("C2", 2) is None
     topic, value, key, extra = fake.queue[0]
-    assert (topic, key, value) == (
-        "t-customer-state-changelog",
-        b'"C1"',
-        b'{"times":[1.5,2.0],"ids":["e1"]}',
-    )
-    assert extra == {"partition": 2}  # the source record's partition; no per-record callback
+    assert (topic, key, value) == ("t-customer-state-changelog", b'"C1"', b"\x01state")
+    assert extra["partition"] == 2  # the table partition the key lives in
     # Faust's recovery reads it back with the table's own codecs:
     assert (
         table.app.serializers.loads_key(table.key_type, key, serializer=table.key_serializer)
         == "C1"
     )
-    assert table.app.serializers.loads_value(
-        table.value_type, value, serializer=table.value_serializer
-    ) == {"times": [1.5, 2.0], "ids": ["e1"]}
+    assert (
+        table.app.serializers.loads_value(
+            table.value_type, value, serializer=table.value_serializer
+        )
+        == b"\x01state"
+    )
 
 
-def test_changelog_writer_persists_the_newest_delivered_offset_per_partition() -> None:
-    out, fake = publisher(report_deliveries=True, per_poll=10)
+def test_table_writer_persists_the_newest_delivered_offset_per_partition() -> None:
+    writers: list[FaustTableWriter] = []
+    out, fake = publisher(lambda err, msg: writers[0].on_delivery(err, msg), per_poll=10)
     table = faust_table()
     table._data = OffsetStore()  # what the data property returns
-    writer = ChangelogWriter(out, persist_offsets=True)
+    writer = FaustTableWriter(table, out, persist_offsets=True)
+    writers.append(writer)
     fake.delivered.extend([("other", b"", None, {})] * 7)  # the next offsets given are 7, 8, 9
-    writer(table, "C1", {"n": 1}, record_at(0, 5))
-    writer(table, "C2", {"n": 2}, record_at(1, 6))
-    writer(table, "C1", {"n": 3}, record_at(0, 7))
+    writer.write("C1", 0, b"1")
+    writer.write("C2", 1, b"2")
+    writer.write("C1", 0, b"3")
     writer.persist()
     assert table.data.persisted == {}  # nothing delivered yet
     asyncio.run(out.delivered(timeout=5))

@@ -10,8 +10,9 @@ import pytest
 
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
-from stream_app.features.state import Retention
+from stream_app.features.state import CustomerState, Retention, state_view
 from stream_app.io.deadletter import Reason, SourcePosition
+from stream_app.io.forward import encode_forward, forward_view
 from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
@@ -120,7 +121,8 @@ def test_replayed_offsets_are_rescored_but_not_recounted(model, stream):
     first = stage.process(recs)
     again = stage.process(recs[2:])  # a restart re-reads offsets 2..4
     assert again.replayed == 3
-    assert len(customers[items[0].event["customer_id"]]["t"]) == 5
+    stage.flush()
+    assert len(state_view(customers[items[0].event["customer_id"]], CustomerState)["t"]) == 5
     assert [f.value for f in again.forwards] == [f.value for f in first.forwards[2:]]
 
 
@@ -184,7 +186,7 @@ def test_out_of_order_within_lateness_is_placed_at_event_time():
         ]
     )
     assert out.dead_letters == []
-    feats = [orjson.loads(f.value)["features"] for f in out.forwards]
+    feats = [forward_view(f.value)["features"] for f in out.forwards]
     # The late event sees only what is at or before its own time: itself.
     assert feats[1]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1.0
     assert feats[1]["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 20.0
@@ -197,16 +199,13 @@ def test_out_of_order_within_lateness_is_placed_at_event_time():
 def test_terminal_eviction_waits_for_the_lagging_source_partition(model):
     """Two customer partitions progress unevenly: the lagging one's event still sees the
     terminal samples its 30-day window needs (eviction follows the low watermark)."""
-    from stream_app.io.codecs import Transaction
-    from stream_app.pipeline.customer_stage import encode_forward
-
     day = 86_400.0
     t0 = datetime(2018, 4, 1, tzinfo=UTC).timestamp()
 
     def fwd(eid, ts, source, offset, partition=0, terminal="T"):
-        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 1.0)
-        feats = {n: 0.0 for n in model.features if not n.startswith("TERMINAL")}
-        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", source, 0, 0))
+        value = encode_forward(
+            eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 0.0, source, 0, [0.0] * 9
+        )
         return InputRecord(terminal.encode(), value, SourcePosition("by", partition, offset, 0))
 
     # Source 0 runs ahead to day 42 while source 1 is still at day 1.5. Evicting from the
@@ -236,16 +235,13 @@ def test_terminal_eviction_watermark_is_per_input_partition(model):
     """The lag that matters is inside the terminal's own input partition: another input
     partition having seen source 1 at day 42 must not let terminal U (on input partition 1,
     where source 1 is still at day 3) evict what its lagging day-38 event needs."""
-    from stream_app.io.codecs import Transaction
-    from stream_app.pipeline.customer_stage import encode_forward
-
     day = 86_400.0
     t0 = datetime(2018, 4, 1, tzinfo=UTC).timestamp()
 
     def fwd(eid, ts, source, partition, offset, terminal):
-        tx = Transaction(eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 1.0)
-        feats = {n: 0.0 for n in model.features if not n.startswith("TERMINAL")}
-        value = encode_forward(tx, feats, 0.0, SourcePosition("transactions", source, 0, 0))
+        value = encode_forward(
+            eid, "2018-04-01T00:00:00Z", ts, "c", terminal, 0.0, source, 0, [0.0] * 9
+        )
         return InputRecord(terminal.encode(), value, SourcePosition("by", partition, offset, 0))
 
     records = [
@@ -285,7 +281,7 @@ def tx_record(off, eid, time, amount, customer="c"):
 
 def customer_features(out):
     return [
-        {k: v for k, v in orjson.loads(f.value)["features"].items() if k.startswith("CUSTOMER_")}
+        {k: v for k, v in forward_view(f.value)["features"].items() if k.startswith("CUSTOMER_")}
         for f in out.forwards
     ]
 
@@ -342,8 +338,10 @@ def test_replays_with_several_ties_and_late_events_repeat_the_first_features():
         assert again.dead_letters == [] and again.replayed == start + 25 - replay_from
         assert [f.value for f in again.forwards] == first[replay_from:]
     assert len(first) == len(recs)
-    assert any("l" in value for value in table.values())  # late samples were replayed over
-    ties = sum(len(v["t"]) - len(set(v["t"])) for v in table.values())
+    stage.flush()
+    views = [state_view(value, CustomerState) for value in table.values()]
+    assert any(v["q"] != sorted(v["q"]) for v in views)  # late samples were replayed over
+    ties = sum(len(v["t"]) - len(set(v["t"])) for v in views)
     assert ties > 100
 
 
@@ -386,19 +384,24 @@ def dead_letter_outcomes(out):
     ]
 
 
+def states(stage):
+    """Every customer state the stage holds, as its JSON view."""
+    return {key: state.value for key, state in stage.states.cache.items()}
+
+
 def reread_everything_before(stage, table, recs, first, dead_offset):
     """Re-read the stream from every offset up to ``dead_offset`` (a crash or a rebalance before
     the commit): each time the same forwards as the first time, byte for byte, the same dead
     letters (the dead-lettered record again, same reason and message), and no state change."""
-    before = orjson.loads(orjson.dumps(table))
+    before = states(stage)
     for start in range(dead_offset + 1):
         again = stage.process(recs[start:])
         assert [f.value for f in again.forwards] == [
-            f.value for f in first.forwards if orjson.loads(f.value)["source"][2] >= start
+            f.value for f in first.forwards if forward_view(f.value)["source_offset"] >= start
         ]
         assert dead_letter_outcomes(again) == dead_letter_outcomes(first)
         assert again.replayed == len(recs) - start - 1
-        assert orjson.loads(orjson.dumps(table)) == before
+        assert states(stage) == before
 
 
 DUPLICATE_STREAM = [
@@ -447,10 +450,11 @@ def test_a_dead_lettered_record_read_again_is_dead_lettered_again_not_forwarded(
     stage = CustomerStage(table, RET, 3600.0, 65_536)
     first = stage.process(recs)
     assert dead_letter_outcomes(first) == [(2, reason, message)]
-    assert [orjson.loads(f.value)["event_id"] for f in first.forwards] == forwarded
+    assert [forward_view(f.value)["event_id"] for f in first.forwards] == forwarded
     reread_everything_before(stage, table, recs, first, 2)
     newest_ts = datetime.fromisoformat(newest).timestamp()
-    assert table["c"]["d"] == [[2, reason.value, newest_ts]]
+    stage.flush()
+    assert state_view(table["c"], CustomerState)["d"] == [[0, 2, reason.value, newest_ts]]
 
 
 def test_a_dead_letter_alone_in_its_batch_is_remembered_across_batches():
@@ -463,14 +467,18 @@ def test_a_dead_letter_alone_in_its_batch_is_remembered_across_batches():
         tx_record(1, "e0", "2018-04-02T12:00:00Z", 10.0),
         tx_record(2, "e1", "2018-04-02T12:30:00Z", 20.0),
     ]
-    outs = [stage.process([rec]) for rec in recs]
+    outs = []
+    for rec in recs:
+        outs.append(stage.process([rec]))
+        stage.flush()  # a checkpoint after every batch
     assert [len(o.forwards) for o in outs] == [1, 0, 1]
-    restarted = CustomerStage(orjson.loads(orjson.dumps(table)), RET, 3600.0, 65_536)
+    restarted = CustomerStage(dict(table), RET, 3600.0, 65_536)
     again = restarted.process(recs[1:])
     assert dead_letter_outcomes(again) == dead_letter_outcomes(outs[1])
     assert [f.value for f in again.forwards] == [f.value for f in outs[2].forwards]
     noon = datetime(2018, 4, 2, 12, tzinfo=UTC).timestamp()
-    assert table["c"]["d"] == [[1, "duplicate_event", noon]]
+    assert state_view(table["c"], CustomerState)["d"] == [[0, 1, "duplicate_event", noon]]
     # Re-read before anything after it was applied (not yet seen): decided afresh, kept once.
     assert dead_letter_outcomes(stage.process(recs[1:2])) == dead_letter_outcomes(outs[1])
-    assert len(table["c"]["d"]) == 1
+    stage.flush()
+    assert len(state_view(table["c"], CustomerState)["d"]) == 1

@@ -1,6 +1,6 @@
 """Exactly-once outputs: group metadata bytes, batch offsets, the transaction sequence of a
-micro-batch and its failure paths (``stream_app.outputs.transactions``), and the consumer side
-(``stream_app.faust_exactly_once``)."""
+checkpoint and its failure paths (``stream_app.outputs.transactions``), and the consumer side
+(``stream_app.faust_ext.exactly_once``)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream_app.config import Settings
-from stream_app.faust_exactly_once import ExactlyOnceConsumer, ReadCommittedConsumerThread
+from stream_app.faust_ext.exactly_once import ExactlyOnceConsumer, ReadCommittedConsumerThread
 from stream_app.io.deadletter import SourcePosition
 from stream_app.outputs.publisher import OutputError
 from stream_app.outputs.transactions import (
-    AtLeastOnceSink,
-    TransactionalSink,
+    TransactionalPublisher,
     batch_offsets,
     default_transactional_id,
     group_metadata,
@@ -158,65 +157,67 @@ class FakeTxnProducer:
         return self.queued
 
 
-class FakeChangelogs:
-    def __init__(self, log: list[tuple[Any, ...]]) -> None:
-        self.log = log
-
-    async def delivered(self) -> None:
-        self.log.append(("changelogs delivered",))
-
-
-def make_sink(settings: Settings | None = None) -> tuple[TransactionalSink, FakeTxnProducer]:
+def make_sink(settings: Settings | None = None) -> tuple[TransactionalPublisher, FakeTxnProducer]:
     holder: list[FakeTxnProducer] = []
 
     def factory(conf: dict[str, Any]) -> FakeTxnProducer:
         holder.append(FakeTxnProducer(conf))
         return holder[0]
 
-    sink = TransactionalSink(
+    sink = TransactionalPublisher(
         settings or Settings(transactional_id="w1", transaction_timeout_s=12),
-        "scoring",
-        FakeChangelogs([]),  # type: ignore[arg-type]
         lambda: b"META",
         producer_factory=factory,
     )
-    producer = holder[0]
-    sink.changelogs = FakeChangelogs(producer.calls)  # type: ignore[assignment]
-    return sink, producer
+    return sink, holder[0]
 
 
-def test_transaction_of_one_batch_in_order():
+def offsets(*positions: tuple[str, int, int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for t, p, o in positions]
+
+
+def test_transaction_of_one_checkpoint_in_order():
     sink, producer = make_sink()
-    assert producer.conf["transactional.id"] == "w1-scoring"
+    assert producer.conf["transactional.id"] == "w1-outputs"
     assert producer.conf["transaction.timeout.ms"] == 12_000
     assert producer.conf["enable.idempotence"] is True and producer.conf["acks"] == "all"
 
-    async def batch() -> None:
+    async def checkpoint() -> None:
         await sink.start()
         await sink.start()  # once only
-        sink.begin()
-        sink.send_many("scores", [(b"a", b"1"), (b"b", b"2")])
+        sink.send_many("scores", [(b"a", b"1"), (b"b", b"2")])  # opens the transaction
         sink.send("transactions.dlq", b"c", b"3")
-        await sink.finish([record("by-terminal", 2, 10), record("labels", 0, 3)])
+        await sink.commit(offsets(("by-terminal", 2, 11), ("labels", 0, 4)))
+        await sink.commit([])  # nothing open, nothing to commit: no transaction
 
-    asyncio.run(batch())
+    asyncio.run(checkpoint())
     assert producer.calls == [
         ("init",),
         ("begin",),
         ("produce", "scores", b"a"),
         ("produce", "scores", b"b"),
         ("produce", "transactions.dlq", b"c"),
-        ("changelogs delivered",),
         ("offsets", [("by-terminal", 2, 11), ("labels", 0, 4)], b"META"),
         ("commit",),
     ]
     assert (sink.committed, sink.aborted) == (1, 0)
 
 
-def test_begin_before_start_refused():
+def test_offsets_alone_commit_in_a_transaction_of_their_own():
+    sink, producer = make_sink()
+
+    async def checkpoint() -> None:
+        await sink.start()
+        await sink.commit(offsets(("labels", 1, 7)))
+
+    asyncio.run(checkpoint())
+    assert producer.calls[1:] == [("begin",), ("offsets", [("labels", 1, 7)], b"META"), ("commit",)]
+
+
+def test_send_before_start_refused():
     sink, _ = make_sink()
     with pytest.raises(OutputError, match="before start"):
-        sink.begin()
+        sink.send("scores", b"a", b"1")
 
 
 @pytest.mark.parametrize("step", ["offsets", "commit"])
@@ -224,14 +225,13 @@ def test_abortable_failure_aborts_and_raises(step):
     sink, producer = make_sink()
     producer.fail[step] = KafkaError(KafkaError.ILLEGAL_GENERATION, "generation moved on")
 
-    async def batch() -> None:
+    async def checkpoint() -> None:
         await sink.start()
-        sink.begin()
         sink.send("scores", b"a", b"1")
-        await sink.finish([record("by-terminal", 0, 0)])
+        await sink.commit(offsets(("by-terminal", 0, 1)))
 
     with pytest.raises(OutputError, match=r"ILLEGAL_GENERATION.*aborted.*read again"):
-        asyncio.run(batch())
+        asyncio.run(checkpoint())
     assert producer.calls[-1] == ("abort",)
     assert ("commit",) not in producer.calls or step == "commit"
     assert (sink.committed, sink.aborted) == (0, 1)
@@ -241,13 +241,12 @@ def test_fenced_producer_is_not_aborted_and_says_why():
     sink, producer = make_sink()
     producer.fail["commit"] = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
 
-    async def batch() -> None:
+    async def checkpoint() -> None:
         await sink.start()
-        sink.begin()
-        await sink.finish([record("by-terminal", 0, 0)])
+        await sink.commit(offsets(("by-terminal", 0, 1)))
 
     with pytest.raises(OutputError, match="same STREAM_APP_TRANSACTIONAL_ID"):
-        asyncio.run(batch())
+        asyncio.run(checkpoint())
     assert ("abort",) not in producer.calls
 
 
@@ -266,38 +265,6 @@ def test_close_aborts_an_open_transaction_only():
     sink.begin()
     sink.close()
     assert producer.calls[-1] == ("abort",)
-
-
-def test_at_least_once_sink_waits_for_delivery():
-    class Outputs:
-        def __init__(self) -> None:
-            self.log: list[Any] = []
-
-        def send(self, *args: Any) -> None:
-            self.log.append(("send", *args))
-
-        def send_many(self, *args: Any) -> None:
-            self.log.append(("send_many", *args))
-
-        async def delivered(self) -> None:
-            self.log.append(("delivered",))
-
-    outputs = Outputs()
-    sink = AtLeastOnceSink(outputs)  # type: ignore[arg-type]
-
-    async def batch() -> None:
-        await sink.start()
-        sink.begin()
-        sink.send("dlq", b"k", b"v", None)
-        sink.send_many("scores", [(b"a", b"1")])
-        await sink.finish([record("t", 0, 0)])
-
-    asyncio.run(batch())
-    assert outputs.log == [
-        ("send", "dlq", b"k", b"v", None),
-        ("send_many", "scores", [(b"a", b"1")]),
-        ("delivered",),
-    ]
 
 
 def test_exactly_once_consumer_commits_nothing_itself():
@@ -324,7 +291,7 @@ def test_read_committed_thread_sets_isolation(monkeypatch):
     assert made._isolation_level == "read_committed"
 
 
-def test_a_call_librdkafka_never_returns_from_stops_the_stage(monkeypatch):
+def test_a_call_librdkafka_never_returns_from_stops_the_worker(monkeypatch):
     import threading
 
     sink, producer = make_sink()

@@ -5,8 +5,8 @@ aiokafka transactional producer per input partition behind Faust's producer, whi
 longer uses for its outputs or changelogs (:mod:`stream_app.outputs`). The worker's mode is its
 own, built from three parts:
 
-- the stages' outputs and input offsets commit in one librdkafka transaction per micro-batch
-  (:class:`stream_app.outputs.transactions.TransactionalSink`);
+- the stages' outputs and input offsets commit in one librdkafka transaction per checkpoint
+  (:class:`stream_app.outputs.transactions.TransactionalPublisher`);
 - :class:`ExactlyOnceConsumer` reads with ``isolation_level=read_committed``, so the scoring
   stage never sees a ``transactions.by-terminal`` record of an aborted batch, and it never
   commits offsets itself: Faust's periodic commit (and one on revoke) would write the group's
@@ -30,7 +30,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream_app.exceptions import ConfigError
-from stream_app.faust_dispatch import FastDispatchApp, FastDispatchConsumer
+from stream_app.faust_ext.batch import BatchApp, BatchConsumer
 from stream_app.outputs.transactions import group_metadata
 
 
@@ -50,10 +50,11 @@ class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class ExactlyOnceConsumer(FastDispatchConsumer):
-    """Reads committed records; leaves every offset commit to the stages' transactions."""
+class ExactlyOnceConsumer(BatchConsumer):
+    """Reads committed records; leaves every offset commit to the checkpoints' transactions."""
 
     commit_on_revoke = False  # nothing to commit outside the transactions: Faust's own revoke
+    read_committed = True
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -79,13 +80,8 @@ class ExactlyOnceTransport(faust_aiokafka.Transport):
     Consumer = ExactlyOnceConsumer
 
 
-class ExactlyOnceApp(FastDispatchApp):
-    """The worker's app in exactly-once mode (aiokafka driver only).
-
-    It needs none of Faust's commit bookkeeping (the offsets a transaction commits come from the
-    batch's own records), so unlike :class:`FastDispatchApp` it does not depend on the copied
-    fetch loop matching the installed Faust.
-    """
+class ExactlyOnceApp(BatchApp):
+    """The worker's app in exactly-once mode (aiokafka driver only)."""
 
     transport_class = ExactlyOnceTransport
 

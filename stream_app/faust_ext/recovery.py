@@ -217,7 +217,7 @@ class SeekFirstTableManager(TableManager):
             problems = faust_problems()
             if problems:
                 raise RuntimeError(
-                    "stream_app.faust_recovery: this Faust lacks what the recovery-order "
+                    "stream_app.faust_ext.recovery: this Faust lacks what the recovery-order "
                     f"workaround relies on ({', '.join(problems)}); faust-streaming "
                     f"{faust.__version__} is installed, the workaround was checked against "
                     f"{', '.join(CHECKED_FAUST_VERSIONS)}"
@@ -226,7 +226,7 @@ class SeekFirstTableManager(TableManager):
             if changed:
                 log.warning(
                     "faust-streaming %s: Recovery.%s differ(s) from the 0.15.3 source that "
-                    "stream_app/faust_recovery.py overrides; compare them, and drop the "
+                    "stream_app/faust_ext/recovery.py overrides; compare them, and drop the "
                     "workaround if Faust now seeks the stream partitions before resuming them",
                     faust.__version__,
                     ", Recovery.".join(changed),

@@ -383,7 +383,7 @@ class FastDispatchApp(faust.App):
             if changed:
                 log.warning(
                     "faust-streaming %s changed Consumer.%s (checked: %s); compare "
-                    "stream_app/faust_dispatch.py with it. Until then the worker uses Faust's "
+                    "stream_app/faust_ext/dispatch.py with it. Until then the worker uses Faust's "
                     "own record dispatch if _drain_messages changed, and keeps its copies of "
                     "_new_offset (never commits past an event in flight) and "
                     "on_partitions_revoked (commits the revoked partitions' acknowledged offsets)",

@@ -1,0 +1,260 @@
+"""Fetched records handed to the worker's batch engine a partition's chunk at a time.
+
+What Faust does (faust-streaming 0.15.3, ``faust/transport/consumer.py``): its fetch loop
+(``Consumer._drain_messages``) turns every fetched record into a ``ConsumerMessage``, hands it to
+the conductor, which wraps it in an ``Event`` and puts it in each subscribed stream's queue; the
+agent's stream iterates events one by one, and every event is acknowledged on its own. That is
+40-50 µs of bookkeeping per record on the event loop's thread, for each of the three records a
+scored transaction passes through (measured: README, Performance).
+
+What :class:`BatchConsumer` does instead, for the topics the engine reads
+(``stream_app.pipeline.engine.BatchEngine.topics``): the same loop fetches, and each fetched
+partition's records go to :meth:`BatchEngine.enqueue` as one list (aiokafka's records as they
+are). Records of any other topic (the tables' changelogs during recovery, standbys) take Faust's
+path unchanged. Faust still owns everything else:
+
+- the consumer group, assignment, pausing and seeking (recovery, ``faust_ext.recovery``);
+- the commit: Faust's commit timer, a rebalance and a shutdown all call ``commit()``;
+  :meth:`BatchConsumer.force_commit` first runs the engine's checkpoint (state to the tables and
+  their changelogs, outputs delivered or committed in a transaction), then commits the
+  positions the checkpoint returned through Faust's own ``_commit_offsets``;
+- a rebalance: :meth:`BatchConsumer.on_partitions_revoked` stops the flow, commits through
+  the checkpoint, resets the engine's queues (the partitions are read again from the committed
+  offsets once the rebalance is over), then runs Faust's revoke;
+- back-pressure: a partition whose engine queue is full is left out of the fetch
+  (:meth:`BatchConsumer._fetch`).
+
+:meth:`BatchConsumer.fetch_state` reads aiokafka's per-partition fetch position and end offset,
+which the engine's event-time alignment needs (is there more to fetch of this partition?).
+
+Checked against faust-streaming 0.15.3 and aiokafka 0.14.0 (``stream_app.faust_ext.VERSIONS``);
+the copied fetch loop is pinned by the SHA-256 of Faust's source it came from
+(``stream_app.faust_ext.dispatch.DRAIN_MESSAGES_SHA256``) and the aiokafka internals it reads are
+checked at start (:func:`aiokafka_problems`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Set
+from typing import Any, ClassVar, cast
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode import Service
+
+from stream_app.faust_ext.dispatch import FastDispatchApp, FastDispatchConsumer, deliver
+from stream_app.pipeline.engine import BatchEngine
+
+log = logging.getLogger(__name__)
+
+
+def aiokafka_problems() -> list[str]:
+    """The aiokafka internals :meth:`BatchConsumer.fetch_state` reads that this aiokafka lacks."""
+    from aiokafka.consumer.subscription_state import Assignment, TopicPartitionState
+
+    problems = [
+        f"TopicPartitionState.{name}"
+        for name in ("has_valid_position", "position")
+        if not hasattr(TopicPartitionState, name)
+    ]
+    assigned = ("highwater", "lso", "_position")
+    problems += [
+        f"TopicPartitionState.{name}"
+        for name in assigned
+        if name not in TopicPartitionState.__init__.__code__.co_names
+    ]
+    if not hasattr(Assignment, "state_value"):
+        problems.append("Assignment.state_value")
+    return problems
+
+
+class BatchConsumer(FastDispatchConsumer):
+    """Faust's aiokafka consumer feeding the worker's :class:`BatchEngine` (module docstring)."""
+
+    read_committed: ClassVar[bool] = False
+
+    @property
+    def engine(self) -> BatchEngine | None:
+        """The app's engine (None: Faust's per-record path for everything)."""
+        return cast(Any, self.app).engine
+
+    # --- what the engine reads ------------------------------------------------------------------
+
+    def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
+        """``tp``'s fetch position and end offset (the last stable offset when this consumer
+        reads committed records), from aiokafka's subscription state; (None, None) when the
+        partition is not assigned or the consumer not started."""
+        consumer = self._thread._consumer
+        if consumer is None:
+            return None, None
+        assignment = consumer._subscription.subscription
+        assignment = assignment.assignment if assignment is not None else None
+        if assignment is None:
+            return None, None
+        state = assignment.state_value(tp)
+        if state is None:
+            return None, None
+        position = state.position if state.has_valid_position else None
+        end = state.lso if self.read_committed and state.lso is not None else state.highwater
+        return position, end
+
+    # --- fetching --------------------------------------------------------------------------------
+
+    async def _fetch(self, engine: BatchEngine, timeout: float) -> tuple[Any, set[TP]]:
+        """One fetch: Faust's ``_wait_next_records`` with full engine partitions left out."""
+        if not self.flow_active:
+            await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+        try:
+            self.not_waiting_next_records.set()
+            active = set(self._get_active_partitions())
+            full = engine.full()
+            if full:
+                active -= full
+            if not active:
+                # Nothing to fetch now: wait for a stage to make room (or a rebalance).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(engine.space.wait(), 0.1)
+                return {}, active
+            return await self._getmany(active_partitions=active, timeout=timeout), active
+        finally:
+            self.not_waiting_next_records.set()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's)
+        engine = self.engine
+        if engine is None:
+            await super()._drain_messages(fetcher)
+            return
+        # Faust 0.15.3's ``Consumer._drain_messages`` (BSD-3-Clause) with its per-record
+        # delivery kept for the topics the engine does not read; see the module docstring.
+        callback = self.callback
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        engine_topics = engine.topics
+        to_message = self._to_message
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                generation = self.app.consumer_generation_id
+                records, active = await self._fetch(engine, 1.0)
+                if records and not self.should_stop and self.flow_active:
+                    for tp, batch in records.items():
+                        if not self.flow_active or self.app.consumer_generation_id != generation:
+                            break  # a rebalance began: what was fetched is read again later
+                        if tp not in active and tp not in self._buffered_partitions:
+                            continue
+                        if tp.topic in engine_topics:
+                            engine.enqueue(tp, batch)
+                            continue
+                        for record in batch:
+                            message = to_message(tp, record)
+                            offset = message.offset
+                            r_offset = get_read_offset(tp)
+                            if r_offset is None or offset >= r_offset:
+                                gap = offset - (r_offset or 0)
+                                if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                    await self._add_gap(tp, r_offset + 1, offset - 1)
+                                if commit_every is not None and self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                                await deliver(self, callback, message)
+                                set_read_offset(tp, offset)
+                    engine.note_positions()
+                elif not records:
+                    engine.note_positions()
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+    # --- commits ----------------------------------------------------------------------------------
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Checkpoint the engine, then commit its positions (and any Faust-acknowledged offsets of
+        other topics) through Faust's ``_commit_offsets``."""
+        engine = self.engine
+        if engine is None:
+            return await super().force_commit(topics, start_new_transaction)
+        sensor_state = self.app.sensors.on_commit_initiated(self)
+        positions = await engine.checkpoint()
+        offsets: dict[TP, int] = {}
+        for tp, offset in positions.items():
+            if topics is not None and tp not in topics and tp.topic not in topics:
+                continue
+            if self._should_commit(tp, offset):
+                offsets[tp] = offset
+        for tp in self._filter_tps_with_pending_acks(topics):
+            acked = self._new_offset(tp)
+            if acked is not None and self._should_commit(tp, acked):
+                offsets[tp] = acked
+        did_commit = False
+        if offsets:
+            did_commit = await self._commit_offsets(
+                offsets, start_new_transaction=start_new_transaction
+            )
+        self.app.sensors.on_commit_completed(self, sensor_state)
+        return did_commit
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        """Stop the flow, commit what the stages have done, drop the engine's queues and its
+        states' cache, then Faust's revoke."""
+        engine = self.engine
+        if engine is not None and not self.app.should_stop:
+            self.stop_flow()
+            engine.pause()
+            try:
+                await self.commit()
+                engine.reset()
+            finally:
+                engine.resume()
+        await super().on_partitions_revoked(revoked)
+
+    async def wait_empty(self) -> None:
+        """At shutdown: the stage loops stop after their batch, then Faust's final commit."""
+        engine = self.engine
+        if engine is not None:
+            engine.stop()
+        await super().wait_empty()
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport, building :class:`BatchConsumer`."""
+
+    Consumer = BatchConsumer
+
+
+class BatchApp(FastDispatchApp):
+    """A Faust app whose consumer feeds a :class:`BatchEngine` (set :attr:`engine` before the
+    app starts; None keeps Faust's per-record path)."""
+
+    transport_class: ClassVar[type[faust_aiokafka.Transport]] = BatchTransport
+    engine: BatchEngine | None = None
+
+    def register_engine(self, engine: BatchEngine, partitions: int) -> None:
+        """Subscribe the app to the engine's topics (Faust subscribes to the topics its
+        conductor knows: agents add theirs, the engine's are added here)."""
+        self.engine = engine
+        for name in sorted(engine.topics):
+            self.topics.add(self.topic(name, partitions=partitions))
+

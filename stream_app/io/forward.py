@@ -1,0 +1,124 @@
+"""The repartition record: a validated transaction with its stage-1 features, on its way from the
+customer stage to the terminal stage over ``transactions.by-terminal`` (keyed by terminal id).
+
+It is an internal record, written and read only by the worker, so it is a flat JSON array in a
+fixed order rather than an object: a third of the bytes, and half the time to encode and decode.
+
+``[FORWARD_VERSION, event_id, event_time, ts, customer_id, terminal_id, arrived_ms,
+source_partition, source_offset, *features]``, where ``features`` are the event features and the
+customer window features in ``stream_app.features.definitions`` order (``FORWARDED_FEATURES``).
+A record written by earlier code (a JSON object with a ``features`` mapping) still decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+from stream_app.features.definitions import EVENT_FEATURES
+from stream_app.features.state import CUSTOMER_FEATURES
+
+FORWARD_VERSION = 1
+FORWARDED_FEATURES: tuple[str, ...] = tuple(f.name for f in EVENT_FEATURES) + CUSTOMER_FEATURES
+"""The features a forward carries, in its order: the event's, then the customer's."""
+_HEAD = 9  # fields before the features
+_LENGTH = _HEAD + len(FORWARDED_FEATURES)
+
+
+class Forward(NamedTuple):
+    """A decoded repartition record."""
+
+    event_id: str
+    event_time: str
+    ts: float
+    customer_id: str
+    terminal_id: str
+    arrived_ms: float
+    source_partition: int
+    source_offset: int
+    features: list[float]  # FORWARDED_FEATURES order
+
+
+def encode_forward(
+    event_id: str,
+    event_time: str,
+    ts: float,
+    customer_id: str,
+    terminal_id: str,
+    arrived_ms: float,
+    source_partition: int,
+    source_offset: int,
+    features: list[float],
+) -> bytes:
+    """The record's value (``features`` in ``FORWARDED_FEATURES`` order)."""
+    return orjson.dumps(
+        [
+            FORWARD_VERSION,
+            event_id,
+            event_time,
+            ts,
+            customer_id,
+            terminal_id,
+            arrived_ms,
+            source_partition,
+            source_offset,
+            *features,
+        ]
+    )
+
+
+class ForwardError(ValueError):
+    """A by-terminal record that is not a forward this code can read."""
+
+
+def decode_forward(raw: bytes | None) -> Forward:
+    """The forward in ``raw``; :class:`ForwardError` when it is not one."""
+    try:
+        value: Any = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ForwardError(f"not JSON: {exc}") from None
+    if type(value) is list:
+        if len(value) != _LENGTH or value[0] != FORWARD_VERSION:
+            raise ForwardError(
+                f"a forward of {len(value)} fields, version {value[0] if value else None!r}; "
+                f"this worker reads version {FORWARD_VERSION} with {_LENGTH} fields (a worker "
+                "with other feature definitions wrote it?)"
+            )
+        return Forward(
+            value[1],
+            value[2],
+            value[3],
+            value[4],
+            value[5],
+            value[6],
+            value[7],
+            value[8],
+            value[_HEAD:],
+        )
+    if type(value) is dict:  # written by earlier code
+        try:
+            features = value["features"]
+            source = value["source"]
+            return Forward(
+                value["event_id"],
+                value["event_time"],
+                value["ts"],
+                value["customer_id"],
+                value["terminal_id"],
+                value["arrived_ms"],
+                source[1],
+                source[2],
+                [features[name] for name in FORWARDED_FEATURES],
+            )
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ForwardError(f"an object forward without {exc}") from None
+    raise ForwardError(f"JSON {type(value).__name__}, not a forward")
+
+
+def forward_view(raw: bytes) -> dict[str, Any]:
+    """A forward as a readable object (tests, tools): named fields and named features."""
+    fwd = decode_forward(raw)
+    out = fwd._asdict()
+    out["features"] = dict(zip(FORWARDED_FEATURES, fwd.features, strict=True))
+    return out

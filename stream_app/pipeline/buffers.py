@@ -1,0 +1,236 @@
+"""Fetched records per input partition, and the event-time order a stage takes them in.
+
+The worker's consumer hands every fetched chunk of a stage's partition to a
+:class:`PartitionQueue`, already decoded, with an *alignment key* per record: the record's event
+time (a transaction's ``event_time``, a forward's ``ts``, a label's ``label_time``: when it
+became known), held to the running maximum of its partition so that the keys of one partition
+never go down. A record without a time (a rejection) gets its predecessor's key: it goes through
+in stream order.
+
+:func:`take` then builds a stage's next micro-batch the way Kafka Streams picks records (its
+``PartitionGroup``): across all the stage's partitions, the records with the smallest keys first,
+and nothing past what a partition that still has unread records could hold. Each partition's
+*frontier* is how far its records are known:
+
+- a partition whose buffered records reach its end offset (nothing more to fetch) does not hold
+  the others back;
+- a partition with more to fetch holds them back to its last buffered key, or, when its buffer
+  is empty, to the key of the last record the stage took from it (until ``max_idle_s`` has
+  passed with the buffer empty: then it stops holding the others back, as Kafka Streams'
+  ``max.task.idle.ms``).
+
+Records with keys below the lowest frontier are taken, merged by key; at equal keys, partitions
+of a lower *rank* first (labels before transactions: a label known at ``t`` is used by a
+transaction at ``t``), then in the order the partitions were registered, then in stream order.
+Within one partition the order is always the stream's.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+INF = math.inf
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive records of one partition with their decoded items and alignment keys."""
+
+    records: list[Any]
+    items: list[Any]
+    keys: list[float]  # non-decreasing
+
+
+def alignment_keys(times: Sequence[float | None], start: float) -> list[float]:
+    """Running maximum of ``times`` from ``start`` (None: the previous key)."""
+    keys: list[float] = []
+    key = start
+    for t in times:
+        if t is not None and t > key:
+            key = t
+        keys.append(key)
+    return keys
+
+
+@dataclass(slots=True, eq=False)
+class PartitionQueue(Generic[T]):
+    """The buffered records of one input partition of a stage."""
+
+    topic: str
+    partition: int
+    rank: int = 1  # tie-break at equal keys: lower first
+    order: int = 0  # tie-break after rank: registration order
+    chunks: deque[Chunk] = field(default_factory=deque)
+    head: int = 0  # index of the next record in chunks[0]
+    buffered: int = 0  # records in the buffer
+    last_key: float = -INF  # key of the last record buffered
+    taken_key: float = -INF  # key of the last record taken
+    next_offset: int | None = None  # offset after the last record buffered
+    taken_offset: int | None = None  # offset after the last record taken
+    empty_since: float | None = None  # monotonic time the buffer became empty with more to read
+
+    def add(self, records: list[Any], items: list[Any], times: Sequence[float | None]) -> None:
+        """Buffer a fetched chunk (``times``: each record's event time, or None)."""
+        if not records:
+            return
+        keys = alignment_keys(times, self.last_key)
+        self.chunks.append(Chunk(records, items, keys))
+        self.buffered += len(records)
+        self.last_key = keys[-1]
+        self.next_offset = records[-1].offset + 1
+        self.empty_since = None
+
+    def frontier(self, caught_up: bool, now: float, max_idle_s: float) -> float:
+        """How far this partition's keys are known (see the module docstring)."""
+        if caught_up:
+            return INF
+        if self.buffered:
+            return self.last_key
+        if self.empty_since is None:
+            self.empty_since = now
+        elif now - self.empty_since >= max_idle_s:
+            return INF
+        return self.taken_key
+
+    def count_below(self, bound: float) -> int:
+        """How many buffered records have keys below ``bound`` (a prefix of the buffer)."""
+        if bound == INF:
+            return self.buffered
+        n = 0
+        head = self.head
+        for chunk in self.chunks:
+            keys = chunk.keys
+            k = bisect_left(keys, bound, head)
+            n += k - head
+            if k < len(keys):
+                break
+            head = 0
+        return n
+
+    def peek(self, n: int) -> tuple[list[Any], list[Any], list[float]]:
+        """The next ``n`` records, their items and keys, left in the buffer."""
+        records: list[Any] = []
+        items: list[Any] = []
+        keys: list[float] = []
+        head = self.head
+        for chunk in self.chunks:
+            if n <= 0:
+                break
+            stop = min(head + n, len(chunk.records))
+            records += chunk.records[head:stop]
+            items += chunk.items[head:stop]
+            keys += chunk.keys[head:stop]
+            n -= stop - head
+            head = 0
+        return records, items, keys
+
+    def drop(self, n: int) -> None:
+        """Remove the next ``n`` records (taken by the stage)."""
+        if n <= 0:
+            return
+        self.buffered -= n
+        while n > 0:
+            chunk = self.chunks[0]
+            left = len(chunk.records) - self.head
+            if n < left:
+                self.head += n
+                self.taken_key = chunk.keys[self.head - 1]
+                self.taken_offset = chunk.records[self.head - 1].offset + 1
+                return
+            n -= left
+            self.taken_key = chunk.keys[-1]
+            self.taken_offset = chunk.records[-1].offset + 1
+            self.chunks.popleft()
+            self.head = 0
+
+    def pop(self, n: int) -> tuple[list[Any], list[Any], list[float]]:
+        """Remove and return the next ``n`` records, their items and keys."""
+        out = self.peek(n)
+        self.drop(len(out[0]))
+        return out
+
+    def clear(self) -> None:
+        """Drop everything buffered and every position (partitions are re-read from their
+        committed offsets after a rebalance)."""
+        self.chunks.clear()
+        self.head = self.buffered = 0
+        self.last_key = self.taken_key = -INF
+        self.next_offset = self.taken_offset = None
+        self.empty_since = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """A stage's micro-batch: records, their decoded items, and the queue each came from."""
+
+    records: list[Any] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    taken: dict[PartitionQueue[Any], int] = field(default_factory=dict)  # queue -> records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def take(
+    queues: Sequence[PartitionQueue[Any]],
+    caught_up: Sequence[bool],
+    limit: int,
+    now: float,
+    max_idle_s: float,
+) -> Batch:
+    """The next micro-batch (at most ``limit`` records) from ``queues`` (``caught_up[i]``:
+    queue ``i`` has buffered everything up to its partition's end). Empty when nothing may go
+    yet (a partition with more to read holds the others back)."""
+    bound = INF
+    for queue, done in zip(queues, caught_up, strict=True):
+        f = queue.frontier(done, now, max_idle_s)
+        if f < bound:
+            bound = f
+    counts = [(q, q.count_below(bound)) for q in queues if q.buffered]
+    counts = [(q, n) for q, n in counts if n]
+    batch = Batch()
+    if not counts:
+        return batch
+    if len(counts) == 1:
+        queue, n = counts[0]
+        n = min(n, limit)
+        records, items, _ = queue.pop(n)
+        batch.records, batch.items, batch.taken[queue] = records, items, n
+        return batch
+    # Several partitions: merge by (key, rank, registration order), stable in stream order.
+    parts = [(q, q.peek(n)) for q, n in counts]
+    keys = np.concatenate([np.asarray(p[2], dtype=np.float64) for _, p in parts])
+    ranks = np.concatenate(
+        [np.full(len(p[2]), q.rank * 65536 + q.order, dtype=np.int64) for q, p in parts]
+    )
+    order = np.lexsort((ranks, keys))[:limit]
+    records = [r for _, p in parts for r in p[0]]
+    items = [i for _, p in parts for i in p[1]]
+    if len(order) < len(records):  # the merge is stable: a prefix of each queue's is chosen
+        chosen = np.zeros(len(records), dtype=bool)
+        chosen[order] = True
+        start = 0
+        for queue, p in parts:
+            n = len(p[0])
+            k = int(chosen[start : start + n].sum())
+            start += n
+            if k:
+                queue.drop(k)
+                batch.taken[queue] = k
+    else:
+        for queue, p in parts:
+            queue.drop(len(p[0]))
+            batch.taken[queue] = len(p[0])
+    picks = order.tolist()
+    batch.records = [records[i] for i in picks]
+    batch.items = [items[i] for i in picks]
+    return batch

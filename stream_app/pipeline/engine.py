@@ -1,0 +1,318 @@
+"""The batch engine: the stages' records, fetched by Faust's consumer, processed in micro-batches.
+
+Faust owns the consumer group, the partition assignment, the tables, their changelogs,
+standbys and recovery, and the offset commits. Inside it, the worker's consumer
+(``stream_app.faust_ext.batch``) hands every fetched chunk of a stage's input partition to
+:meth:`BatchEngine.enqueue` instead of turning each record into a Faust event: the stage decodes
+the chunk at once and it waits in the partition's :class:`~stream_app.pipeline.buffers.
+PartitionQueue`. Each stage runs one loop (:meth:`BatchEngine.run`) that takes its next
+micro-batch in event-time order across its partitions (:func:`~stream_app.pipeline.buffers.take`)
+and hands it to the stage's handler, which updates state, scores and queues the outputs. Nothing
+in that path waits: outputs go to librdkafka, which delivers them in its own threads.
+
+A **checkpoint** (:meth:`BatchEngine.checkpoint`) runs before every offset commit Faust makes
+(its commit timer, a rebalance, a shutdown): each changed entity state is written once to its
+table and changelog, the positions of what the stages have taken are read, and the engine waits
+until every output and changelog record sent so far is delivered (at least once), or commits
+them in one Kafka transaction with those positions (exactly once). Faust then commits the
+positions.
+
+Backpressure: a partition whose queue holds ``max_buffered`` records is left out of the next
+fetch (:meth:`BatchEngine.full`); Faust's consumer asks the broker for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stream_app.pipeline.buffers import Batch, PartitionQueue, take
+
+log = logging.getLogger("stream_app.engine")
+
+Decoder = Callable[[list[Any]], tuple[list[Any], list[float | None]]]
+"""A stage's chunk decoder: records -> (decoded items, event time of each or None)."""
+Handler = Callable[[Batch], None]
+"""A stage's batch handler: processes a micro-batch and queues its outputs (never waits)."""
+
+
+class FetchView(Protocol):
+    """What the engine asks of the consumer about its partitions."""
+
+    def assignment(self) -> Iterable[Any]:
+        """The partitions (``.topic``, ``.partition``) assigned now."""
+
+    def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
+        """``tp``'s fetch position (the offset after the last record handed over) and end
+        offset (the high watermark, or the last stable offset when reading committed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageInput:
+    """An input topic of a stage; at equal event times lower ``rank`` goes first."""
+
+    topic: str
+    rank: int = 1
+
+
+@dataclass(eq=False)
+class StageRunner:
+    """One stage in the engine: its inputs, its decoder, its handler."""
+
+    name: str
+    inputs: Sequence[StageInput]
+    decode: Decoder
+    handle: Handler
+    batch_max: int = 1000
+    queues: dict[Any, PartitionQueue[Any]] = field(default_factory=dict)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    batches: int = 0
+    records: int = 0
+    enforced: int = 0  # batches taken past a partition that stayed empty for max_idle_s
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.ranks = {i.topic: (i.rank, n) for n, i in enumerate(self.inputs)}
+
+    def queue(self, tp: Any) -> PartitionQueue[Any]:
+        """``tp``'s queue (made on first use)."""
+        q = self.queues.get(tp)
+        if q is None:
+            rank, order = self.ranks[tp.topic]
+            q = self.queues[tp] = PartitionQueue(
+                tp.topic, tp.partition, rank=rank, order=order * 4096 + tp.partition
+            )
+        return q
+
+
+class BatchEngine:
+    """The stages' partition queues, their loops, and the checkpoint before each commit."""
+
+    def __init__(
+        self,
+        *,
+        max_buffered: int = 5000,
+        max_idle_s: float = 1.0,
+        checkpoint: Callable[[], Any] | None = None,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
+        """``checkpoint``: the coroutine function that makes everything sent so far durable
+        (see :meth:`checkpoint`). ``lock``: held by a stage while it handles a batch and by a
+        checkpoint that must not see a batch half-sent (exactly once)."""
+        self.max_buffered = max_buffered
+        self.max_idle_s = max_idle_s
+        self.stages: list[StageRunner] = []
+        self.by_topic: dict[str, StageRunner] = {}
+        self.view: FetchView | None = None
+        self.lock = lock
+        self._checkpoint = checkpoint
+        self.space = asyncio.Event()
+        self.space.set()
+        self.stopping = False
+        self.paused = False
+        self.reset_hooks: list[Callable[[], None]] = []
+        self.fetched: dict[Any, int] = {}  # tp -> fetch position when its last chunk came
+        self.generation = 0  # bumped by every reset (rebalance)
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def add_stage(self, runner: StageRunner) -> StageRunner:
+        """Register a stage; its input topics are read through the engine from now on."""
+        for stage_input in runner.inputs:
+            if stage_input.topic in self.by_topic:
+                raise ValueError(f"topic {stage_input.topic} is read by two stages")
+            self.by_topic[stage_input.topic] = runner
+        self.stages.append(runner)
+        return runner
+
+    def bind(self, view: FetchView) -> None:
+        """The consumer whose fetch positions and assignment the engine reads."""
+        self.view = view
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Every topic a stage reads."""
+        return frozenset(self.by_topic)
+
+    # --- the fetch loop's side ------------------------------------------------------------------
+
+    def enqueue(self, tp: Any, records: list[Any]) -> None:
+        """A fetched chunk of ``tp``: decoded by its stage and queued."""
+        runner = self.by_topic[tp.topic]
+        queue = runner.queue(tp)
+        if queue.next_offset is not None:
+            # A record already buffered or taken (a fetch that overlapped a seek) goes no further.
+            first = records[0].offset
+            if first < queue.next_offset:
+                records = [r for r in records if r.offset >= queue.next_offset]
+                if not records:
+                    return
+        items, times = runner.decode(records)
+        queue.add(records, items, times)
+        runner.wakeup.set()
+
+    def note_positions(self) -> None:
+        """After a fetch: remember how far each stage partition has been handed over."""
+        view = self.view
+        if view is None:
+            return
+        by_topic = self.by_topic
+        for tp in view.assignment():
+            if tp.topic in by_topic:
+                position, _ = view.fetch_state(tp)
+                if position is not None:
+                    self.fetched[tp] = position
+
+    def full(self) -> set[Any]:
+        """Partitions whose queue is full: leave them out of the next fetch."""
+        limit = self.max_buffered
+        out = {
+            tp for runner in self.stages for tp, q in runner.queues.items() if q.buffered >= limit
+        }
+        if out:
+            self.space.clear()
+        return out
+
+    # --- the stages' side ----------------------------------------------------------------------
+
+    def _caught_up(self, tp: Any) -> bool:
+        view = self.view
+        if view is None:
+            return True
+        fetched = self.fetched.get(tp)
+        if fetched is None:
+            return False
+        _, end = view.fetch_state(tp)
+        return end is not None and fetched >= end
+
+    def take(self, runner: StageRunner, now: float) -> Batch:
+        """``runner``'s next micro-batch (empty when nothing may go yet)."""
+        view = self.view
+        if view is not None:
+            topics = runner.ranks
+            tps = [tp for tp in view.assignment() if tp.topic in topics]
+            queues = [runner.queue(tp) for tp in tps]
+            caught_up = [self._caught_up(tp) for tp in tps]
+        else:
+            queues = list(runner.queues.values())
+            caught_up = [True] * len(queues)
+        if not queues:
+            return Batch()
+        batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s)
+        if batch.taken:
+            for queue in batch.taken:
+                if queue.buffered < self.max_buffered:
+                    self.space.set()
+        return batch
+
+    def _idle_wait(self, runner: StageRunner, now: float) -> float:
+        """How long a stage with nothing to take may sleep before looking again."""
+        waits = [
+            self.max_idle_s - (now - q.empty_since)
+            for q in runner.queues.values()
+            if q.empty_since is not None
+        ]
+        return max(0.005, min(waits, default=1.0))
+
+    async def run(self, runner: StageRunner, on_error: Callable[[BaseException], None]) -> None:
+        """``runner``'s loop: take a micro-batch, handle it, again; until :meth:`stop`.
+        ``on_error`` gets what escapes a batch (an output that fails for good, a bug)."""
+        try:
+            await self._run(runner)
+        except BaseException as exc:
+            on_error(exc)
+            raise
+
+    async def _run(self, runner: StageRunner) -> None:
+        clock = time.monotonic
+        lock = self.lock
+        while not self.stopping:
+            if self.paused:
+                runner.wakeup.clear()
+                await runner.wakeup.wait()
+                continue
+            now = clock()
+            batch = self.take(runner, now)
+            if not batch:
+                runner.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(runner.wakeup.wait(), self._idle_wait(runner, now))
+                continue
+            if lock is not None:
+                async with lock:
+                    runner.handle(batch)
+            else:
+                runner.handle(batch)
+            runner.batches += 1
+            runner.records += len(batch)
+            runner.last_progress = clock()
+            await asyncio.sleep(0)
+
+    # --- checkpoints and rebalances --------------------------------------------------------------
+
+    def positions(self) -> dict[Any, int]:
+        """Per partition, the offset after the last record a stage has taken (and handled)."""
+        return {
+            tp: q.taken_offset
+            for runner in self.stages
+            for tp, q in runner.queues.items()
+            if q.taken_offset is not None
+        }
+
+    async def checkpoint(self) -> dict[Any, int]:
+        """Make everything the stages have done durable; the positions to commit."""
+        if self._checkpoint is None:
+            return self.positions()
+        result: dict[Any, int] = await self._checkpoint()
+        return result
+
+    def pause(self) -> None:
+        """The stage loops take no new batch until :meth:`resume` (a rebalance)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """The stage loops go on."""
+        self.paused = False
+        for runner in self.stages:
+            runner.wakeup.set()
+
+    def reset(self) -> None:
+        """Drop every queued record and position, and run the reset hooks (the states' caches):
+        after a checkpoint, when the partitions change. They are read again from their
+        committed offsets once the rebalance is over."""
+        for runner in self.stages:
+            for queue in runner.queues.values():
+                queue.clear()
+            runner.queues.clear()
+        self.fetched.clear()
+        for hook in self.reset_hooks:
+            hook()
+        self.generation += 1
+        self.space.set()
+
+    def stop(self) -> None:
+        """Stop the stage loops after their current batch."""
+        self.stopping = True
+        for runner in self.stages:
+            runner.wakeup.set()
+
+    def lag(self) -> dict[Any, int]:
+        """Per assigned stage partition: records between the end offset and what was taken."""
+        out: dict[Any, int] = {}
+        view = self.view
+        if view is None:
+            return out
+        for runner in self.stages:
+            for tp, q in runner.queues.items():
+                _, end = view.fetch_state(tp)
+                if end is None:
+                    continue
+                start = q.taken_offset if q.taken_offset is not None else self.fetched.get(tp)
+                if start is not None:
+                    out[tp] = max(end - start, 0)
+        return out
