@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 THREAD_FRAME = re.compile(r"^thread \((?P<tid>0x[0-9A-Fa-f]+|\d+)\)(?::\s*(?P<name>.*))?$")
@@ -119,6 +119,11 @@ def main_thread_id(stacks: Sequence[Stack], pid: int | None = None) -> int | Non
             return s.thread_id
     ids = [s.thread_id for s in stacks if s.thread_id is not None]
     return min(ids) if ids else None
+
+
+def has_native_frames(stacks: Iterable[Stack]) -> bool:
+    """Whether the profile was recorded with ``--native`` (some frame is not Python's)."""
+    return any(not f.is_python for s in stacks for f in s.frames)
 
 
 def only_thread(stacks: Iterable[Stack], thread_id: int | None) -> list[Stack]:
@@ -275,6 +280,7 @@ class Step:
 
 LOOP_DISPATCH = function("asyncio/base_events.py", "BaseEventLoop._run_once")
 IDLE = "idle: event loop waiting in epoll"
+GC = "garbage collection"
 OTHER = "other"
 
 CUSTOMER = "stream_app/pipeline/customer_stage.py"
@@ -310,7 +316,7 @@ STEPS: list[Step] = [
         "a timer; with py-spy --idle, also samples the thread spent sleeping there)",
     ),
     Step(
-        "garbage collection",
+        GC,
         anywhere(native("gc_collect", "collect_with_callback", "collect_generations")),
         "a native gc_collect* frame (visible only with py-spy --native), wherever it was triggered",
     ),
@@ -522,13 +528,16 @@ def breakdown(
     transactions: int | None = None,
     steps: Sequence[Step] = STEPS,
     top: int = 25,
+    omit: Collection[str] = (),
 ) -> Breakdown:
     """Samples per step (in table order, OTHER last, every step listed), shares and µs per
     transaction, and the ``top`` leaf functions (innermost Python frame) by samples.
 
     µs/transaction of a step = its share of the **non-idle** samples x ``cpu_seconds`` /
     ``transactions``: the thread's CPU time split in proportion to where its busy samples were.
-    The idle row has no µs (it is time off the CPU)."""
+    The idle row has no µs (it is time off the CPU). Steps in ``omit`` (ones the profile cannot
+    show, like garbage collection without native frames) get no row; they must have no samples.
+    """
     counts: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     for s in stacks:
@@ -548,6 +557,10 @@ def breakdown(
     rows = []
     for name in [*(s.name for s in steps), OTHER]:
         n = counts.get(name, 0)
+        if name in omit:
+            if n:
+                raise ValueError(f"{n} sample(s) in {name!r}, which was to be omitted")
+            continue
         share_busy = None if name == IDLE else (n / busy if busy else 0.0)
         rows.append(
             StepRow(

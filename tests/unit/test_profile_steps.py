@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.profile_steps import (
+    GC,
     IDLE,
     OTHER,
     STEPS,
@@ -14,6 +15,7 @@ from bench.profile_steps import (
     anywhere,
     breakdown,
     classify,
+    has_native_frames,
     in_file,
     main_thread_id,
     only_thread,
@@ -339,3 +341,15 @@ def test_with_source_reads_each_line_once() -> None:
     assert sorted(calls) == [("m.py", 1), ("m.py", 2)]
     assert annotated[0].frames[0].code == "x = 1"
     assert annotated[1].frames[1].code == ""  # native frames have no source
+
+
+def test_a_step_the_profile_cannot_show_is_omitted() -> None:
+    stacks = main_stacks()
+    assert not has_native_frames(stacks)
+    result = breakdown(stacks, omit={GC})
+    assert GC not in [row.step for row in result.rows]
+    assert len(result.rows) == len(STEPS)  # every step but GC, and OTHER
+    native = parse_raw(["thread (1);main (m.py:3);gc_collect_main (libpython3.11.so) 5"])
+    assert has_native_frames(native)
+    with pytest.raises(ValueError):
+        breakdown(native, omit={GC})
