@@ -431,7 +431,16 @@ def wait_for_scores(
             if not worker.running and time.monotonic() - last_change > 10:
                 return f"the worker exited with {watcher.count:,} of {expected:,} scores"
             if time.monotonic() - last_change > stall_s:
-                return f"no new score for {stall_s:.0f} s at {watcher.count:,} of {expected:,}"
+                hint = (
+                    " (from full topics the worker first works through the preloaded labels and "
+                    "scores nothing for a while, longer under py-spy --native or on a loaded "
+                    "machine: raise --stall-seconds if its log shows it consuming)"
+                    if watcher.count == 0
+                    else ""
+                )
+                return (
+                    f"no new score for {stall_s:.0f} s at {watcher.count:,} of {expected:,}{hint}"
+                )
     return None
 
 
