@@ -11,8 +11,10 @@ PYTEST_ARGS ?=
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 BENCH_ARGS  ?=
+# make profile PROFILE_ARGS="--events 50000 --models /work/profile-models": bench/profile.py
+PROFILE_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions bench-scale-soak clean broker-stop
+.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions bench-scale-soak profile clean broker-stop
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -62,6 +64,11 @@ bench-revisions: install
 # 1 vs 2 worker processes on 6 partitions, then a 10-minute soak (RSS and state slope)
 bench-scale-soak: install
 	$(BIN)/python bench/scale_soak.py $(BENCH_ARGS)
+
+# Where the worker's main-thread CPU goes per transaction (py-spy on one worker, handbook data)
+profile: install
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
+	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
 lint: install
 	$(BIN)/ruff check stream_app tests bench
