@@ -289,11 +289,15 @@ MODEL = "stream_app/scoring/model.py"
 APP = "stream_app/app.py"
 TABLE_ACCESS = in_file(
     "stream_app/features/",
+    "stream_app/pipeline/state_store.py",
+    "stream_app/faust_ext/tables.py",
     "faust/tables/",
     "faust/stores/",
     "mode/utils/",
     "<frozen _collections_abc>",
 )
+FORWARD = "stream_app/io/forward.py"
+ENGINE = in_file("stream_app/pipeline/engine.py", "stream_app/pipeline/buffers.py")
 FRAMEWORK = in_file("stream_app/", "faust/", "mode/", "aiokafka/", "kafka/")
 FAUST_PER_EVENT = either(
     in_file(
@@ -306,6 +310,7 @@ FAUST_PER_EVENT = either(
         "faust/topics.py",
     ),
     function("stream_app/faust_dispatch.py", "deliver", "Resumed.__await__"),
+    function("stream_app/faust_ext/dispatch.py", "deliver", "Resumed.__await__"),
 )
 
 STEPS: list[Step] = [
@@ -328,14 +333,20 @@ STEPS: list[Step] = [
     ),
     Step(
         "forward decode (scoring stage orjson.loads)",
-        anywhere(code_has(SCORING, "orjson.loads")),
-        "a scoring_stage.py line that calls orjson.loads (the repartitioned record)",
+        anywhere(code_has(SCORING, "orjson.loads"), function(FORWARD, "decode_forward")),
+        "a scoring_stage.py line that calls orjson.loads (the repartitioned record), "
+        "io/forward.decode_forward",
     ),
     Step(
         "changelog writes",
-        anywhere(in_file("stream_app/outputs/changelog.py")),
-        "any frame in stream_app/outputs/changelog.py (table store write, key/value "
-        "serialization, the changelog record's produce)",
+        anywhere(
+            in_file("stream_app/outputs/changelog.py"),
+            function("stream_app/pipeline/state_store.py", "StateStore.flush"),
+            function("stream_app/faust_ext/tables.py", "FaustTableWriter.write"),
+        ),
+        "stream_app/outputs/changelog.py (per batch, before); StateStore.flush and "
+        "FaustTableWriter.write (once per checkpoint: state encode, store write, the changelog "
+        "record's produce)",
     ),
     Step(
         "dead letters",
@@ -348,8 +359,8 @@ STEPS: list[Step] = [
     ),
     Step(
         "forward encode",
-        anywhere(function(CUSTOMER, "encode_forward")),
-        "customer_stage.encode_forward (orjson.dumps of the repartition record)",
+        anywhere(function(CUSTOMER, "encode_forward"), function(FORWARD, "encode_forward")),
+        "customer_stage.encode_forward / io/forward.encode_forward (the repartition record)",
     ),
     Step(
         "predict_proba",
@@ -447,7 +458,13 @@ STEPS: list[Step] = [
         "agent loop + to_record (app.py)",
         innermost(in_file(APP), FRAMEWORK),
         "the innermost stream_app/Faust/mode/aiokafka frame is in app.py: to_record, the agents' "
-        "own lines, the model lock",
+        "own lines, the model lock (after: the stage handlers' own lines, the checkpoint)",
+    ),
+    Step(
+        "batch engine: queues, alignment",
+        anywhere(ENGINE),
+        "stream_app/pipeline/engine.py and buffers.py: chunks queued, event-time merge, the "
+        "stage loops, the decode call per chunk (decoding itself is 'decode')",
     ),
     Step(
         "Faust per-event machinery",
@@ -463,6 +480,7 @@ STEPS: list[Step] = [
                 "faust/transport/consumer.py",
                 "faust/transport/drivers/",
                 "stream_app/faust_dispatch.py",
+                "stream_app/faust_ext/",
                 "aiokafka/",
                 "kafka/",
             )

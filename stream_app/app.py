@@ -408,7 +408,17 @@ def create_app(
     scoring_runner = engine.add_stage(
         StageRunner(
             "scoring",
-            [StageInput(labels_topic, rank=0), StageInput(by_terminal, rank=1)],
+            [
+                StageInput(labels_topic, rank=0),
+                # Stage 1 writes this topic: while it may still write a time, the labels of
+                # that time wait (an event may be up to the allowed lateness behind).
+                StageInput(
+                    by_terminal,
+                    rank=1,
+                    upstream=customer_runner,
+                    upstream_slack=settings.allowed_lateness_s,
+                ),
+            ],
             lambda records: _decoded(scoring_stage.decode(records), _scoring_time),
             handle_scoring,
             settings.batch_max,
@@ -472,6 +482,27 @@ def create_app(
     async def export_shadow() -> None:
         scored, agreed, skipped = shadow_since(shadow_exported)
         metrics.shadow_outcomes(agreed, scored - agreed, skipped)
+
+    @app.timer(10.0)
+    async def watch_progress() -> None:
+        """Say which partitions hold a stage back when it has records and takes none."""
+        now = time.monotonic()
+        for runner in engine.stages:
+            waiting = sum(q.buffered for q in runner.queues.values())
+            if waiting and now - runner.last_progress > 10.0:
+                rows = [r for r in engine.describe(now) if r["stage"] == runner.name]
+                log.warning(
+                    "%s stage: %d record(s) waiting, none taken for %.0f s; partitions: %s",
+                    runner.name,
+                    waiting,
+                    now - runner.last_progress,
+                    "; ".join(
+                        f"{r['topic']}[{r['partition']}] buffered {r['buffered']} fetched "
+                        f"{r['fetched']} end {r['end']} caught_up {r['caught_up']} last_key "
+                        f"{r['last_key']} taken_key {r['taken_key']} empty {r['empty_for_s']}"
+                        for r in rows
+                    ),
+                )
 
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:

@@ -71,14 +71,13 @@ def check_versions() -> None:
     written against (or ``STREAM_APP_UNCHECKED_FAUST=1``)."""
     problems = version_problems()
     if problems and os.environ.get(ALLOW_ENV) != "1":
+        written = ", ".join(f"{k} {v}" for k, v in VERSIONS.items())
         raise FaustVersionError(
-            "stream_app.faust_ext patches Faust and aiokafka internals and was written against "
-            + ", ".join(f"{k} {v}" for k, v in VERSIONS.items())
-            + "; found "
-            + "; ".join(problems)
-            + ". Install those versions (pyproject.toml pins them), or review "
-            "stream_app/faust_ext/UPSTREAM.md against the new ones, update VERSIONS and the "
-            f"SHA-256 pins, and meanwhile set {ALLOW_ENV}=1 to start anyway."
+            f"stream_app.faust_ext patches Faust and aiokafka internals and was written against "
+            f"{written}; found {'; '.join(problems)}. Install those versions (pyproject.toml "
+            "pins them), or review stream_app/faust_ext/UPSTREAM.md against the new ones, bring "
+            f"VERSIONS and the SHA-256 pins in line, and meanwhile set {ALLOW_ENV}=1 to start "
+            "anyway."
         )
 
 

@@ -46,10 +46,37 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
 
-from stream_app.faust_ext.dispatch import FastDispatchApp, FastDispatchConsumer, deliver
+from stream_app.faust_ext.dispatch import (
+    DRAIN_MESSAGES_SHA256,
+    FastDispatchApp,
+    FastDispatchConsumer,
+    deliver,
+    source_digest,
+)
 from stream_app.pipeline.engine import BatchEngine
 
 log = logging.getLogger(__name__)
+
+FAUST_SOURCE_SHA256 = {
+    "_drain_messages": DRAIN_MESSAGES_SHA256,
+    "_wait_next_records": "1f67795402ab6d82f2f21a839661796459e7106927b5468cb89a8326c238b8cb",
+    "force_commit": "c78fef197a17e212fe0c9cdf90a381265839cc5b12d9fb35b1bad27eba535d41",
+    "getmany": "1b41be7cf1f1a173d04ebaefd0b9418d5eb0fa7e5b88427466aad16f88a40e56",
+}
+"""SHA-256 (whitespace collapsed) of each ``faust.transport.consumer.Consumer`` method that
+:class:`BatchConsumer` copies or rewrites, as in faust-streaming 0.15.3 (``getmany``: the
+per-record filters the copied loop repeats)."""
+
+
+def changed_methods() -> list[str]:
+    """The Faust methods :class:`BatchConsumer` was made from whose installed source differs."""
+    from faust.transport.consumer import Consumer
+
+    return [
+        name
+        for name, digest in FAUST_SOURCE_SHA256.items()
+        if source_digest(getattr(Consumer, name)) != digest
+    ]
 
 
 def aiokafka_problems() -> list[str]:
@@ -250,6 +277,24 @@ class BatchApp(FastDispatchApp):
 
     transport_class: ClassVar[type[faust_aiokafka.Transport]] = BatchTransport
     engine: BatchEngine | None = None
+
+    def _new_transport(self) -> Any:
+        transport = super()._new_transport()
+        problems = aiokafka_problems()
+        if problems:
+            raise RuntimeError(
+                "stream_app.faust_ext.batch reads aiokafka internals this aiokafka lacks: "
+                + ", ".join(problems)
+                + " (see stream_app/faust_ext/UPSTREAM.md)"
+            )
+        changed = changed_methods()
+        if changed:
+            log.warning(
+                "faust-streaming changed Consumer.%s since 0.15.3; compare "
+                "stream_app/faust_ext/batch.py with it (see UPSTREAM.md)",
+                ", Consumer.".join(changed),
+            )
+        return transport
 
     def register_engine(self, engine: BatchEngine, partitions: int) -> None:
         """Subscribe the app to the engine's topics (Faust subscribes to the topics its

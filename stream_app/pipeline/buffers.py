@@ -15,9 +15,17 @@ and nothing past what a partition that still has unread records could hold. Each
 - a partition whose buffered records reach its end offset (nothing more to fetch) does not hold
   the others back;
 - a partition with more to fetch holds them back to its last buffered key, or, when its buffer
-  is empty, to the key of the last record the stage took from it (until ``max_idle_s`` has
-  passed with the buffer empty: then it stops holding the others back, as Kafka Streams'
-  ``max.task.idle.ms``).
+  is empty, to the key of the last record the stage took from it: as Kafka Streams does with a
+  partition it knows to have lag, the stage waits for the fetch (``max_lag_wait_s`` at most, a
+  safety cap for a partition the broker never serves);
+- a partition whose position or end is not known yet (no fetch answered for it) holds them back
+  the same way for ``max_idle_s`` at most (Kafka Streams' ``max.task.idle.ms``).
+
+A partition of a repartition topic that an earlier stage of the same worker writes (the terminal
+stage's ``transactions.by-terminal``) is not "caught up" while that stage may still write keys
+below its frontier: the earlier stage's *low watermark* (the lowest key it may still take,
+:meth:`PartitionQueue.low`) bounds it. So the labels wait for the transactions of their time
+instead of running ahead of them from a full topic.
 
 Records with keys below the lowest frontier are taken, merged by key; at equal keys, partitions
 of a lower *rank* first (labels before transactions: a label known at ``t`` is used by a
@@ -39,6 +47,8 @@ import numpy as np
 T = TypeVar("T")
 
 INF = math.inf
+MAX_LAG_WAIT_S = 30.0
+"""Longest wait for a partition known to have more to fetch while its buffer is empty."""
 
 
 @dataclass(slots=True)
@@ -89,17 +99,34 @@ class PartitionQueue(Generic[T]):
         self.next_offset = records[-1].offset + 1
         self.empty_since = None
 
-    def frontier(self, caught_up: bool, now: float, max_idle_s: float) -> float:
-        """How far this partition's keys are known (see the module docstring)."""
+    def frontier(
+        self,
+        caught_up: bool | None,
+        now: float,
+        max_idle_s: float,
+        upstream: float = INF,
+        max_lag_wait_s: float = MAX_LAG_WAIT_S,
+    ) -> float:
+        """How far this partition's keys are known (see the module docstring). ``caught_up``:
+        True (nothing more to fetch), False (more to fetch), None (not known yet). ``upstream``:
+        the lowest key its producer may still write (a repartition topic fed by an earlier stage
+        of this worker), which bounds a caught-up partition."""
         if caught_up:
-            return INF
+            return upstream
         if self.buffered:
             return self.last_key
         if self.empty_since is None:
             self.empty_since = now
-        elif now - self.empty_since >= max_idle_s:
+        elif now - self.empty_since >= (max_idle_s if caught_up is None else max_lag_wait_s):
             return INF
         return self.taken_key
+
+    def low(self, caught_up: bool | None) -> float:
+        """The lowest key this partition may still hand the stage: its next buffered record's,
+        or (nothing buffered, more to fetch) the last taken; INF when it has nothing more."""
+        if self.buffered:
+            return self.chunks[0].keys[self.head]
+        return INF if caught_up else self.taken_key
 
     def count_below(self, bound: float) -> int:
         """How many buffered records have keys below ``bound`` (a prefix of the buffer)."""
@@ -182,17 +209,22 @@ class Batch:
 
 def take(
     queues: Sequence[PartitionQueue[Any]],
-    caught_up: Sequence[bool],
+    caught_up: Sequence[bool | None],
     limit: int,
     now: float,
     max_idle_s: float,
+    upstream: Sequence[float] | None = None,
+    max_lag_wait_s: float = MAX_LAG_WAIT_S,
 ) -> Batch:
     """The next micro-batch (at most ``limit`` records) from ``queues`` (``caught_up[i]``:
-    queue ``i`` has buffered everything up to its partition's end). Empty when nothing may go
-    yet (a partition with more to read holds the others back)."""
+    queue ``i`` has buffered everything up to its partition's end, True; has more, False; not
+    known yet, None; ``upstream[i]``: the lowest key its producer may still write, INF when
+    unknown). Empty when nothing may go yet (a partition with more to read holds the others
+    back)."""
     bound = INF
-    for queue, done in zip(queues, caught_up, strict=True):
-        f = queue.frontier(done, now, max_idle_s)
+    for i, (queue, done) in enumerate(zip(queues, caught_up, strict=True)):
+        up = INF if upstream is None else upstream[i]
+        f = queue.frontier(done, now, max_idle_s, up, max_lag_wait_s)
         if f < bound:
             bound = f
     counts = [(q, q.count_below(bound)) for q in queues if q.buffered]

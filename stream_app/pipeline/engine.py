@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_app.pipeline.buffers import Batch, PartitionQueue, take
+from stream_app.pipeline.buffers import INF, MAX_LAG_WAIT_S, Batch, PartitionQueue, take
 
 log = logging.getLogger("stream_app.engine")
 
@@ -54,10 +54,14 @@ class FetchView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StageInput:
-    """An input topic of a stage; at equal event times lower ``rank`` goes first."""
+    """An input topic of a stage; at equal event times lower ``rank`` goes first. ``upstream``:
+    the stage of this worker that writes the topic (a repartition topic), and how far below its
+    low watermark its records' keys may be (an event's lateness)."""
 
     topic: str
     rank: int = 1
+    upstream: StageRunner | None = None
+    upstream_slack: float = 0.0
 
 
 @dataclass(eq=False)
@@ -78,6 +82,7 @@ class StageRunner:
 
     def __post_init__(self) -> None:
         self.ranks = {i.topic: (i.rank, n) for n, i in enumerate(self.inputs)}
+        self.upstreams = {i.topic: i for i in self.inputs if i.upstream is not None}
 
     def queue(self, tp: Any) -> PartitionQueue[Any]:
         """``tp``'s queue (made on first use)."""
@@ -180,15 +185,17 @@ class BatchEngine:
 
     # --- the stages' side ----------------------------------------------------------------------
 
-    def _caught_up(self, tp: Any) -> bool:
+    def _caught_up(self, tp: Any) -> bool | None:
+        """True: everything up to ``tp``'s end has been handed over; False: more to fetch;
+        None: not known yet (no fetch has answered for it)."""
         view = self.view
         if view is None:
             return True
         fetched = self.fetched.get(tp)
-        if fetched is None:
-            return False
         _, end = view.fetch_state(tp)
-        return end is not None and fetched >= end
+        if fetched is None or end is None:
+            return None
+        return fetched >= end
 
     def take(self, runner: StageRunner, now: float) -> Batch:
         """``runner``'s next micro-batch (empty when nothing may go yet)."""
@@ -197,27 +204,48 @@ class BatchEngine:
             topics = runner.ranks
             tps = [tp for tp in view.assignment() if tp.topic in topics]
             queues = [runner.queue(tp) for tp in tps]
-            caught_up = [self._caught_up(tp) for tp in tps]
+            caught_up: list[bool | None] = [self._caught_up(tp) for tp in tps]
         else:
+            tps = list(runner.queues)
             queues = list(runner.queues.values())
             caught_up = [True] * len(queues)
         if not queues:
             return Batch()
-        batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s)
+        upstream = None
+        if runner.upstreams:
+            lows: dict[str, float] = {}
+            for topic, stage_input in runner.upstreams.items():
+                assert stage_input.upstream is not None
+                lows[topic] = self.low_watermark(stage_input.upstream) - stage_input.upstream_slack
+            upstream = [lows.get(tp.topic, INF) for tp in tps]
+        batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s, upstream)
         if batch.taken:
             for queue in batch.taken:
                 if queue.buffered < self.max_buffered:
                     self.space.set()
         return batch
 
+    def low_watermark(self, runner: StageRunner) -> float:
+        """The lowest key ``runner`` may still take from its assigned partitions (INF: none)."""
+        view = self.view
+        if view is None:
+            return min((q.low(True) for q in runner.queues.values()), default=INF)
+        low = INF
+        for tp in view.assignment():
+            if tp.topic in runner.ranks:
+                key = runner.queue(tp).low(self._caught_up(tp))
+                if key < low:
+                    low = key
+        return low
+
     def _idle_wait(self, runner: StageRunner, now: float) -> float:
         """How long a stage with nothing to take may sleep before looking again."""
         waits = [
-            self.max_idle_s - (now - q.empty_since)
+            min(self.max_idle_s, MAX_LAG_WAIT_S) - (now - q.empty_since)
             for q in runner.queues.values()
             if q.empty_since is not None
         ]
-        return max(0.005, min(waits, default=1.0))
+        return max(0.005, min(min(waits, default=1.0), 1.0))
 
     async def run(self, runner: StageRunner, on_error: Callable[[BaseException], None]) -> None:
         """``runner``'s loop: take a micro-batch, handle it, again; until :meth:`stop`.
@@ -300,6 +328,34 @@ class BatchEngine:
         self.stopping = True
         for runner in self.stages:
             runner.wakeup.set()
+
+    def describe(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every stage partition's queue as the alignment sees it (logs, ``/readyz``)."""
+        clock = time.monotonic() if now is None else now
+        out = []
+        view = self.view
+        for runner in self.stages:
+            for tp, q in runner.queues.items():
+                position, end = view.fetch_state(tp) if view is not None else (None, None)
+                out.append(
+                    {
+                        "stage": runner.name,
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "buffered": q.buffered,
+                        "taken_offset": q.taken_offset,
+                        "fetched": self.fetched.get(tp),
+                        "position": position,
+                        "end": end,
+                        "caught_up": self._caught_up(tp),
+                        "last_key": q.last_key,
+                        "taken_key": q.taken_key,
+                        "empty_for_s": None
+                        if q.empty_since is None
+                        else round(clock - q.empty_since, 3),
+                    }
+                )
+        return out
 
     def lag(self) -> dict[Any, int]:
         """Per assigned stage partition: records between the end offset and what was taken."""

@@ -77,21 +77,40 @@ def test_a_partition_with_more_to_fetch_holds_the_others_back_to_its_last_key():
     assert batch.items == ["t1@1", "t0@2", "t0@3"]
 
 
-def test_an_empty_partition_with_more_to_fetch_waits_until_max_idle():
+def test_an_empty_partition_with_more_to_fetch_waits_for_it_up_to_the_cap():
     busy = queue("t", 0, [10.0, 20.0])
     empty = queue("t", 1, [5.0])
     assert take([empty], [True], 10, 0.0, 1.0).items == ["t1@0"]  # empty now, taken key 5.0
-    # empty with more to read: hold the others back to 5.0
+    # empty with more to read: hold the others back to 5.0, past max_idle_s
     assert take([busy, empty], [True, False], 10, now=100.0, max_idle_s=1.0).items == []
     assert empty.empty_since == 100.0
-    assert take([busy, empty], [True, False], 10, now=100.9, max_idle_s=1.0).items == []
-    # idle for max_idle_s: it no longer holds anything back
-    assert take([busy, empty], [True, False], 10, now=101.0, max_idle_s=1.0).items == [
+    assert take([busy, empty], [True, False], 10, now=120.0, max_idle_s=1.0).items == []
+    # until the safety cap for a partition the broker never serves
+    got = take([busy, empty], [True, False], 10, now=130.0, max_idle_s=1.0, max_lag_wait_s=30.0)
+    assert got.items == ["t0@0", "t0@1"]
+    fill(empty, [15.0])
+    assert empty.empty_since is None  # data again: it counts again
+
+
+def test_a_partition_not_fetched_yet_waits_max_idle_s():
+    busy = queue("t", 0, [10.0, 20.0])
+    unknown = PartitionQueue("t", 1)
+    assert take([busy, unknown], [True, None], 10, now=0.0, max_idle_s=1.0).items == []
+    assert take([busy, unknown], [True, None], 10, now=0.9, max_idle_s=1.0).items == []
+    assert take([busy, unknown], [True, None], 10, now=1.0, max_idle_s=1.0).items == [
         "t0@0",
         "t0@1",
     ]
-    fill(empty, [15.0])
-    assert empty.empty_since is None  # data again: it counts again
+
+
+def test_a_caught_up_repartition_partition_is_bounded_by_its_upstream_stage():
+    labels = queue("labels", 0, [5.0, 8.0, 12.0], rank=0)
+    by_terminal = PartitionQueue("by", 0)  # caught up, empty: the upstream may still write 9.0+
+    batch = take([labels, by_terminal], [False, True], 10, 0.0, 1.0, upstream=[INF, 9.0])
+    assert batch.items == ["labels0@0", "labels0@1"]
+    batch = take([labels, by_terminal], [False, True], 10, 0.0, 1.0, upstream=[INF, INF])
+    assert batch.items == []  # labels partition 0 is behind its own end: 12.0 waits for more
+    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0).items == ["labels0@2"]
 
 
 def test_a_caught_up_empty_partition_holds_nothing_back():

@@ -188,6 +188,7 @@ EXPECTED = {
     "output produce": 11,
     "metrics, stats, logs": 0,
     "agent loop + to_record (app.py)": 6,
+    "batch engine: queues, alignment": 0,
     "Faust per-event machinery": 30,
     "Faust consumer / fetch": 19,
     "Faust other (services, timers, tables, web)": 3,
