@@ -31,7 +31,6 @@ with ``/healthz`` and ``/readyz`` on the Faust web port (``stream_app.monitoring
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -61,6 +60,7 @@ from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
+from stream_app.pipeline.heap import HeapKeeper
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.pipeline.state_store import StateStore
 from stream_app.scoring.live import LiveModels
@@ -355,6 +355,7 @@ def create_app(
 
     # -- the engine ---------------------------------------------------------------------------
     lock = asyncio.Lock() if transactional is not None else None
+    heap = HeapKeeper()
     last_committed: dict[Any, int] = {}
 
     async def checkpoint() -> dict[Any, int]:
@@ -367,6 +368,7 @@ def create_app(
                 await outputs.settle(outputs.rotate())
                 for writer in writers:
                     writer.persist()
+                heap.after_checkpoint()
                 return positions
             async with lock:
                 for store in stores:
@@ -384,6 +386,7 @@ def create_app(
                 await transactional.commit(changed)
                 last_committed.clear()
                 last_committed.update(positions)
+                heap.after_checkpoint()
                 return positions
         except BaseException as exc:
             die("checkpoint", exc)
@@ -436,8 +439,7 @@ def create_app(
             except BaseException as exc:
                 die("exactly-once outputs", exc)
         # The models and everything loaded at start-up stay put: keep the collector off them.
-        gc.collect()
-        gc.freeze()
+        heap.start()
         await asyncio.gather(
             engine.run(customer_runner, lambda exc: die("customer stage", exc)),
             engine.run(scoring_runner, lambda exc: die("scoring stage", exc)),

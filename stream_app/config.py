@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         description="Share of customers whose events the challenger scores in shadow (sticky: "
         "a hash of the customer id decides, so a customer is always in or out).",
     )
+    shadow_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority of the challenger's process, as nice(1) adds it: above 0 it "
+        "runs on CPU the champion leaves idle and skips batches (counted) under full load.",
+    )
     shadow_max_pending: int = Field(
         64,
         ge=1,

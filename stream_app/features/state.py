@@ -108,14 +108,20 @@ def _window_values(
     ``stop``: only samples before this index count. ``skip``: samples (indices) left out.
     """
     out = [0.0] * n_features
+    n = len(times)
+    newest = times[-1] if n else 0.0
+    last_end = None
+    hi = 0
     for spec in specs:
         end = ts - spec.delay_s
-        lo = bisect_right(times, end - spec.window_s)
-        hi = bisect_right(times, end)
-        if stop is not None and hi > stop:
-            hi = stop
+        if end != last_end:  # windows of one delay share their end
+            hi = n if n and end >= newest else bisect_right(times, end)
+            if stop is not None and hi > stop:
+                hi = stop
+            last_end = end
+        lo = bisect_right(times, end - spec.window_s, 0, hi) if hi else 0
         if skip is None:
-            count = hi - lo if hi > lo else 0
+            count = hi - lo
             total = sum(values[lo:hi]) if count else 0.0
         else:
             kept = [j for j in range(lo, hi) if not skip(j)]

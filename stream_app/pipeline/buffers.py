@@ -40,6 +40,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -240,29 +241,34 @@ def take(
         return batch
     # Several partitions: merge by (key, rank, registration order), stable in stream order.
     parts = [(q, q.peek(n)) for q, n in counts]
-    keys = np.concatenate([np.asarray(p[2], dtype=np.float64) for _, p in parts])
-    ranks = np.concatenate(
-        [np.full(len(p[2]), q.rank * 65536 + q.order, dtype=np.int64) for q, p in parts]
-    )
-    order = np.lexsort((ranks, keys))[:limit]
-    records = [r for _, p in parts for r in p[0]]
-    items = [i for _, p in parts for i in p[1]]
-    if len(order) < len(records):  # the merge is stable: a prefix of each queue's is chosen
-        chosen = np.zeros(len(records), dtype=bool)
+    all_keys: list[float] = []
+    all_records: list[Any] = []
+    all_items: list[Any] = []
+    for _, (part_records, part_items, part_keys) in parts:
+        all_records += part_records
+        all_items += part_items
+        all_keys += part_keys
+    sizes = [len(p[0]) for _, p in parts]
+    ranks = np.repeat(np.array([q.rank * 65536 + q.order for q, _ in parts], np.int64), sizes)
+    order = np.lexsort((ranks, np.array(all_keys, dtype=np.float64)))[:limit]
+    if len(order) < len(all_records):  # the merge is stable: a prefix of each queue's is chosen
+        chosen = np.zeros(len(all_records), dtype=bool)
         chosen[order] = True
         start = 0
-        for queue, p in parts:
-            n = len(p[0])
-            k = int(chosen[start : start + n].sum())
-            start += n
-            if k:
-                queue.drop(k)
-                batch.taken[queue] = k
+        for (queue, _), size in zip(parts, sizes, strict=True):
+            taken = int(chosen[start : start + size].sum())
+            start += size
+            if taken:
+                queue.drop(taken)
+                batch.taken[queue] = taken
     else:
-        for queue, p in parts:
-            queue.drop(len(p[0]))
-            batch.taken[queue] = len(p[0])
+        for (queue, _), size in zip(parts, sizes, strict=True):
+            queue.drop(size)
+            batch.taken[queue] = size
     picks = order.tolist()
-    batch.records = [records[i] for i in picks]
-    batch.items = [items[i] for i in picks]
+    if len(picks) == 1:
+        batch.records, batch.items = [all_records[picks[0]]], [all_items[picks[0]]]
+    else:
+        gather = itemgetter(*picks)
+        batch.records, batch.items = list(gather(all_records)), list(gather(all_items))
     return batch

@@ -106,6 +106,7 @@ class LiveModels:
                 self.settings.emit_features,
                 version_dir=self.settings.models_dir / model.version,
                 counts=self.shadow_counts,
+                nice=self.settings.shadow_nice,
             )
             if model is not None
             else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -150,11 +151,14 @@ def score_job(
 _child: tuple[ScoringModel, bool] | None = None
 
 
-def _child_init(version_dir: str, emit_features: bool) -> None:
-    """Load the challenger in the shadow process, hash-verified again. (Lowering this process's
-    CPU priority was measured and made things worse: the starved challenger fell behind, its
-    queue filled, and batches were skipped.)"""
+def _child_init(version_dir: str, emit_features: bool, nice: int = 0) -> None:
+    """Load the challenger in the shadow process, hash-verified again, at CPU priority ``nice``
+    (higher: lower priority). A lower priority than the champion's keeps the challenger on the
+    CPU the champion leaves idle: under full load it then skips batches (counted), instead of
+    taking a core from the scoring path."""
     global _child
+    if nice:
+        os.nice(nice)
     _child = (ScoringModel.load(Path(version_dir)), emit_features)
 
 
@@ -183,6 +187,7 @@ class ShadowScorer:
         emit_features: bool = False,
         version_dir: Path | None = None,
         counts: ShadowCounts | None = None,
+        nice: int = 0,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -202,7 +207,7 @@ class ShadowScorer:
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
-                initargs=(str(version_dir), emit_features),
+                initargs=(str(version_dir), emit_features, nice),
             )
 
     def offer(self, job: ShadowJob) -> bool:

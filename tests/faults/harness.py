@@ -39,7 +39,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from stream_app.config import Settings
 from stream_app.features.definitions import FEATURE_NAMES, Aggregate, Entity, window_features
 from stream_app.features.offline import build_features
-from stream_app.features.state import CustomerState, Retention
+from stream_app.features.state import CustomerState, Retention, TerminalState, state_view
+from stream_app.io.forward import forward_view
 from stream_app.io.topics import ensure_topics
 from stream_app.tools.generator import LabelledTransaction, simulate
 from stream_app.tools.producer import BulkProducer
@@ -401,6 +402,12 @@ def read_all(
     return out
 
 
+def changelog_view(table: str, value: bytes) -> dict[str, Any]:
+    """A table value (an entity state's bytes) as its JSON view."""
+    kind = CustomerState if table.startswith("customer") else TerminalState
+    return state_view(value, kind)
+
+
 def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
     """A table as its changelog holds it: the last value of every key (tombstones dropped)."""
     state: dict[str, Any] = {}
@@ -408,7 +415,7 @@ def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
         if value is None:
             state.pop(orjson.loads(key), None)
         else:
-            state[orjson.loads(key)] = orjson.loads(value)
+            state[orjson.loads(key)] = changelog_view(table, value)
     return state
 
 
@@ -424,7 +431,7 @@ def rocksdb_tables(state_dir: Path, app_id: str, table: str) -> dict[str, Any]:
             for key, value in db.items():
                 if key.startswith(b"__faust"):
                     continue
-                state[orjson.loads(key)] = orjson.loads(value)
+                state[orjson.loads(key)] = changelog_view(table, value)
         finally:
             db.close()
     return state
@@ -582,7 +589,7 @@ def terminal_lateness(
     """
     first: dict[str, tuple[int, int]] = {}
     for msg in by_terminal:
-        eid = orjson.loads(msg.value or b"")["event_id"]
+        eid = forward_view(msg.value or b"")["event_id"]
         if eid not in first or (msg.partition, msg.offset) < first[eid]:
             first[eid] = (msg.partition, msg.offset)
     info = {
@@ -754,8 +761,8 @@ def in_flight(
     for msg in by_terminal:
         if msg.offset >= point.by_terminal_end.get(msg.partition, 0):
             continue
-        fwd = orjson.loads(msg.value or b"")
-        _, source_partition, source_offset = fwd["source"]
+        fwd = forward_view(msg.value or b"")
+        source_partition, source_offset = fwd["source_partition"], fwd["source_offset"]
         newest[source_partition] = max(newest.get(source_partition, -1), source_offset)
         if msg.offset >= max(point.bt_committed.get(msg.partition, -1), 0):
             stage2 += fwd["event_id"] in scored
@@ -778,7 +785,7 @@ def duplicates_per_epoch(envs: Sequence[Envelope], epochs: Sequence[Epoch]) -> l
 def forward_copies(by_terminal: Sequence[Msg]) -> Counter[str]:
     """event_id -> its records on ``transactions.by-terminal`` (more than one when stage 1
     re-read and forwarded it again after a kill)."""
-    return Counter(orjson.loads(m.value or b"")["event_id"] for m in by_terminal)
+    return Counter(forward_view(m.value or b"")["event_id"] for m in by_terminal)
 
 
 def split_duplicates(

@@ -1,5 +1,5 @@
-"""The entity states' bytes (stream_app.features.state): exact layout, round trips, states written by
-earlier code, and the forwards' codec (stream_app.io.forward)."""
+"""The entity states' bytes (stream_app.features.state): exact layout, round trips, states
+written by earlier code, and the forwards' codec (stream_app.io.forward)."""
 
 from __future__ import annotations
 
