@@ -183,7 +183,7 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=max(2000, settings.batch_max),
+        broker_max_poll_records=max(10_000, settings.batch_max),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
@@ -478,6 +478,7 @@ def create_app(
         return delta
 
     shadow_logged = [0, 0, 0]  # at the previous stats line
+    batches_logged = {runner.name: (0, 0) for runner in (customer_runner, scoring_runner)}
     shadow_exported = [0, 0, 0]  # at the previous metrics sync
 
     @app.timer(1.0)
@@ -517,6 +518,15 @@ def create_app(
                 f"{scored:,}, agree {agreed / scored if scored else 0:.1%}, skipped {skipped:,}"
             )
         if line:
+            sizes = []
+            for runner in engine.stages:
+                batches, records = batches_logged[runner.name]
+                n = runner.batches - batches
+                if n:
+                    sizes.append(f"{runner.name} {(runner.records - records) / n:,.0f}")
+                batches_logged[runner.name] = (runner.batches, runner.records)
+            if sizes:
+                line += "; records per batch: " + ", ".join(sizes)
             log.info("%s · champion %s", line, live.champion.version)
 
     if follow and settings.model_watch_interval_s > 0:

@@ -129,6 +129,15 @@ class PartitionQueue(Generic[T]):
             return self.chunks[0].keys[self.head]
         return INF if caught_up else self.taken_key
 
+    def key_at(self, index: int) -> float:
+        """The key of the ``index``-th buffered record (0: the next one)."""
+        index += self.head
+        for chunk in self.chunks:
+            if index < len(chunk.keys):
+                return chunk.keys[index]
+            index -= len(chunk.keys)
+        raise IndexError(index)
+
     def count_below(self, bound: float) -> int:
         """How many buffered records have keys below ``bound`` (a prefix of the buffer)."""
         if bound == INF:
@@ -239,6 +248,27 @@ def take(
         records, items, _ = queue.pop(n)
         batch.records, batch.items, batch.taken[queue] = records, items, n
         return batch
+    # Copy no more than about twice the batch: a queue with more eligible records than its share
+    # is cut at its share, and nothing at or past the key where it was cut goes (the rest of it
+    # may hold smaller keys of the other queues' ties).
+    share = max(2 * limit // len(counts), 16)
+    cut = INF
+    for q, n in counts:
+        if n > share:
+            key = q.key_at(share - 1)
+            if key < cut:
+                cut = key
+    if cut < bound:
+        trimmed = [(q, q.count_below(cut)) for q, _ in counts]
+        trimmed = [(q, n) for q, n in trimmed if n]
+        if trimmed:
+            counts = trimmed
+        if len(counts) == 1:
+            queue, n = counts[0]
+            n = min(n, limit)
+            records, items, _ = queue.pop(n)
+            batch.records, batch.items, batch.taken[queue] = records, items, n
+            return batch
     # Several partitions: merge by (key, rank, registration order), stable in stream order.
     parts = [(q, q.peek(n)) for q, n in counts]
     all_keys: list[float] = []

@@ -160,3 +160,29 @@ def test_any_limit_yields_the_same_merged_order(limit):
     while batch := take(queues, [True] * 3, limit, 0.0, 1.0):
         got += batch.items
     assert got == whole
+
+
+@pytest.mark.parametrize("limit", [1, 7, 30, 50, 1000])
+def test_cutting_long_queues_keeps_the_merged_order(limit):
+    """Queues much longer than a batch's share are cut; ties across queues at the cut still go
+    in (rank, registration, stream) order."""
+    import random
+
+    def fresh():
+        rng = random.Random(4)
+        out = []
+        for p in range(4):
+            t, times = 0.0, []
+            for _ in range(120):
+                t += rng.choice([0.0, 0.0, 1.0, 2.0])
+                times.append(t)
+            out.append(queue("labels" if p == 3 else "t", p, times, rank=0 if p == 3 else 1))
+        return out
+
+    whole = take(fresh(), [True] * 4, 10_000, 0.0, 1.0).items
+    assert len(whole) == 480
+    queues, got = fresh(), []
+    while batch := take(queues, [True] * 4, limit, 0.0, 1.0):
+        assert len(batch) <= limit
+        got += batch.items
+    assert got == whole

@@ -106,3 +106,82 @@ def test_reason_enum_matches_schema():
 
     declared = load_schema("dead_letter")["properties"]["reason"]["enum"]
     assert sorted(declared) == sorted(r.value for r in Reason)
+
+
+# --- the fast path gives the full path's answer ----------------------------------------------
+
+
+def _mutations(base: dict) -> list[bytes]:
+    """Valid and invalid variants of ``base``: every field dropped, retyped, stretched, and
+    times in other valid and invalid shapes."""
+    out = [orjson.dumps(base)]
+    odd_values = [
+        None, True, 1, 1.5, -1, 2_000_000, "", " ", "x" * 200, "é", "a b", [], {}, "1",
+        "2018-04-01T00:00:31z", "2018-04-01t00:00:31Z", "2018-04-01 00:00:31Z",
+        "2018-04-01T00:00:31+0000", "2018-04-01T00:00:31.123456789+02:00",
+        "2018-04-01T24:00:00Z", "2018-02-30T00:00:00Z", "2018-04-01T00:00:60Z",
+        "1999-12-31T23:59:59Z", "2099-01-01T00:00:00Z", "2018-04-01T00:00:31",
+    ]  # fmt: skip
+    for field in base:
+        out.append(orjson.dumps({k: v for k, v in base.items() if k != field}))
+        for value in odd_values:
+            out.append(orjson.dumps({**base, field: value}))
+    out.append(orjson.dumps({**base, "extra": 1}))
+    out.append(orjson.dumps({**base, "features": {"F1": 1.0}}))
+    out.append(orjson.dumps({k: base[k] for k in reversed(list(base))}))  # another key order
+    return out
+
+
+LABEL = {
+    "event_id": "e1",
+    "customer_id": "596",
+    "terminal_id": "3156",
+    "event_time": "2018-04-01T00:00:31Z",
+    "label": 1,
+    "label_time": "2018-04-08T00:00:31+00:00",
+    "schema_version": 1,
+}
+
+
+def test_the_fast_transaction_path_agrees_with_the_full_one_on_every_variant():
+    from stream_app.io.codecs import _decode_transaction, _fast_transaction
+
+    variants = _mutations(GOOD)
+    fast_taken = 0
+    for raw in variants:
+        full = _decode_transaction(raw, 65_536, NOW)
+        assert decode_transaction(raw, now=NOW) == full, raw
+        fast = _fast_transaction(orjson.loads(raw), NOW)
+        if fast is not None:
+            fast_taken += 1
+            assert fast == full, raw  # the fast path accepts only what the full one accepts
+    assert fast_taken >= 3  # the plain, reordered and a few re-valued variants went fast
+
+
+def test_the_fast_label_path_agrees_with_the_full_one_on_every_variant():
+    from stream_app.io.codecs import _decode_label, _fast_label
+
+    variants = _mutations(LABEL) + [
+        orjson.dumps({k: v for k, v in LABEL.items() if k != "schema_version"})
+    ]
+    fast_taken = 0
+    for raw in variants:
+        full = _decode_label(raw, 65_536, NOW)
+        assert decode_label(raw, now=NOW) == full, raw
+        fast = _fast_label(orjson.loads(raw), NOW)
+        if fast is not None:
+            fast_taken += 1
+            assert fast == full, raw
+    assert fast_taken >= 3
+
+
+def test_the_fast_path_is_taken_by_the_corpus_good_records_only():
+    from stream_app.io.codecs import _decode_transaction
+    from tests.bad_input_corpus import load_corpus
+
+    for case in load_corpus():
+        if case.topic != "transactions":
+            continue
+        assert decode_transaction(case.value, 65_536, NOW) == _decode_transaction(
+            case.value, 65_536, NOW
+        ), case.name
