@@ -138,7 +138,9 @@ def _window_values(
 # --- binary layout -------------------------------------------------------------------------------
 #
 # Customer:  b"SC" version(1) flags(1) n(u32) next_seq(u32) tail_len(u32)
-#            t[n] f64 · a[n] f64 · q[n] u32 · ids: UTF-8 joined by \x1f · tail: JSON {"o", "d"}
+#            t[n] f64 · a[n] f64 · q · tail: JSON {"o", "d"} · ids: UTF-8 joined by \x1f
+#            q is q[n] u32, or (flag Q_RUN: the samples were applied in the order they sit, as
+#            for every customer whose events came in time order) the first number alone, u32
 # Terminal:  b"ST" version(1) flags(1) n(u32) tail_len(u32)
 #            t[n] f64 · f[n] u8 · ids joined by \x1f · tail: JSON {"o", "p"}
 # Ids are printable ASCII (the schemas' id pattern), so \x1f never occurs in one; an unknown id
@@ -148,6 +150,8 @@ _CUSTOMER_HEAD = struct.Struct("<2sBBIII")
 _TERMINAL_HEAD = struct.Struct("<2sBBII")
 _VERSION = 1
 _SEP = "\x1f"
+_Q_RUN = 1  # customer flag: q is q0, q0 + 1, ...: only q0 is stored
+_U32 = struct.Struct("<I")
 
 
 def _join_ids(ids: list[str | None]) -> bytes:
@@ -244,12 +248,17 @@ class CustomerState:
     def encode(self) -> bytes:
         """The table value: typed arrays behind a fixed header (see the module's layout)."""
         tail = _tail(o=self.o, d=self.d)
+        q = self.q
+        n = len(q)
+        run = n > 0 and q[-1] - q[0] == n - 1 and array("I", range(q[0], q[0] + n)) == q
         return b"".join(
             (
-                _CUSTOMER_HEAD.pack(b"SC", _VERSION, 0, len(self.t), self.n, len(tail)),
+                _CUSTOMER_HEAD.pack(
+                    b"SC", _VERSION, _Q_RUN if run else 0, len(self.t), self.n, len(tail)
+                ),
                 self.t.tobytes(),
                 self.a.tobytes(),
-                self.q.tobytes(),
+                _U32.pack(q[0]) if run else q.tobytes(),
                 tail,
                 _join_ids(self.i),
             )
@@ -258,7 +267,7 @@ class CustomerState:
     @classmethod
     def decode(cls, raw: bytes) -> CustomerState:
         """The state :meth:`encode` wrote."""
-        _, version, _, n, next_seq, tail_len = _CUSTOMER_HEAD.unpack_from(raw)
+        _, version, flags, n, next_seq, tail_len = _CUSTOMER_HEAD.unpack_from(raw)
         if version != _VERSION:
             raise ValueError(f"customer state version {version} is not supported")
         state = cls()
@@ -267,8 +276,13 @@ class CustomerState:
         pos += 8 * n
         state.a.frombytes(raw[pos : pos + 8 * n])
         pos += 8 * n
-        state.q.frombytes(raw[pos : pos + 4 * n])
-        pos += 4 * n
+        if flags & _Q_RUN:
+            (q0,) = _U32.unpack_from(raw, pos)
+            state.q = array("I", range(q0, q0 + n))
+            pos += 4
+        else:
+            state.q.frombytes(raw[pos : pos + 4 * n])
+            pos += 4 * n
         if tail_len:
             tail = orjson.loads(raw[pos : pos + tail_len])
             state.o = _sources_in(tail.get("o"))

@@ -34,11 +34,16 @@ def test_customer_bytes_are_header_arrays_tail_and_ids():
     state.apply(T0 + 60, 1.0, 8, 30 * DAY, "e2", source=source_id(3))
     raw = state.encode()
     tail = b'{"o":{"3":8}}'
-    assert raw[:16] == struct.pack("<2sBBIII", b"SC", 1, 0, 2, 2, len(tail))
+    # flag 1: applied in the order they sit, so the application numbers are 0, 1: only 0 is kept
+    assert raw[:16] == struct.pack("<2sBBIII", b"SC", 1, 1, 2, 2, len(tail))
     assert raw[16:32] == struct.pack("<2d", T0, T0 + 60)
     assert raw[32:48] == struct.pack("<2d", 12.5, 1.0)
-    assert raw[48:56] == struct.pack("<2I", 0, 1)
-    assert raw[56:] == tail + b"e1\x1fe2"
+    assert raw[48:52] == struct.pack("<I", 0)
+    assert raw[52:] == tail + b"e1\x1fe2"
+    state.apply(T0 + 30, 3.0, 9, 30 * DAY, "late", source=source_id(3))  # placed between them
+    raw = state.encode()
+    assert raw[3] == 0  # no longer in order: every number kept
+    assert raw[16 + 48 : 16 + 60] == struct.pack("<3I", 0, 2, 1)
 
 
 def test_terminal_bytes_are_header_arrays_tail_and_ids():

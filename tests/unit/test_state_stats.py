@@ -15,7 +15,7 @@ def test_empty_states_are_their_headers():
 
 def test_count_total_mean_and_max_over_several_states():
     customer = CustomerState()
-    customer.apply(1.0, 2.5, 0, 100.0, "e1")  # 16 + t 8 + a 8 + q 4 + '{"o":{"0":0}}' 13 + e1 2
+    customer.apply(1.0, 2.5, 0, 100.0, "e1")  # 16 + t 8 + a 8 + q0 4 + '{"o":{"0":0}}' 13 + e1 2
     terminal = TerminalState()
     terminal.apply(10.0, "e1", 3, 100.0)
     terminal.apply_label(20.0, "e9", 1)  # 12 + t 8 + f 1 + '{"o":{"0":3},"p":{"e9":20.0}}' 29 + 2

@@ -1,0 +1,189 @@
+"""The batch engine (stream_app.pipeline.engine) with a fake consumer: queues, positions, the
+repartition topic's upstream bound, back-pressure, the stage loop, reset and checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NamedTuple
+
+import pytest
+
+from stream_app.pipeline.buffers import Batch
+from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class Rec(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    value: float  # its event time
+
+
+class FakeView:
+    """Assignment and per-partition (position, end)."""
+
+    def __init__(self, tps: list[TP]) -> None:
+        self.tps = tps
+        self.state: dict[TP, tuple[int | None, int | None]] = {tp: (0, 0) for tp in tps}
+
+    def assignment(self) -> list[TP]:
+        return self.tps
+
+    def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
+        return self.state[tp]
+
+
+def decode(records: list[Rec]) -> tuple[list[Any], list[float | None]]:
+    return [f"{r.topic}{r.partition}@{r.offset}" for r in records], [r.value for r in records]
+
+
+def recs(tp: TP, start: int, times: list[float]) -> list[Rec]:
+    return [Rec(tp.topic, tp.partition, start + i, t) for i, t in enumerate(times)]
+
+
+def engine_with(handled: list[list[Any]], max_buffered: int = 100):
+    tx, by, labels = TP("tx", 0), TP("by", 0), TP("labels", 0)
+    engine = BatchEngine(max_buffered=max_buffered, max_idle_s=1.0)
+    first = engine.add_stage(
+        StageRunner("first", [StageInput("tx")], decode, lambda b: handled.append(b.items))
+    )
+    second = engine.add_stage(
+        StageRunner(
+            "second",
+            [StageInput("labels", rank=0), StageInput("by", upstream=first, upstream_slack=0.5)],
+            decode,
+            lambda b: handled.append(b.items),
+        )
+    )
+    view = FakeView([tx, by, labels])
+    engine.bind(view)
+    return engine, view, first, second, (tx, by, labels)
+
+
+def deliver(engine: BatchEngine, view: FakeView, tp: TP, records: list[Rec], end: int) -> None:
+    """A fetch: the consumer hands ``records`` over; its position moves past them."""
+    engine.enqueue(tp, records)
+    view.state[tp] = (records[-1].offset + 1, end)
+    engine.note_positions()
+
+
+def test_a_topic_belongs_to_one_stage():
+    engine = BatchEngine()
+    engine.add_stage(StageRunner("a", [StageInput("t")], decode, lambda b: None))
+    with pytest.raises(ValueError, match="read by two stages"):
+        engine.add_stage(StageRunner("b", [StageInput("t")], decode, lambda b: None))
+    assert engine.topics == frozenset({"t"})
+
+
+def test_positions_follow_what_was_taken_and_overlapping_fetches_are_dropped():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _, _) = engine_with(handled)
+    deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0, 3.0]), end=3)
+    deliver(engine, view, tx, recs(tx, 1, [2.0, 3.0, 4.0]), end=4)  # 1, 2 again: dropped
+    batch = engine.take(first, now=0.0)
+    assert batch.items == ["tx0@0", "tx0@1", "tx0@2", "tx0@3"]
+    assert engine.positions() == {tx: 4}
+
+
+def test_labels_wait_for_the_upstream_stage_of_the_repartition_topic():
+    handled: list[list[Any]] = []
+    engine, view, first, second, (tx, by, labels) = engine_with(handled)
+    deliver(engine, view, labels, recs(labels, 0, [5.0, 9.0]), end=2)
+    view.state[by] = (0, 0)  # the repartition topic is empty and caught up...
+    deliver(engine, view, tx, recs(tx, 0, [3.0, 8.0]), end=10)  # ...but stage 1 is at 3.0
+    # stage 1 may still forward events from 3.0 - 0.5 (its slack) on: no label goes yet
+    assert engine.low_watermark(first) == 3.0
+    assert not engine.take(second, now=0.0)
+    # stage 1 has more to fetch (end 10): it takes what is below its last key, 3.0
+    assert engine.take(first, now=0.0).items == ["tx0@0"]
+    assert engine.low_watermark(first) == 8.0
+    assert engine.take(second, now=0.0).items == ["labels0@0"]  # 5.0 < 8.0 - 0.5
+    assert not engine.take(second, now=0.0)  # 9.0 waits for stage 1's 8.0
+    view.state[tx] = (2, 2)  # stage 1 has caught up: it takes the rest, then bounds nothing
+    assert engine.take(first, now=0.0).items == ["tx0@1"]
+    assert engine.low_watermark(first) == float("inf")
+    assert engine.take(second, now=0.0).items == ["labels0@1"]
+
+
+def test_full_partitions_are_left_out_of_the_fetch_until_the_stage_takes():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _, _) = engine_with(handled, max_buffered=3)
+    deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0, 3.0]), end=3)
+    assert engine.full() == {tx}
+    assert not engine.space.is_set()
+    engine.take(first, now=0.0)
+    assert engine.full() == set()
+    assert engine.space.is_set()
+
+
+def test_reset_drops_queues_and_positions_and_runs_the_hooks():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _, _) = engine_with(handled)
+    cleared: list[str] = []
+    engine.reset_hooks.append(lambda: cleared.append("cache"))
+    deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0]), end=2)
+    engine.take(first, now=0.0)
+    engine.reset()
+    assert engine.positions() == {} and cleared == ["cache"]
+    assert first.queues == {} and engine.fetched == {}
+
+
+def test_the_stage_loop_handles_batches_until_stopped_and_waits_while_paused():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _, _) = engine_with(handled)
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        loop = asyncio.create_task(engine.run(first, errors.append))
+        deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0]), end=2)
+        await asyncio.sleep(0.05)
+        assert handled == [["tx0@0", "tx0@1"]]
+        engine.pause()
+        await asyncio.sleep(0)
+        deliver(engine, view, tx, recs(tx, 2, [3.0]), end=3)
+        await asyncio.sleep(0.05)
+        assert len(handled) == 1  # paused: nothing taken
+        engine.resume()
+        await asyncio.sleep(0.05)
+        assert handled[-1] == ["tx0@2"]
+        engine.stop()
+        await asyncio.wait_for(loop, 1.0)
+
+    asyncio.run(main())
+    assert errors == [] and first.batches == 2 and first.records == 3
+
+
+def test_an_error_in_a_batch_reaches_the_handler_and_ends_the_loop():
+    engine = BatchEngine()
+    view = FakeView([TP("tx", 0)])
+
+    def fail(batch: Batch) -> None:
+        raise RuntimeError("boom")
+
+    runner = engine.add_stage(StageRunner("s", [StageInput("tx")], decode, fail))
+    engine.bind(view)
+    seen: list[BaseException] = []
+
+    async def main() -> None:
+        deliver(engine, view, TP("tx", 0), recs(TP("tx", 0), 0, [1.0]), end=1)
+        with pytest.raises(RuntimeError, match="boom"):
+            await engine.run(runner, seen.append)
+
+    asyncio.run(main())
+    assert [str(e) for e in seen] == ["boom"]
+
+
+def test_a_partition_never_fetched_holds_the_stage_back_for_max_idle_only():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _, _) = engine_with(handled)
+    other = TP("tx", 1)
+    view.tps.append(other)
+    view.state[other] = (None, None)  # no fetch has answered for it
+    deliver(engine, view, tx, recs(tx, 0, [1.0]), end=1)
+    assert not engine.take(first, now=100.0)
+    assert engine.take(first, now=101.0).items == ["tx0@0"]
