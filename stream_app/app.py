@@ -470,21 +470,22 @@ def create_app(
             except BaseException as exc:
                 die("shadow scoring", exc)
 
-    def shadow_since(seen: list[int]) -> tuple[int, int, int]:
-        """(scored, agreed, skipped) by the challengers since ``seen``, which is moved on."""
+    def shadow_since(seen: list[int]) -> tuple[int, int, int, int]:
+        """(scored, agreed, skipped, unsampled) since ``seen``, which is moved on."""
         c = live.shadow_counts
-        delta = (c.scored - seen[0], c.agreed - seen[1], c.skipped - seen[2])
-        seen[:] = [c.scored, c.agreed, c.skipped]
+        now = [c.scored, c.agreed, c.skipped, c.unsampled]
+        delta = (now[0] - seen[0], now[1] - seen[1], now[2] - seen[2], now[3] - seen[3])
+        seen[:] = now
         return delta
 
-    shadow_logged = [0, 0, 0]  # at the previous stats line
+    shadow_logged = [0, 0, 0, 0]  # at the previous stats line
     batches_logged = {runner.name: (0, 0) for runner in (customer_runner, scoring_runner)}
-    shadow_exported = [0, 0, 0]  # at the previous metrics sync
+    shadow_exported = [0, 0, 0, 0]  # at the previous metrics sync
 
     @app.timer(1.0)
     async def export_shadow() -> None:
-        scored, agreed, skipped = shadow_since(shadow_exported)
-        metrics.shadow_outcomes(agreed, scored - agreed, skipped)
+        scored, agreed, skipped, unsampled = shadow_since(shadow_exported)
+        metrics.shadow_outcomes(agreed, scored - agreed, skipped, unsampled)
 
     @app.timer(10.0)
     async def watch_progress() -> None:
@@ -510,12 +511,13 @@ def create_app(
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:
         line = stats.summary()
-        scored, agreed, skipped = shadow_since(shadow_logged)
-        if line and (scored or skipped):
+        scored, agreed, skipped, unsampled = shadow_since(shadow_logged)
+        if line and (scored or skipped or unsampled):
             challenger_now = live.challenger
             line += (
                 f"; shadow {challenger_now.version if challenger_now else '(none now)'}: scored "
                 f"{scored:,}, agree {agreed / scored if scored else 0:.1%}, skipped {skipped:,}"
+                + (f", unsampled {unsampled:,}" if unsampled else "")
             )
         if line:
             sizes = []

@@ -38,12 +38,13 @@ from stream_app.outputs.publisher import OutputPublisher
 def bytes_table(app: Any, name: str, partitions: int) -> Any:
     """A Faust table whose values are bytes, as they are (the stages' encoded states).
 
-    Faust derives a table's serializers from its key and value types (``json`` unless a type
-    names another); the value serializer is set to ``raw`` here, before the table builds its
-    store and its changelog topic, which both take it from the table.
+    Faust derives a table's serializers from its key and value types: ``value_type=bytes`` makes
+    the value serializer ``raw`` for the table, its store and its changelog topic (which the
+    table manager builds as soon as the table is registered); keys stay JSON strings.
     """
-    table = app.Table(name, default=None, partitions=partitions)
-    table.value_serializer = "raw"
+    table = app.Table(name, default=None, partitions=partitions, value_type=bytes)
+    if table.value_serializer != "raw" or table.changelog_topic.value_serializer != "raw":
+        raise RuntimeError(f"table {name}: Faust did not make its values raw bytes")
     return table
 
 

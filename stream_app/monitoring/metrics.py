@@ -240,7 +240,8 @@ class WorkerMetrics:
         self.shadow = Counter(
             "stream_app_shadow",
             "Events the challenger scored in shadow (its decision agrees or disagrees with the "
-            "champion's), or skipped because the challenger lagged (the champion never waits).",
+            "champion's), skipped because the challenger lagged (the champion never waits), or "
+            "left out of the shadow sample (unsampled).",
             ["outcome"],
             registry=r,
         )
@@ -348,9 +349,17 @@ class WorkerMetrics:
         if unmatched:
             self._labels["unmatched"].inc(unmatched)
 
-    def shadow_outcomes(self, agreed: int, disagreed: int, skipped: int) -> None:
-        """Challenger events since the previous call."""
-        for outcome, n in (("agree", agreed), ("disagree", disagreed), ("skipped", skipped)):
+    def shadow_outcomes(
+        self, agreed: int, disagreed: int, skipped: int, unsampled: int = 0
+    ) -> None:
+        """Challenger events since the previous call (``unsampled``: events of customers outside
+        the shadow sample, ``STREAM_APP_SHADOW_SAMPLE``)."""
+        for outcome, n in (
+            ("agree", agreed),
+            ("disagree", disagreed),
+            ("skipped", skipped),
+            ("unsampled", unsampled),
+        ):
             if n:
                 self.shadow.labels(outcome=outcome).inc(n)
 

@@ -202,14 +202,15 @@ def test_table_writer_stores_the_value_and_sends_what_faust_would_send() -> None
     topic, value, key, extra = fake.queue[0]
     assert (topic, key, value) == ("t-customer-state-changelog", b'"C1"', b"\x01state")
     assert extra["partition"] == 2  # the table partition the key lives in
-    # Faust's recovery reads it back with the table's own codecs:
+    # Faust's recovery reads it back with the changelog topic's own codecs:
+    changelog = table.changelog_topic
     assert (
-        table.app.serializers.loads_key(table.key_type, key, serializer=table.key_serializer)
+        table.app.serializers.loads_key(table.key_type, key, serializer=changelog.key_serializer)
         == "C1"
     )
     assert (
         table.app.serializers.loads_value(
-            table.value_type, value, serializer=table.value_serializer
+            table.value_type, value, serializer=changelog.value_serializer
         )
         == b"\x01state"
     )
