@@ -56,6 +56,7 @@ from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.outputs.publisher import OutputPublisher
+from stream_app.outputs.purge import RepartitionPurger
 from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
@@ -399,6 +400,9 @@ def create_app(
         lock=lock,
     )
     engine.reset_hooks += [customers.clear, terminals.clear, last_committed.clear]
+    # What the terminal stage has committed of the repartition topic is deleted (its records
+    # carry source timestamps, so it has no time-based retention: stream_app.outputs.purge).
+    engine.commit_hooks.append(RepartitionPurger(settings, by_terminal).after_commit)
     customer_runner = engine.add_stage(
         StageRunner(
             "customer",

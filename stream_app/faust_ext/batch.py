@@ -240,6 +240,8 @@ class BatchConsumer(FastDispatchConsumer):
             did_commit = await self._commit_offsets(
                 offsets, start_new_transaction=start_new_transaction
             )
+            if did_commit:
+                engine.committed(offsets)
         self.app.sensors.on_commit_completed(self, sensor_state)
         return did_commit
 

@@ -326,7 +326,8 @@ def worker_acls(settings: Settings, principal: str, *, create_topics: bool = Tru
 
     * Group ``app_id`` (the Faust consumer group): Read.
     * ``transactions``, ``transactions.by-terminal``, ``labels``: Read; the by-terminal
-      repartition topic and ``scores``, ``scores.shadow``, ``drift``, ``transactions.dlq``: Write.
+      repartition topic and ``scores``, ``scores.shadow``, ``drift``, ``transactions.dlq``: Write;
+      the by-terminal topic: Delete (the worker deletes the records it has committed there).
     * Every declared topic: Describe and DescribeConfigs (the start-up check compares each one
       with its declaration), plus Create with ``create_topics`` (it creates missing ones).
     * Topics prefixed ``<app_id>-``, Faust's own: the table changelogs
@@ -369,6 +370,8 @@ def worker_acls(settings: Settings, principal: str, *, create_topics: bool = Tru
     ]
     acls += [topic(settings.topic(name), AclOperation.READ) for name in WORKER_READS]
     acls += [topic(settings.topic(name), AclOperation.WRITE) for name in WORKER_WRITES]
+    # The repartition topic has no time-based retention: the worker deletes what it committed.
+    acls.append(topic(settings.topic("transactions.by-terminal"), AclOperation.DELETE))
     for name in declared:
         acls += [topic(name, AclOperation.DESCRIBE), topic(name, AclOperation.DESCRIBE_CONFIGS)]
         if create_topics:

@@ -36,7 +36,7 @@ Within one partition the order is always the stream's.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,15 +138,17 @@ class PartitionQueue(Generic[T]):
             index -= len(chunk.keys)
         raise IndexError(index)
 
-    def count_below(self, bound: float) -> int:
-        """How many buffered records have keys below ``bound`` (a prefix of the buffer)."""
+    def count_below(self, bound: float, inclusive: bool = False) -> int:
+        """How many buffered records have keys below ``bound`` (at or below it with
+        ``inclusive``): a prefix of the buffer."""
         if bound == INF:
             return self.buffered
+        cut = bisect_right if inclusive else bisect_left
         n = 0
         head = self.head
         for chunk in self.chunks:
             keys = chunk.keys
-            k = bisect_left(keys, bound, head)
+            k = cut(keys, bound, head)
             n += k - head
             if k < len(keys):
                 break
@@ -232,12 +234,23 @@ def take(
     unknown). Empty when nothing may go yet (a partition with more to read holds the others
     back)."""
     bound = INF
+    first_limit = (0, 0)  # the (rank, order) of the first queue that sets the bound
     for i, (queue, done) in enumerate(zip(queues, caught_up, strict=True)):
         up = INF if upstream is None else upstream[i]
         f = queue.frontier(done, now, max_idle_s, up, max_lag_wait_s)
-        if f < bound:
+        if f < bound or (f == bound and (queue.rank, queue.order) < first_limit):
             bound = f
-    counts = [(q, q.count_below(bound)) for q in queues if q.buffered]
+            first_limit = (queue.rank, queue.order)
+    # Keys below the bound go; so do keys *at* it from the queues ordered no later than the first
+    # queue that sets it: a record it has yet to hand over at that key comes after them (at equal
+    # keys: rank, then registration order, then stream order). Without this, a partition whose
+    # buffered keys all equal its last one (events read again after a crash, at new offsets,
+    # behind the running maximum) would hold everything back, itself included.
+    counts = [
+        (q, q.count_below(bound, inclusive=(q.rank, q.order) <= first_limit))
+        for q in queues
+        if q.buffered
+    ]
     counts = [(q, n) for q, n in counts if n]
     batch = Batch()
     if not counts:

@@ -121,6 +121,7 @@ class BatchEngine:
         self.stopping = False
         self.paused = False
         self.reset_hooks: list[Callable[[], None]] = []
+        self.commit_hooks: list[Callable[[dict[Any, int]], Any]] = []
         self.fetched: dict[Any, int] = {}  # tp -> fetch position when its last chunk came
         self.generation = 0  # bumped by every reset (rebalance)
 
@@ -308,6 +309,11 @@ class BatchEngine:
         self.paused = False
         for runner in self.stages:
             runner.wakeup.set()
+
+    def committed(self, offsets: dict[Any, int]) -> None:
+        """Faust committed ``offsets`` (after a checkpoint): tell the commit hooks."""
+        for hook in self.commit_hooks:
+            hook(offsets)
 
     def reset(self) -> None:
         """Drop every queued record and position, and run the reset hooks (the states' caches):

@@ -68,13 +68,29 @@ def test_partitions_merge_by_event_time_with_rank_then_registration_order_at_tie
 def test_a_partition_with_more_to_fetch_holds_the_others_back_to_its_last_key():
     ahead = queue("t", 0, [1.0, 2.0, 5.0, 9.0])
     behind = queue("t", 1, [1.5, 3.0])
-    # partition 1 has more to fetch (not caught up): nothing at or past its last key (3.0) goes
+    # partition 1 has more to fetch (not caught up): nothing past its last key (3.0) goes; at
+    # 3.0, its own records and those of partitions ordered before it (their ties come first)
     batch = take([ahead, behind], [True, False], limit=100, now=0.0, max_idle_s=1.0)
-    assert batch.items == ["t0@0", "t1@0", "t0@1"]
-    assert (ahead.buffered, behind.buffered) == (2, 1)
-    # once it has caught up, everything goes, merged
+    assert batch.items == ["t0@0", "t1@0", "t0@1", "t1@1"]
+    assert (ahead.buffered, behind.buffered) == (2, 0)
+    assert not take([ahead, behind], [True, False], limit=100, now=0.0, max_idle_s=1.0)
+    # once it has caught up, everything goes
     batch = take([ahead, behind], [True, True], limit=100, now=0.0, max_idle_s=1.0)
-    assert batch.items == ["t1@1", "t0@2", "t0@3"]
+    assert batch.items == ["t0@2", "t0@3"]
+
+
+def test_a_partition_whose_keys_all_equal_its_last_is_not_stuck():
+    """Events read again after a crash sit behind the running maximum: their keys all equal the
+    partition's last one, which is also its frontier while it has more to fetch."""
+    flat = queue("by", 0, [10.0, 5.0, 6.0, 7.0])  # keys 10, 10, 10, 10
+    later = queue("by", 1, [11.0, 12.0])
+    batch = take([flat, later], [False, False], limit=100, now=0.0, max_idle_s=1.0)
+    assert batch.items == ["by0@0", "by0@1", "by0@2", "by0@3"]
+    # a partition ordered after the one that sets the bound keeps its ties for later
+    first = queue("by", 0, [4.0])
+    second = queue("by", 1, [3.0, 4.0])
+    batch = take([first, second], [False, True], limit=100, now=0.0, max_idle_s=1.0)
+    assert batch.items == ["by1@0", "by0@0"]  # by1@1 at 4.0 waits for partition 0's next
 
 
 def test_an_empty_partition_with_more_to_fetch_waits_for_it_up_to_the_cap():
@@ -109,8 +125,8 @@ def test_a_caught_up_repartition_partition_is_bounded_by_its_upstream_stage():
     batch = take([labels, by_terminal], [False, True], 10, 0.0, 1.0, upstream=[INF, 9.0])
     assert batch.items == ["labels0@0", "labels0@1"]
     batch = take([labels, by_terminal], [False, True], 10, 0.0, 1.0, upstream=[INF, INF])
-    assert batch.items == []  # labels partition 0 is behind its own end: 12.0 waits for more
-    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0).items == ["labels0@2"]
+    assert batch.items == ["labels0@2"]  # at its own last key: nothing can come before it
+    assert not take([labels, by_terminal], [True, True], 10, 0.0, 1.0)
 
 
 def test_a_caught_up_empty_partition_holds_nothing_back():

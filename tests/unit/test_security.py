@@ -232,6 +232,8 @@ def test_worker_acls() -> None:
         "t.drift",
         "t.transactions.dlq",
     }
+    deletes = {n for (r, n, p, o) in granted if r == topic and o == AclOperation.DELETE}
+    assert deletes == {"t.transactions.by-terminal"}  # the worker deletes what it committed
     assert {o for (r, n, p, o) in granted if p == pre} == {
         AclOperation.READ,
         AclOperation.WRITE,
