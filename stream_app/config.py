@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     partitions: int = Field(
         6, ge=1, description="Partition count of topics the worker creates (tables co-partition)."
     )
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of every topic the project creates: declared topics "
+        "with replication = \"default\", the tables' changelogs, Faust's leader topic. 1 for "
+        "the local single-node broker, 3 on a production cluster; min.insync.replicas follows "
+        "it (1 up to 2 replicas, 2 from 3). Worker start and `topics apply` refuse a factor the "
+        "cluster has too few brokers for.",
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
         description="at_least_once: outputs delivered before offsets are committed (a crash "

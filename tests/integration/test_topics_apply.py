@@ -6,6 +6,7 @@ what it created.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -213,6 +214,7 @@ def test_cli_apply_reports_and_fixes(
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("STREAM_APP_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("STREAM_APP_APP_ID", f"{prefix}app")  # its changelogs carry the prefix
     monkeypatch.setenv("STREAM_APP_PARTITIONS", "2")
     monkeypatch.setenv("COLUMNS", "250")
     runner = CliRunner()
@@ -224,12 +226,13 @@ def test_cli_apply_reports_and_fixes(
     created = runner.invoke(app, ["apply"])
     assert created.exit_code == 0, created.output
     assert f"{prefix}transactions" in created.output
+    assert f"{prefix}app-terminal-state-changelog" in created.output  # the tables' too
     assert "created" in created.output
 
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0, listed.output
     assert "yes" in listed.output
-    assert " no " not in listed.output
+    assert not re.search(r"│ no +│", listed.output)  # the exists column
 
     set_retention(make_admin(make_settings(kafka_bootstrap, prefix)), f"{prefix}metrics", "1000")
     differs = runner.invoke(app, ["apply"])

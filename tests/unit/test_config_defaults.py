@@ -62,3 +62,4 @@ def test_config_command_shows_the_effective_models_dir(elsewhere: Path) -> None:
     assert rows["models_dir"] == str(
         elsewhere / "home" / ".local" / "share" / "stream-app" / "models"
     )
+    assert rows["replication_factor"] == "1"
