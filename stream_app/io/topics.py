@@ -546,9 +546,10 @@ def compare_topic(
     for key, declared in spec.kafka_configs().items():
         live = configs.get(key)
         if not _same_config(key, declared, live):
-            # min.insync.replicas is set for the declared replication: on a topic that does not
-            # have it yet, a larger value would refuse every acks=all write.
-            fixable = key != FIELD_MIN_ISR or replication == spec.replication
+            # min.insync.replicas is set for the declared replication: never above what the
+            # live replication warrants (on a topic without its replicas yet, a larger value
+            # would refuse every acks=all write).
+            fixable = key != FIELD_MIN_ISR or int(declared) <= min_insync_replicas(replication)
             diffs.append(
                 Difference(
                     spec.name,

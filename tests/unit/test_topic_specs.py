@@ -380,8 +380,8 @@ def test_min_insync_replicas_follows_the_replication() -> None:
     assert [min_insync_replicas(r) for r in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 2]
     spec = TopicSpec("t", "d", "k", 3, 3, 1000, "delete", "LogAppendTime")
     assert spec.kafka_configs()["min.insync.replicas"] == "2"
-    # Set on a topic with its 3 replicas; never raised on one that has fewer (every acks=all
-    # write would be refused there): that waits until the replication is fixed.
+    # Set on a topic with its 3 replicas; never raised above what a topic with fewer warrants
+    # (every acks=all write would be refused there): that waits until the replication is fixed.
     assert compare_topic(spec, 3, 3, live_configs()) == [
         Difference("t", "min.insync.replicas", "2", "1", fixable=True)
     ]
@@ -391,6 +391,12 @@ def test_min_insync_replicas_follows_the_replication() -> None:
         Difference("t", "min.insync.replicas", "2", "1", fixable=False),
     ]
     assert "replication first" in differences[1].hint
+    # lowering it (declared 1 replica, live 3) is always safe
+    one = TopicSpec("t", "d", "k", 3, 1, 1000, "delete", "LogAppendTime")
+    assert compare_topic(one, 3, 3, live_configs(min_insync_replicas="2")) == [
+        Difference("t", "replication", 1, 3, fixable=False),
+        Difference("t", "min.insync.replicas", "1", "2", fixable=True),
+    ]
 
 
 def test_timestamp_drift_hint_says_old_records_keep_their_timestamps() -> None:
