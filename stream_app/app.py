@@ -180,7 +180,7 @@ def create_app(
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.state_dir / f"{settings.app_id}-data"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",

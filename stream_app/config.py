@@ -7,6 +7,7 @@ values with secrets masked.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _default_cache() -> Path:
     return Path.home() / ".cache" / "stream_app"
+
+
+def user_data_dir() -> Path:
+    """Where stream_app keeps per-user data: ``$XDG_DATA_HOME/stream-app`` (when set to an
+    absolute path), else ``~/.local/share/stream-app``."""
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "stream-app"
+
+
+def default_models_dir() -> Path:
+    """The model registry when ``STREAM_APP_MODELS_DIR`` is unset: ``./models`` if the current
+    directory has one (a checkout of the repository, a deployment directory), else the per-user
+    ``<user_data_dir>/models``. Never inside the installed package (site-packages), which is
+    neither the user's nor, usually, writable."""
+    here = Path.cwd() / "models"
+    if here.is_dir():
+        return here
+    return user_data_dir() / "models"
 
 
 class Settings(BaseSettings):
@@ -64,6 +84,15 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(
         6, ge=1, description="Partition count of topics the worker creates (tables co-partition)."
+    )
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of every topic the project creates: declared topics "
+        "with replication = \"default\", the tables' changelogs, Faust's leader topic. 1 for "
+        "the local single-node broker, 3 on a production cluster; min.insync.replicas follows "
+        "it (1 up to 2 replicas, 2 from 3). Worker start and `topics apply` refuse a factor the "
+        "cluster has too few brokers for.",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
@@ -142,7 +171,11 @@ class Settings(BaseSettings):
     )
 
     # --- Models ----------------------------------------------------------------
-    models_dir: Path = Field(REPO_ROOT / "models", description="Model registry root.")
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Model registry root (default: ./models if the current directory has one, "
+        "else ~/.local/share/stream-app/models, or under $XDG_DATA_HOME).",
+    )
     champion: str | None = Field(
         None, description="Champion model version (default: the newest in models_dir)."
     )

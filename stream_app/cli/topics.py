@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=(
-        "Topics as code: the topics declared in topics/topics.toml. `apply` creates the missing "
-        "ones and reports every difference between a live topic and its declaration; `list` "
-        "shows the declarations and whether each topic exists."
+        "Topics as code: the topics declared in topics/topics.toml and the tables' changelogs. "
+        "`apply` creates the missing ones and reports every difference between a live topic and "
+        "its declaration; `list` shows the declarations and whether each topic exists."
     ),
     no_args_is_help=True,
 )
@@ -90,21 +90,23 @@ def apply_cmd(
         float, typer.Option("--timeout", min=1, help="Seconds to wait for each admin request.")
     ] = 30.0,
 ) -> None:
-    """Create the missing declared topics and compare the existing ones with their declaration.
+    """Create the missing topics and compare the existing ones with their declaration.
 
-    Exit code 0 when every topic matches its declaration, 1 when differences remain, 2 when the
-    declarations are invalid or the cluster cannot be reached.
+    The topics are the declared ones and the tables' changelogs of STREAM_APP_APP_ID
+    (compacted, never deleted by time). Exit code 0 when every topic matches its declaration, 1
+    when differences remain, 2 when the declarations are invalid, the cluster cannot be reached
+    or has fewer brokers than STREAM_APP_REPLICATION_FACTOR asks for.
     """
     from rich.console import Console
 
     from stream_app.config import Settings
     from stream_app.exceptions import StreamAppError
-    from stream_app.io.topics import apply_topics, load_topic_specs
+    from stream_app.io.topics import apply_topics, project_topic_specs
 
     console = Console()
     try:
         settings = Settings()
-        specs = load_topic_specs(settings, file)
+        specs = project_topic_specs(settings, file)
         report = apply_topics(settings, specs, timeout=timeout, fix=fix, dry_run=dry_run)
     except StreamAppError as exc:
         raise _fail(Console(stderr=True), str(exc)) from exc
@@ -116,6 +118,9 @@ def apply_cmd(
 def _human_ms(ms: int) -> str:
     if ms < 0:
         return "forever"
+    days, rest = divmod(ms, 86_400_000)
+    if days and rest and rest % 3_600_000 == 0:
+        return f"{days}d{rest // 3_600_000}h"
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
         if ms >= size and ms % size == 0:
             return f"{ms // size}{unit}"
@@ -132,9 +137,11 @@ def list_cmd(
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the cluster.")
     ] = 10.0,
 ) -> None:
-    """List the declared topics: description, key, partitions, retention and whether each exists.
+    """List the declared topics and the tables' changelogs: description, key, partitions,
+    replication, retention, cleanup, timestamp type and whether each exists.
 
-    Names include STREAM_APP_TOPIC_PREFIX; "default" partitions show STREAM_APP_PARTITIONS.
+    Names include STREAM_APP_TOPIC_PREFIX; "default" partitions show STREAM_APP_PARTITIONS,
+    "default" replication STREAM_APP_REPLICATION_FACTOR, "horizon" retention its value.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -142,12 +149,12 @@ def list_cmd(
 
     from stream_app.config import Settings
     from stream_app.exceptions import StreamAppError
-    from stream_app.io.topics import live_topics, load_topic_specs, make_admin
+    from stream_app.io.topics import live_topics, make_admin, project_topic_specs
 
     console = Console()
     try:
         settings = Settings()
-        specs = load_topic_specs(settings, file)
+        specs = project_topic_specs(settings, file)
     except StreamAppError as exc:
         raise _fail(Console(stderr=True), str(exc)) from exc
 
@@ -159,7 +166,15 @@ def list_cmd(
             Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(exc))}")
 
     table = Table(
-        "topic", "description", "key", "partitions", "replication", "retention", "cleanup", "exists"
+        "topic",
+        "description",
+        "key",
+        "partitions",
+        "replication",
+        "retention",
+        "cleanup",
+        "timestamps",
+        "exists",
     )
     for spec in specs:
         if live is None:
@@ -176,6 +191,7 @@ def list_cmd(
             str(spec.replication),
             _human_ms(spec.retention_ms),
             spec.cleanup_policy,
+            spec.timestamp_type,
             exists,
         )
     console.print(table)

@@ -5,11 +5,25 @@ that are missing and compares the ones that exist (partitions, replication facto
 declared configs) with their declaration. A live topic is never changed silently: every
 difference is reported, and only ``fix=True`` repairs the ones Kafka allows to be repaired
 (more partitions, config values). ``ensure_topics`` is the one-call version for start-up.
+``changelog_specs`` adds the tables' changelogs, which the toml does not declare;
+``project_topic_specs`` is every topic the project creates.
+
+Three values are resolved here rather than written in the toml:
+
+* ``replication = "default"``: ``Settings.replication_factor``; ``min.insync.replicas`` follows
+  the replication (:func:`min_insync_replicas`). A factor above the cluster's broker count is
+  refused before anything is created (:func:`check_replication`).
+* ``retention_ms = "horizon"``: :func:`input_retention_ms`, what replaying an input topic needs
+  to rebuild the feature state, from the feature definitions.
+* ``timestamp_type`` is declared per topic (``message.timestamp.type``): time-based retention
+  counts from the record timestamps, so a topic whose producers may stamp records with an old
+  time (event time, a source record's time) must use ``LogAppendTime`` or have no time limit.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import tomllib
@@ -33,6 +47,7 @@ from confluent_kafka.admin import (
 from stream_app import config as _config
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError, TopicError
+from stream_app.features.definitions import DAY_S, Entity, horizon_s
 from stream_app.io.security import admin_client, fetch_metadata
 
 log = logging.getLogger(__name__)
@@ -51,9 +66,16 @@ SPEC_FIELDS = (
     "replication",
     "retention_ms",
     "cleanup_policy",
+    "timestamp_type",
 )
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
 DEFAULT_PARTITIONS = "default"
+DEFAULT_REPLICATION = "default"
+HORIZON_RETENTION = "horizon"
+RETENTION_MARGIN_S = 7 * DAY_S
+"""Added to the features' horizon in :func:`input_retention_ms`: a week to notice that state
+was lost (or that a model needs its features rebuilt) and replay before the oldest records go."""
 MAX_TOPIC_NAME = 249
 _LEGAL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -62,6 +84,27 @@ FIELD_PARTITIONS = "partitions"
 FIELD_REPLICATION = "replication"
 FIELD_RETENTION = "retention.ms"
 FIELD_CLEANUP = "cleanup.policy"
+FIELD_TIMESTAMP = "message.timestamp.type"
+FIELD_MIN_ISR = "min.insync.replicas"
+
+
+def input_retention_ms(settings: Settings) -> int:
+    """Retention (ms) of the input topics, ``retention_ms = "horizon"`` in the toml: the longest
+    look-back of any feature (window plus label delay: 30 + 7 days for the terminal windows), plus
+    the allowed lateness, plus :data:`RETENTION_MARGIN_S`. Replaying that much of ``transactions``
+    and ``labels`` rebuilds every window the live state holds (its own retention is the horizon
+    plus the lateness, ``stream_app.features.state.Retention``). 44 days 1 hour by default."""
+    longest = max(horizon_s(entity) for entity in Entity)
+    return math.ceil((longest + settings.allowed_lateness_s + RETENTION_MARGIN_S) * 1000)
+
+
+def min_insync_replicas(replication: int) -> int:
+    """``min.insync.replicas`` for a topic of ``replication`` replicas: 1 up to 2 replicas, 2
+    from 3. With ``acks=all`` (every producer of the project) a write is acknowledged once on
+    that many replicas: with 3 replicas, writes go on with one broker down and an acknowledged
+    write survives the loss of any one broker. 2 replicas get 1, so that one broker down does not
+    stop every write (an acknowledged write may then be on one broker only: use 3)."""
+    return max(1, min(2, replication - 1))
 
 
 @dataclass(frozen=True)
@@ -75,10 +118,18 @@ class TopicSpec:
     replication: int
     retention_ms: int
     cleanup_policy: str
+    timestamp_type: str
+    """``message.timestamp.type``: ``LogAppendTime`` (the broker stamps arrival; retention
+    counts from it) or ``CreateTime`` (the producer's timestamp is kept)."""
 
     def kafka_configs(self) -> dict[str, str]:
         """The topic-level Kafka configs this declaration sets (and that apply compares)."""
-        return {FIELD_RETENTION: str(self.retention_ms), FIELD_CLEANUP: self.cleanup_policy}
+        return {
+            FIELD_RETENTION: str(self.retention_ms),
+            FIELD_CLEANUP: self.cleanup_policy,
+            FIELD_TIMESTAMP: self.timestamp_type,
+            FIELD_MIN_ISR: str(min_insync_replicas(self.replication)),
+        }
 
 
 @dataclass(frozen=True)
@@ -100,7 +151,17 @@ class Difference:
                 return "run `stream-app topics apply --fix` to add partitions"
             return "Kafka cannot remove partitions: recreate the topic or change the declaration"
         if self.field == FIELD_REPLICATION:
-            return "reassign partitions (kafka-reassign-partitions) or change the declaration"
+            return (
+                "reassign partitions (kafka-reassign-partitions) or change the declaration "
+                "(STREAM_APP_REPLICATION_FACTOR)"
+            )
+        if self.field == FIELD_MIN_ISR and not self.fixable:
+            return "follows the replication: fix the replication first, then `topics apply --fix`"
+        if self.field == FIELD_TIMESTAMP:
+            return (
+                "run `stream-app topics apply --fix`; records already on the topic keep their "
+                "timestamps, and time-based retention still counts from those"
+            )
         return "run `stream-app topics apply --fix` to set the declared value"
 
 
@@ -167,6 +228,29 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _number(
+    entry: Mapping[str, Any],
+    key: str,
+    keyword: str,
+    resolved: int,
+    minimum: int,
+    problems: list[str],
+    note: str = "",
+) -> Any:
+    """``entry[key]``: ``resolved`` for ``keyword``, else an integer >= ``minimum`` (a problem is
+    added otherwise). None when the key is missing (reported with the other missing keys)."""
+    value: Any = entry.get(key)
+    if key not in entry:
+        return value
+    if value == keyword:
+        return resolved
+    if not _is_int(value) or value < minimum:
+        problems.append(
+            f'{key} must be "{keyword}" or an integer >= {minimum}{note}, got {value!r}'
+        )
+    return value
+
+
 def _check_entry(
     entry: Mapping[str, Any], settings: Settings
 ) -> tuple[TopicSpec | None, list[str]]:
@@ -189,24 +273,28 @@ def _check_entry(
         if text_key in entry and not (isinstance(entry[text_key], str) and entry[text_key]):
             problems.append(f"{text_key} must be a non-empty string, got {entry[text_key]!r}")
 
-    partitions: Any = entry.get("partitions")
-    if "partitions" in entry:
-        if partitions == DEFAULT_PARTITIONS:
-            partitions = settings.partitions
-        elif not _is_int(partitions) or partitions < 1:
-            problems.append(
-                f'partitions must be "{DEFAULT_PARTITIONS}" or an integer >= 1, got {partitions!r}'
-            )
-    replication: Any = entry.get("replication")
-    if "replication" in entry and (not _is_int(replication) or replication < 1):
-        problems.append(f"replication must be an integer >= 1, got {replication!r}")
-    retention: Any = entry.get("retention_ms")
-    if "retention_ms" in entry and (not _is_int(retention) or retention < -1):
-        problems.append(f"retention_ms must be an integer >= -1 (-1 = forever), got {retention!r}")
+    partitions = _number(entry, "partitions", DEFAULT_PARTITIONS, settings.partitions, 1, problems)
+    replication = _number(
+        entry, "replication", DEFAULT_REPLICATION, settings.replication_factor, 1, problems
+    )
+    retention = _number(
+        entry,
+        "retention_ms",
+        HORIZON_RETENTION,
+        input_retention_ms(settings),
+        -1,
+        problems,
+        " (-1 = forever)",
+    )
     policy: Any = entry.get("cleanup_policy")
     if "cleanup_policy" in entry and policy not in CLEANUP_POLICIES:
         problems.append(
             f"cleanup_policy must be one of {', '.join(CLEANUP_POLICIES)}, got {policy!r}"
+        )
+    timestamp_type: Any = entry.get("timestamp_type")
+    if "timestamp_type" in entry and timestamp_type not in TIMESTAMP_TYPES:
+        problems.append(
+            f"timestamp_type must be one of {', '.join(TIMESTAMP_TYPES)}, got {timestamp_type!r}"
         )
 
     if problems:
@@ -225,6 +313,7 @@ def _check_entry(
         replication=replication,
         retention_ms=retention,
         cleanup_policy=policy,
+        timestamp_type=timestamp_type,
     )
     return spec, []
 
@@ -274,8 +363,9 @@ def load_topic_specs(settings: Settings, path: Path | None = None) -> list[Topic
 
     ``path`` defaults to ``topics/topics.toml`` in the repository (``REPO_ROOT``), falling back to
     the copy installed with the package. ``partitions = "default"`` becomes
-    ``settings.partitions`` and every name gets ``settings.topic_prefix``. Raises ``ConfigError``
-    naming the file and the bad entry.
+    ``settings.partitions``, ``replication = "default"`` ``settings.replication_factor``,
+    ``retention_ms = "horizon"`` :func:`input_retention_ms`, and every name gets
+    ``settings.topic_prefix``. Raises ``ConfigError`` naming the file and the bad entry.
     """
     source = find_declaration(path)
     try:
@@ -322,6 +412,13 @@ def live_topics(
 
     Raises ``KafkaAccessError`` when the cluster cannot be reached or refuses the credentials.
     """
+    return _cluster(settings, admin, timeout)[0]
+
+
+def _cluster(
+    settings: Settings, admin: AdminClient, timeout: float
+) -> tuple[dict[str, tuple[int, int]], int]:
+    """(:func:`live_topics`, how many brokers the metadata lists) from one metadata request."""
     metadata = fetch_metadata(admin, settings, timeout)
     out: dict[str, tuple[int, int]] = {}
     for name, topic in metadata.topics.items():
@@ -329,7 +426,41 @@ def live_topics(
             continue
         replicas = [len(p.replicas) for p in topic.partitions.values()]
         out[name] = (len(topic.partitions), min(replicas) if replicas else 0)
-    return out
+    return out, len(metadata.brokers)
+
+
+def check_replication(
+    settings: Settings,
+    specs: Sequence[TopicSpec],
+    live: Mapping[str, tuple[int, int]],
+    brokers: int,
+) -> None:
+    """Refuse, with what to do, a replication factor the cluster has too few brokers for.
+
+    A topic is refused when it asks for more replicas than ``brokers`` (the brokers the cluster's
+    metadata lists) and does not already have them: a missing one cannot be created, a live one
+    with fewer replicas cannot be brought to its declaration. A live topic that has all its
+    replicas is fine while a broker is down. Raises ``TopicError``.
+    """
+    short = [
+        s
+        for s in specs
+        if s.replication > brokers and (s.name not in live or live[s.name][1] < s.replication)
+    ]
+    if not short:
+        return
+    wanted = max(s.replication for s in short)
+    names = ", ".join(s.name for s in short[:4]) + (
+        f" and {len(short) - 4} more" if len(short) > 4 else ""
+    )
+    raise TopicError(
+        f"replication factor {wanted} asked for ({names}), but the cluster at "
+        f"{settings.kafka_bootstrap_servers} has {brokers} broker(s): Kafka cannot place "
+        f"{wanted} replicas of a partition on {brokers} broker(s). Set "
+        f"STREAM_APP_REPLICATION_FACTOR={brokers} or lower (now {settings.replication_factor}; 1 "
+        "for the local broker), lower a replication that topics/topics.toml pins, or point "
+        "KAFKA_BOOTSTRAP_SERVERS at a cluster with enough brokers. Nothing was created."
+    )
 
 
 def _wait_visible(
@@ -415,13 +546,17 @@ def compare_topic(
     for key, declared in spec.kafka_configs().items():
         live = configs.get(key)
         if not _same_config(key, declared, live):
+            # min.insync.replicas is set for the declared replication: never above what the
+            # live replication warrants (on a topic without its replicas yet, a larger value
+            # would refuse every acks=all write).
+            fixable = key != FIELD_MIN_ISR or int(declared) <= min_insync_replicas(replication)
             diffs.append(
                 Difference(
                     spec.name,
                     key,
                     declared,
                     "<unset>" if live is None else live,
-                    fixable=True,
+                    fixable=fixable,
                 )
             )
     return diffs
@@ -536,11 +671,14 @@ def apply_topics(
     partitions are increased (never decreased) and config values set to the declared ones;
     replication differences are only reported. ``dry_run=True`` changes nothing and reports what
     would be created (and, with ``fix``, fixed). Raises ``KafkaAccessError`` if the cluster
-    cannot be reached or refuses the credentials, ``TopicError`` if a creation or fix fails.
+    cannot be reached or refuses the credentials, ``TopicError`` if the cluster has too few
+    brokers for a replication factor (:func:`check_replication`, before anything is created) or
+    a creation or fix fails.
     """
     admin = admin if admin is not None else make_admin(settings)
     report = ApplyReport(dry_run=dry_run)
-    live = live_topics(settings, admin, timeout)
+    live, brokers = _cluster(settings, admin, timeout)
+    check_replication(settings, specs, live, brokers)
 
     missing = [s for s in specs if s.name not in live]
     existing = [s for s in specs if s.name in live]
@@ -588,19 +726,30 @@ TABLE_KEYS = {"customer-state": "customer_id", "terminal-state": "terminal_id"}
 
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
     """The tables' changelog topics as Faust names them, ``<app_id>-<table>-changelog``: the
-    table's partition count (``settings.partitions``, co-partitioned with its input), compacted."""
+    table's partition count (``settings.partitions``, co-partitioned with its input),
+    ``settings.replication_factor`` (as the app's ``topic_replication_factor``), compacted and
+    never deleted by time (compaction keeps each key's latest value whatever its timestamp)."""
     return [
         TopicSpec(
             name=f"{settings.app_id}-{table}-changelog",
-            description=f"Changelog of the {table} table (Faust's), replayed on recovery.",
+            description=f"Changelog of the {table} table (Faust's), replayed on recovery; "
+            "compacted, never deleted by time.",
             key=key,
             partitions=settings.partitions,
-            replication=1,  # as the app's topic_replication_factor
+            replication=settings.replication_factor,
             retention_ms=-1,
             cleanup_policy="compact",
+            timestamp_type="CreateTime",
         )
         for table, key in TABLE_KEYS.items()
     ]
+
+
+def project_topic_specs(settings: Settings, path: Path | None = None) -> list[TopicSpec]:
+    """Every topic the project creates: the declared ones (:func:`load_topic_specs`), then the
+    tables' changelogs (:func:`changelog_specs`). Faust's own ``<app_id>-__assignor-__leader``
+    (no records; ``settings.replication_factor`` through the app) is left to Faust."""
+    return [*load_topic_specs(settings, path), *changelog_specs(settings)]
 
 
 def ensure_changelogs(
@@ -618,7 +767,8 @@ def ensure_changelogs(
     """
     admin = admin if admin is not None else make_admin(settings)
     specs = changelog_specs(settings)
-    live = live_topics(settings, admin, timeout)
+    live, brokers = _cluster(settings, admin, timeout)
+    check_replication(settings, specs, live, brokers)
     missing = [s for s in specs if s.name not in live]
     created: list[str] = []
     if missing:

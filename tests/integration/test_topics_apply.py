@@ -6,32 +6,43 @@ what it created.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
+    NewTopic,
     ResourceType,
 )
 from typer.testing import CliRunner
 
+from stream_app.broker.local import free_ports
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError
 from stream_app.io.topics import (
     Difference,
     apply_topics,
     ensure_topics,
+    input_retention_ms,
     live_topics,
     load_topic_specs,
     make_admin,
 )
+from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -52,29 +63,37 @@ def make_settings(bootstrap: str, prefix: str, partitions: int = 2) -> Settings:
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
 
 
-def live_retention(admin: AdminClient, topic: str) -> str | None:
-    """retention.ms as the broker serves it; None while it does not know the topic yet."""
+def live_config(admin: AdminClient, topic: str, name: str = "retention.ms") -> str | None:
+    """A topic config as the broker serves it; None while it does not know the topic yet."""
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
         for future in admin.describe_configs([resource]).values():
-            return future.result(timeout=30)["retention.ms"].value
+            return future.result(timeout=30)[name].value
     except KafkaException:
         return None
     return None
 
 
-def set_retention(admin: AdminClient, topic: str, value: str) -> None:
-    """Alter retention.ms live and wait until the broker serves the new value."""
+def live_retention(admin: AdminClient, topic: str) -> str | None:
+    """retention.ms as the broker serves it; None while it does not know the topic yet."""
+    return live_config(admin, topic)
+
+
+def set_config(admin: AdminClient, topic: str, value: str, name: str = "retention.ms") -> None:
+    """Alter a topic config live and wait until the broker serves the new value."""
     resource = ConfigResource(
         ResourceType.TOPIC,
         topic,
-        incremental_configs=[
-            ConfigEntry("retention.ms", value, incremental_operation=AlterConfigOpType.SET)
-        ],
+        incremental_configs=[ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)],
     )
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
-    wait_for(lambda: live_retention(admin, topic) == value)
+    wait_for(lambda: live_config(admin, topic, name) == value)
+
+
+def set_retention(admin: AdminClient, topic: str, value: str) -> None:
+    """Alter retention.ms live and wait until the broker serves the new value."""
+    set_config(admin, topic, value)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
@@ -213,6 +232,7 @@ def test_cli_apply_reports_and_fixes(
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("STREAM_APP_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("STREAM_APP_APP_ID", f"{prefix}app")  # its changelogs carry the prefix
     monkeypatch.setenv("STREAM_APP_PARTITIONS", "2")
     monkeypatch.setenv("COLUMNS", "250")
     runner = CliRunner()
@@ -224,12 +244,13 @@ def test_cli_apply_reports_and_fixes(
     created = runner.invoke(app, ["apply"])
     assert created.exit_code == 0, created.output
     assert f"{prefix}transactions" in created.output
+    assert f"{prefix}app-terminal-state-changelog" in created.output  # the tables' too
     assert "created" in created.output
 
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0, listed.output
     assert "yes" in listed.output
-    assert " no " not in listed.output
+    assert not re.search(r"│ no +│", listed.output)  # the exists column
 
     set_retention(make_admin(make_settings(kafka_bootstrap, prefix)), f"{prefix}metrics", "1000")
     differs = runner.invoke(app, ["apply"])
@@ -247,3 +268,133 @@ def test_cli_apply_reports_and_fixes(
     clean = runner.invoke(app, ["apply"])
     assert clean.exit_code == 0, clean.output
     assert "differs" not in clean.output
+
+
+def test_topics_declared_before_get_log_append_time_with_fix(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    """Topics created from the old declarations (producer's timestamps, 14/7/45-day inputs):
+    apply reports the timestamp type and the retentions, --fix sets them, and a record stamped
+    in 2018 then gets the broker's append time."""
+    settings = make_settings(kafka_bootstrap, prefix)
+    specs = load_topic_specs(settings)
+    old_retention = {"transactions": 1_209_600_000, "transactions.by-terminal": 604_800_000}
+    old_retention["labels"] = 3_888_000_000
+    before = [
+        dataclasses.replace(
+            s,
+            retention_ms=old_retention.get(s.name.removeprefix(prefix), s.retention_ms),
+            timestamp_type="CreateTime",
+        )
+        for s in specs
+    ]
+    apply_topics(settings, before)
+
+    report = apply_topics(settings, specs)
+    horizon = str(input_retention_ms(settings))
+    expected = [
+        Difference(f"{prefix}transactions", "retention.ms", horizon, "1209600000", True),
+        Difference(
+            f"{prefix}transactions", "message.timestamp.type", "LogAppendTime", "CreateTime", True
+        ),
+        Difference(f"{prefix}transactions.by-terminal", "retention.ms", "-1", "604800000", True),
+        Difference(f"{prefix}labels", "retention.ms", horizon, "3888000000", True),
+        *(
+            Difference(s.name, "message.timestamp.type", "LogAppendTime", "CreateTime", True)
+            for s in specs
+            if s.timestamp_type == "LogAppendTime" and not s.name.endswith(".transactions")
+        ),
+    ]
+    assert sorted(map(repr, report.differences)) == sorted(map(repr, expected))
+    assert horizon == "3805200000"
+
+    fixed = apply_topics(settings, specs, fix=True)
+    assert fixed.fixed == fixed.differences
+    assert fixed.ok
+    admin = make_admin(settings)
+    transactions = f"{prefix}transactions"
+    wait_for(lambda: live_config(admin, transactions, "message.timestamp.type") == "LogAppendTime")
+    assert apply_topics(settings, specs).differences == []
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    stamp_2018 = int(datetime(2018, 4, 1, tzinfo=UTC).timestamp() * 1000)
+    producer.produce(transactions, b"{}", b"c1", timestamp=stamp_2018)
+    assert producer.flush(30) == 0
+    (record,) = read_topic(kafka_bootstrap, transactions, expect=1, settle=0.5)
+    kind, ts_ms = record.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME
+    assert abs(ts_ms - time.time() * 1000) < 120_000
+
+
+def test_cli_reports_and_fixes_a_changelog_that_deletes_by_time(
+    kafka_bootstrap: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_app.cli.topics import app
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("STREAM_APP_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("STREAM_APP_APP_ID", f"{prefix}app")
+    monkeypatch.setenv("STREAM_APP_PARTITIONS", "2")
+    monkeypatch.setenv("COLUMNS", "250")
+    changelog = f"{prefix}app-customer-state-changelog"
+    admin = make_admin(make_settings(kafka_bootstrap, prefix))
+    config = {"cleanup.policy": "compact,delete", "retention.ms": "86400000"}
+    admin.create_topics([NewTopic(changelog, 2, 1, config=config)])[changelog].result(timeout=30)
+    wait_for(lambda: live_config(admin, changelog, "cleanup.policy") == "compact,delete")
+
+    runner = CliRunner()
+    differs = runner.invoke(app, ["apply"])
+    assert differs.exit_code == 1, differs.output
+    rows = [line for line in differs.output.splitlines() if changelog in line]
+    assert any("cleanup.policy" in r and "compact,delete" in r for r in rows), differs.output
+    assert any("retention.ms" in r and "86400000" in r for r in rows), differs.output
+
+    fixed = runner.invoke(app, ["apply", "--fix"])
+    assert fixed.exit_code == 0, fixed.output
+    wait_for(lambda: live_config(admin, changelog, "cleanup.policy") == "compact")
+    assert live_config(admin, changelog) == "-1"
+
+
+REFUSAL = "replication factor 3 asked for"
+
+
+def test_a_replication_factor_above_the_broker_count_is_refused(
+    kafka_bootstrap: str, prefix: str, models_dir: Path, champion_version: str, tmp_path: Path
+) -> None:
+    """On the single-node test broker, STREAM_APP_REPLICATION_FACTOR=3 stops `topics apply`
+    and the worker's start with what is wrong and what to do, and nothing is created."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "STREAM_APP_"))}
+    env = {
+        **clean,
+        "COLUMNS": "250",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAM_APP_TOPIC_PREFIX": prefix,
+        "STREAM_APP_APP_ID": f"{prefix}app",
+        "STREAM_APP_REPLICATION_FACTOR": "3",
+        "STREAM_APP_MODELS_DIR": str(models_dir),
+        "STREAM_APP_CHAMPION": champion_version,
+        "STREAM_APP_STATE_DIR": str(tmp_path / "state"),
+        "STREAM_APP_WEB_PORT": str(free_ports(1)[0]),
+    }
+    outputs = {}
+    for command in (["topics", "apply"], ["worker"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "stream_app", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        outputs[command[0]] = output
+        assert result.returncode == 2, output
+        assert REFUSAL in output
+        assert f"but the cluster at {kafka_bootstrap} has 1 broker(s)" in output
+        assert "Set STREAM_APP_REPLICATION_FACTOR=1 or lower (now 3" in output
+        assert "Traceback" not in output
+    print(outputs["worker"].strip().splitlines()[-1])
+    admin = make_admin(make_settings(kafka_bootstrap, prefix))
+    assert [
+        n for n in live_topics(make_settings(kafka_bootstrap, prefix), admin) if prefix in n
+    ] == []

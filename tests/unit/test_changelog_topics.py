@@ -12,6 +12,7 @@ import pytest
 
 from stream_app.app import create_app
 from stream_app.config import Settings
+from stream_app.exceptions import TopicError
 from stream_app.faust_ext.recovery import SeekFirstRecovery
 from stream_app.io.topics import changelog_specs, ensure_changelogs
 from stream_app.scoring.model import ScoringModel
@@ -39,7 +40,7 @@ class Admin:
         }
         self.topics.update(self.pending)
         self.pending = {}
-        return SimpleNamespace(topics=listed)
+        return SimpleNamespace(topics=listed, brokers={1: SimpleNamespace(id=1)})
 
     def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Future]:
         out: dict[str, Future] = {}
@@ -66,12 +67,24 @@ def test_missing_changelogs_are_created_and_visible_before_it_returns() -> None:
     assert created == ["fraud-terminal-state-changelog"]
     (topic,) = admin.created
     assert (topic.num_partitions, topic.replication_factor) == (6, 1)
-    assert topic.config == {"retention.ms": "-1", "cleanup.policy": "compact"}
+    assert topic.config == {
+        "retention.ms": "-1",
+        "cleanup.policy": "compact",
+        "message.timestamp.type": "CreateTime",
+        "min.insync.replicas": "1",
+    }
     assert "fraud-terminal-state-changelog" in admin.topics
 
     again = Admin(admin.topics)
     assert ensure_changelogs(settings(), admin=again, timeout=5) == []  # type: ignore[arg-type]
     assert again.created == []
+
+
+def test_a_replication_factor_above_the_broker_count_is_refused() -> None:
+    admin = Admin()
+    with pytest.raises(TopicError, match=r"replication factor 2 asked for \(fraud-customer"):
+        ensure_changelogs(settings(replication_factor=2), admin=admin, timeout=5)  # type: ignore[arg-type]
+    assert admin.created == []
 
 
 def test_a_changelog_with_other_partitions_is_reported(caplog: pytest.LogCaptureFixture) -> None:
@@ -95,3 +108,16 @@ def test_the_app_has_exactly_these_tables(
         (s.name, s.partitions) for s in changelog_specs(conf)
     }
     assert type(app.tables.recovery) is SeekFirstRecovery  # type: ignore[attr-defined]
+
+
+def test_the_app_replicates_its_internal_topics_as_configured(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust creates the leader topic (and would create a missing changelog) with the app's
+    topic_replication_factor: the setting, as for every other topic."""
+    monkeypatch.setattr("stream_app.app.OutputPublisher", lambda *a, **kw: SimpleNamespace())
+    conf = settings(
+        state_dir=tmp_path / "state", web_enabled=False, store="memory", replication_factor=3
+    )
+    app = create_app(conf, ScoringModel.load(model_dir))
+    assert app.conf.topic_replication_factor == 3

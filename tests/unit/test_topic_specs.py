@@ -12,15 +12,20 @@ from typer.testing import CliRunner
 
 from stream_app import config
 from stream_app.config import Settings
-from stream_app.exceptions import ConfigError
+from stream_app.exceptions import ConfigError, TopicError
 from stream_app.io import topics as topics_mod
 from stream_app.io.topics import (
     Difference,
     TopicSpec,
     apply_topics,
+    changelog_specs,
+    check_replication,
     compare_topic,
+    input_retention_ms,
     load_topic_specs,
+    min_insync_replicas,
     parse_topic_specs,
+    project_topic_specs,
     select_specs,
 )
 
@@ -31,18 +36,21 @@ EXPECTED = [
         "customer_id",
         6,
         1,
-        1_209_600_000,
+        3_805_200_000,  # (30 + 7) days + 1 hour lateness + 7 days margin
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "transactions.by-terminal",
         "Internal repartition: validated transactions with customer features, keyed by terminal "
-        "for the terminal/scoring stage.",
+        "for the terminal/scoring stage. Records carry their source record's timestamp; no time "
+        "limit: the worker purges what it has consumed and committed.",
         "terminal_id",
         6,
         1,
-        604_800_000,
+        -1,
         "delete",
+        "CreateTime",
     ),
     TopicSpec(
         "labels",
@@ -50,8 +58,9 @@ EXPECTED = [
         "terminal_id",
         6,
         1,
-        3_888_000_000,
+        3_805_200_000,
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "scores",
@@ -61,6 +70,7 @@ EXPECTED = [
         1,
         2_592_000_000,
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "scores.shadow",
@@ -70,6 +80,7 @@ EXPECTED = [
         1,
         2_592_000_000,
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "drift",
@@ -79,6 +90,7 @@ EXPECTED = [
         1,
         7_776_000_000,
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "metrics",
@@ -88,6 +100,7 @@ EXPECTED = [
         1,
         7_776_000_000,
         "delete",
+        "LogAppendTime",
     ),
     TopicSpec(
         "transactions.dlq",
@@ -98,6 +111,7 @@ EXPECTED = [
         1,
         2_592_000_000,
         "delete",
+        "LogAppendTime",
     ),
 ]
 
@@ -110,6 +124,7 @@ partitions = "default"
 replication = 1
 retention_ms = 1000
 cleanup_policy = "delete"
+timestamp_type = "CreateTime"
 """
 
 
@@ -135,6 +150,7 @@ def entry(**overrides: object) -> str:
         "replication": 1,
         "retention_ms": 1000,
         "cleanup_policy": "delete",
+        "timestamp_type": "CreateTime",
     }
     values.update(overrides)
     lines = ["[[topic]]"]
@@ -186,13 +202,18 @@ def test_default_partitions_come_from_settings() -> None:
 
 
 def test_kafka_configs() -> None:
-    assert EXPECTED[0].kafka_configs() == {"retention.ms": "1209600000", "cleanup.policy": "delete"}
+    assert EXPECTED[0].kafka_configs() == {
+        "retention.ms": "3805200000",
+        "cleanup.policy": "delete",
+        "message.timestamp.type": "LogAppendTime",
+        "min.insync.replicas": "1",
+    }
 
 
 def test_explicit_path(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD_ENTRY)
     assert load_topic_specs(settings(partitions=4, topic_prefix="x-"), path) == [
-        TopicSpec("x-events", "Some events.", "id", 4, 1, 1000, "delete")
+        TopicSpec("x-events", "Some events.", "id", 4, 1, 1000, "delete", "CreateTime")
     ]
 
 
@@ -234,11 +255,17 @@ def test_select_specs() -> None:
         ({"partitions": "many"}, r'partitions must be "default" or an integer >= 1, got \'many\''),
         ({"partitions": 0}, r"partitions must be .* got 0"),
         ({"partitions": True}, r"partitions must be .* got True"),
-        ({"replication": "1"}, r"replication must be an integer >= 1, got '1'"),
-        ({"replication": 0}, r"replication must be an integer >= 1, got 0"),
-        ({"retention_ms": -5}, r"retention_ms must be an integer >= -1"),
-        ({"retention_ms": 1.5}, r"retention_ms must be an integer >= -1 .* got 1\.5"),
+        ({"replication": "1"}, r'replication must be "default" or an integer >= 1, got \'1\''),
+        ({"replication": 0}, r'replication must be "default" or an integer >= 1, got 0'),
+        ({"retention_ms": -5}, r'retention_ms must be "horizon" or an integer >= -1'),
+        ({"retention_ms": 1.5}, r"retention_ms must be .* got 1\.5"),
+        ({"retention_ms": "forever"}, r"retention_ms must be .* got 'forever'"),
         ({"cleanup_policy": "bogus"}, r"cleanup_policy must be one of .* got 'bogus'"),
+        ({"timestamp_type": None}, r"missing key\(s\) timestamp_type"),
+        (
+            {"timestamp_type": "EventTime"},
+            r"timestamp_type must be one of CreateTime, LogAppendTime, got 'EventTime'",
+        ),
         ({"name": "has space"}, r"name 'has space' may only use letters"),
         ({"name": ""}, r"name must be a non-empty string"),
         ({"name": 7}, r"topic #1 \(7\): name must be a non-empty string, got 7"),
@@ -304,31 +331,79 @@ def test_illegal_prefix(tmp_path: Path) -> None:
 
 def test_parse_from_text() -> None:
     specs = parse_topic_specs(entry(partitions=2, cleanup_policy="compact,delete"), settings())
-    assert specs == [TopicSpec("events", "Some events.", "id", 2, 1, 1000, "compact,delete")]
+    assert specs == [
+        TopicSpec("events", "Some events.", "id", 2, 1, 1000, "compact,delete", "CreateTime")
+    ]
 
 
 # --- comparison (pure) ----------------------------------------------------------------------
 
 
+def live_configs(**overrides: str) -> dict[str, str]:
+    """What the broker describes for a topic matching ``TopicSpec(..., 1000, "delete",
+    "LogAppendTime")`` of one or two replicas, with ``overrides`` (dots as underscores)."""
+    configs = {
+        "retention.ms": "1000",
+        "cleanup.policy": "delete",
+        "message.timestamp.type": "LogAppendTime",
+        "min.insync.replicas": "1",
+    }
+    configs.update({k.replace("_", "."): v for k, v in overrides.items()})
+    return configs
+
+
 def test_compare_topic_matching() -> None:
-    spec = TopicSpec("t", "d", "k", 3, 1, 1000, "compact,delete")
-    live = {"retention.ms": "1000", "cleanup.policy": "delete,compact"}
+    spec = TopicSpec("t", "d", "k", 3, 1, 1000, "compact,delete", "LogAppendTime")
+    live = live_configs(cleanup_policy="delete,compact")
     assert compare_topic(spec, 3, 1, live) == []
 
 
 def test_compare_topic_differences() -> None:
-    spec = TopicSpec("t", "d", "k", 3, 2, 1000, "delete")
-    live = {"retention.ms": "5", "cleanup.policy": "compact"}
+    spec = TopicSpec("t", "d", "k", 3, 2, 1000, "delete", "LogAppendTime")
+    live = live_configs(
+        retention_ms="5", cleanup_policy="compact", message_timestamp_type="CreateTime"
+    )
     assert compare_topic(spec, 1, 1, live) == [
         Difference("t", "partitions", 3, 1, fixable=True),
         Difference("t", "replication", 2, 1, fixable=False),
         Difference("t", "retention.ms", "1000", "5", fixable=True),
         Difference("t", "cleanup.policy", "delete", "compact", fixable=True),
+        Difference("t", "message.timestamp.type", "LogAppendTime", "CreateTime", fixable=True),
     ]
     # Kafka cannot remove partitions
-    assert compare_topic(spec, 9, 2, {"retention.ms": "1000", "cleanup.policy": "delete"}) == [
+    assert compare_topic(spec, 9, 2, live_configs()) == [
         Difference("t", "partitions", 3, 9, fixable=False)
     ]
+
+
+def test_min_insync_replicas_follows_the_replication() -> None:
+    assert [min_insync_replicas(r) for r in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 2]
+    spec = TopicSpec("t", "d", "k", 3, 3, 1000, "delete", "LogAppendTime")
+    assert spec.kafka_configs()["min.insync.replicas"] == "2"
+    # Set on a topic with its 3 replicas; never raised above what a topic with fewer warrants
+    # (every acks=all write would be refused there): that waits until the replication is fixed.
+    assert compare_topic(spec, 3, 3, live_configs()) == [
+        Difference("t", "min.insync.replicas", "2", "1", fixable=True)
+    ]
+    differences = compare_topic(spec, 3, 1, live_configs())
+    assert differences == [
+        Difference("t", "replication", 3, 1, fixable=False),
+        Difference("t", "min.insync.replicas", "2", "1", fixable=False),
+    ]
+    assert "replication first" in differences[1].hint
+    # lowering it (declared 1 replica, live 3) is always safe
+    one = TopicSpec("t", "d", "k", 3, 1, 1000, "delete", "LogAppendTime")
+    assert compare_topic(one, 3, 3, live_configs(min_insync_replicas="2")) == [
+        Difference("t", "replication", 1, 3, fixable=False),
+        Difference("t", "min.insync.replicas", "1", "2", fixable=True),
+    ]
+
+
+def test_timestamp_drift_hint_says_old_records_keep_their_timestamps() -> None:
+    spec = TopicSpec("t", "d", "k", 1, 1, 1000, "delete", "LogAppendTime")
+    (difference,) = compare_topic(spec, 1, 1, live_configs(message_timestamp_type="CreateTime"))
+    assert "--fix" in difference.hint
+    assert "keep their timestamps" in difference.hint
 
 
 # --- CLI without a broker -------------------------------------------------------------------
@@ -355,7 +430,9 @@ def test_cli_list_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert "t-transactions.dlq" in result.output
     assert "original key" in result.output
-    assert "14d" in result.output
+    assert "44d1h" in result.output  # the inputs' horizon retention
+    assert "LogAppendTime" in result.output
+    assert "stream-app-terminal-state-changelog" in result.output
 
 
 def test_cli_bad_declarations_exit_2(tmp_path: Path) -> None:
@@ -380,7 +457,8 @@ def test_cli_unreachable_broker_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _Meta:
-    def __init__(self, topics: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, topics: dict[str, tuple[int, int]], brokers: int = 1) -> None:
+        self.brokers = {i: SimpleNamespace(id=i) for i in range(1, brokers + 1)}
         self.topics = {
             name: SimpleNamespace(
                 error=None,
@@ -421,6 +499,8 @@ class RacingAdmin:
         entries = {
             "retention.ms": SimpleNamespace(value="5"),
             "cleanup.policy": SimpleNamespace(value="delete"),
+            "message.timestamp.type": SimpleNamespace(value="CreateTime"),
+            "min.insync.replicas": SimpleNamespace(value="1"),
         }
         return {r: _done(entries) for r in resources}
 
@@ -432,7 +512,7 @@ class RacingAdmin:
 
 
 def test_apply_handles_concurrent_creation() -> None:
-    spec = TopicSpec("events", "d", "k", 1, 1, 1000, "delete")
+    spec = TopicSpec("events", "d", "k", 1, 1, 1000, "delete", "CreateTime")
     admin = RacingAdmin(spec)
     report = apply_topics(settings(), [spec], admin=admin, timeout=5)  # type: ignore[arg-type]
     assert report.created == []
@@ -446,3 +526,104 @@ def test_apply_handles_concurrent_creation() -> None:
     fixed = apply_topics(settings(), [spec], admin=admin, fix=True)  # type: ignore[arg-type]
     assert fixed.ok
     assert len(admin.altered) == 1
+
+
+# --- derived values: horizon retention, replication --------------------------------------------
+
+
+def test_input_retention_is_the_feature_horizon_plus_lateness_plus_margin() -> None:
+    # 37 days = the 30-day terminal windows + the 7-day label delay (features/definitions.py)
+    assert input_retention_ms(settings()) == 37 * 86_400_000 + 3_600_000 + 7 * 86_400_000
+    assert input_retention_ms(settings()) == 3_805_200_000
+    assert input_retention_ms(settings(allowed_lateness_s=0)) == 3_801_600_000
+    assert input_retention_ms(settings(allowed_lateness_s=0.0005)) == 3_801_600_001  # rounds up
+    # longer than what the state keeps (horizon + lateness), so a replay can rebuild all of it
+    from stream_app.features.state import Retention
+
+    retention = Retention.for_lateness(3600)
+    assert input_retention_ms(settings()) > 1000 * max(retention.customer_s, retention.terminal_s)
+
+
+def test_horizon_retention_in_the_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, entry(retention_ms="horizon"))
+    (spec,) = load_topic_specs(settings(allowed_lateness_s=7200), path)
+    assert spec.retention_ms == 37 * 86_400_000 + 7_200_000 + 7 * 86_400_000
+
+
+def test_inputs_keep_the_horizon_and_every_timed_topic_uses_log_append_time() -> None:
+    specs = {s.name: s for s in project_topic_specs(settings())}
+    assert specs["transactions"].retention_ms == specs["labels"].retention_ms == 3_805_200_000
+    for spec in specs.values():
+        # a producer's timestamp never decides when records go: either the broker stamps them,
+        # or nothing is deleted by time (by-terminal: the worker purges it; changelogs: compact)
+        timed = spec.retention_ms >= 0 and "delete" in spec.cleanup_policy
+        assert spec.timestamp_type == ("LogAppendTime" if timed else "CreateTime"), spec.name
+    assert specs["transactions.by-terminal"].retention_ms == -1
+    assert "purges" in specs["transactions.by-terminal"].description
+
+
+def test_replication_default_takes_the_setting_and_an_integer_pins_it(tmp_path: Path) -> None:
+    specs = load_topic_specs(settings(replication_factor=3))
+    assert {s.replication for s in specs} == {3}
+    assert {s.kafka_configs()["min.insync.replicas"] for s in specs} == {"2"}
+    assert {s.replication for s in changelog_specs(settings(replication_factor=3))} == {3}
+    text = entry(name="a", replication="default") + entry(name="b", replication=2)
+    pinned = load_topic_specs(settings(replication_factor=3), write(tmp_path, text))
+    assert [(s.name, s.replication) for s in pinned] == [("a", 3), ("b", 2)]
+
+
+def test_replication_factor_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_REPLICATION_FACTOR", "3")
+    assert Settings().replication_factor == 3
+    monkeypatch.setenv("STREAM_APP_REPLICATION_FACTOR", "0")
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings()
+    monkeypatch.delenv("STREAM_APP_REPLICATION_FACTOR")
+    assert Settings().replication_factor == 1
+
+
+def test_changelogs_are_compacted_only_and_never_deleted_by_time() -> None:
+    for spec in changelog_specs(settings(app_id="fraud")):
+        assert spec.kafka_configs() == {
+            "retention.ms": "-1",
+            "cleanup.policy": "compact",
+            "message.timestamp.type": "CreateTime",
+            "min.insync.replicas": "1",
+        }
+    assert [s.name for s in project_topic_specs(settings(app_id="fraud"))][-2:] == [
+        "fraud-customer-state-changelog",
+        "fraud-terminal-state-changelog",
+    ]
+
+
+def test_check_replication() -> None:
+    s = settings(replication_factor=3, kafka_bootstrap_servers="k:9092")
+    specs = load_topic_specs(s)
+    with pytest.raises(TopicError) as info:
+        check_replication(s, specs, {}, brokers=1)
+    message = str(info.value)
+    assert message.startswith(
+        "replication factor 3 asked for (transactions, transactions.by-terminal, labels, scores "
+        "and 4 more), but the cluster at k:9092 has 1 broker(s)"
+    )
+    assert "Set STREAM_APP_REPLICATION_FACTOR=1 or lower (now 3" in message
+    assert "Nothing was created" in message
+    check_replication(s, specs, {}, brokers=3)
+    # a live topic with all its replicas is fine while a broker is down ...
+    live = {spec.name: (spec.partitions, 3) for spec in specs}
+    check_replication(s, specs, live, brokers=2)
+    # ... one that lacks replicas the cluster cannot give is not
+    live["scores"] = (6, 1)
+    with pytest.raises(TopicError, match=r"replication factor 3 asked for \(scores\)"):
+        check_replication(s, specs, live, brokers=2)
+
+
+def test_apply_refuses_before_creating_anything() -> None:
+    spec = TopicSpec("events", "d", "k", 1, 3, 1000, "delete", "LogAppendTime")
+
+    class OneBroker(RacingAdmin):
+        def create_topics(self, new_topics: list[object], **kwargs: object) -> dict[str, Future]:
+            raise AssertionError("must not create")
+
+    with pytest.raises(TopicError, match="replication factor 3 asked for"):
+        apply_topics(settings(), [spec], admin=OneBroker(spec), timeout=5)  # type: ignore[arg-type]
