@@ -402,7 +402,9 @@ def create_app(
     engine.reset_hooks += [customers.clear, terminals.clear, last_committed.clear]
     # What the terminal stage has committed of the repartition topic is deleted (its records
     # carry source timestamps, so it has no time-based retention: stream_app.outputs.purge).
-    engine.commit_hooks.append(RepartitionPurger(settings, by_terminal).after_commit)
+    if settings.repartition_purge_s > 0:
+        purger = RepartitionPurger(settings, by_terminal, settings.repartition_purge_s)
+        engine.commit_hooks.append(purger.after_commit)
     customer_runner = engine.add_stage(
         StageRunner(
             "customer",

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         "has more to read but nothing fetched yet before going on without it (Kafka Streams' "
         "max.task.idle.ms).",
     )
+    repartition_purge_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between deletions of the committed records of the repartition "
+        "topic (transactions.by-terminal keeps records until then; 0: never delete, e.g. to "
+        "audit the topic, which then grows without limit).",
+    )
     commit_interval_s: float | None = Field(
         None,
         gt=0,

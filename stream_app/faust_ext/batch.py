@@ -18,9 +18,10 @@ path unchanged. Faust still owns everything else:
   :meth:`BatchConsumer.force_commit` first runs the engine's checkpoint (state to the tables and
   their changelogs, outputs delivered or committed in a transaction), then commits the
   positions the checkpoint returned through Faust's own ``_commit_offsets``;
-- a rebalance: :meth:`BatchConsumer.on_partitions_revoked` stops the flow, commits through
-  the checkpoint, resets the engine's queues (the partitions are read again from the committed
-  offsets once the rebalance is over), then runs Faust's revoke;
+- a rebalance: :meth:`BatchConsumer.on_partitions_revoked` stops the flow, pauses the stage
+  loops, commits through the checkpoint, resets the engine's queues (the partitions are read
+  again from the committed offsets once the rebalance is over), then runs Faust's revoke; a stop
+  (:meth:`BatchApp.on_stop`) ends the stage loops before Faust's final commit;
 - back-pressure: a partition whose engine queue is full is left out of the fetch
   (:meth:`BatchConsumer._fetch`).
 
@@ -259,12 +260,6 @@ class BatchConsumer(FastDispatchConsumer):
                 engine.resume()
         await super().on_partitions_revoked(revoked)
 
-    async def wait_empty(self) -> None:
-        """At shutdown: the stage loops stop after their batch, then Faust's final commit."""
-        engine = self.engine
-        if engine is not None:
-            engine.stop()
-        await super().wait_empty()
 
 
 class BatchTransport(faust_aiokafka.Transport):
@@ -279,6 +274,14 @@ class BatchApp(FastDispatchApp):
 
     transport_class: ClassVar[type[faust_aiokafka.Transport]] = BatchTransport
     engine: BatchEngine | None = None
+
+    async def on_stop(self) -> None:
+        """Stop the stage loops first; Faust's stop then commits through the checkpoint
+        (``Consumer.wait_empty`` ends with a commit). (Not in ``wait_empty``: Faust calls that on
+        every revoke too.)"""
+        if self.engine is not None:
+            self.engine.stop()
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()

@@ -153,6 +153,9 @@ def worker_env(app_env: Mapping[str, str], **extra: str) -> dict[str, str]:
     ``BROKER_SESSION_TIMEOUT`` (Faust reads it from the environment) is lowered from 60 s to 10 s:
     a SIGKILLed consumer never leaves its group, so its successor waits one session timeout for
     the coordinator to drop it; at 60 s five kills would cost five minutes of waiting alone.
+
+    The repartition topic is not purged (``STREAM_APP_REPARTITION_PURGE_S=0``): the verifier reads
+    all of ``transactions.by-terminal`` afterwards, to know what each kill left in flight.
     """
     return {
         **app_env,
@@ -163,6 +166,7 @@ def worker_env(app_env: Mapping[str, str], **extra: str) -> dict[str, str]:
         "BROKER_COMMIT_INTERVAL": str(COMMIT_INTERVAL_S),
         "BROKER_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S),
         "BROKER_HEARTBEAT_INTERVAL": "1.0",
+        "STREAM_APP_REPARTITION_PURGE_S": "0",
         **extra,
     }
 

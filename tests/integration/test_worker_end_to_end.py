@@ -147,3 +147,45 @@ def test_malformed_events_land_in_dlq_and_good_ones_are_scored(
     assert originals == sorted(value for _, value in MALFORMED)
     reasons = sorted(r["reason"] for r in records)
     assert len(set(reasons)) >= 8, reasons
+
+
+def test_the_repartition_topic_is_purged_up_to_the_committed_offsets(
+    app_env, app_settings, kafka_bootstrap, tmp_path
+):
+    """transactions.by-terminal keeps records with no time limit (their timestamps are their
+    sources'); the worker deletes what the terminal stage committed (DeleteRecords)."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from stream_app.tools.worker_process import WorkerProcess
+
+    env = {**app_env, "STREAM_APP_REPARTITION_PURGE_S": "1", "BROKER_COMMIT_INTERVAL": "0.5"}
+    proc = WorkerProcess(tmp_path / "purging-worker", env)
+    proc.start()
+    try:
+        proc.wait_ready()
+        items = events(600, seed=22)
+        with BulkProducer(app_settings) as producer:
+            for record in schedule(items, labels=False):
+                producer.produce(app_settings.topic(record.topic), record.key, record.value)
+        read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=600)
+        topic = app_settings.topic("transactions.by-terminal")
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "purge-check"})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            deadline = time.monotonic() + 30
+            while True:
+                marks = [
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    for p in partitions
+                ]
+                if all(low == high for low, high in marks) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            consumer.close()
+    finally:
+        proc.stop()
+    assert sum(high for _, high in marks) == 600  # every forward was written...
+    assert all(low == high for low, high in marks), marks  # ...and deleted once committed
