@@ -172,8 +172,14 @@ class BatchConsumer(FastDispatchConsumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                generation = self.app.consumer_generation_id
                 records, active = await self._fetch(engine, 1.0)
+                # The generation after the fetch, as Faust's getmany reads it: what aiokafka
+                # returned matches its positions now (a seek in between discards a stale fetch),
+                # so dropping it is safe only if a rebalance (whose recovery seeks every partition
+                # back to its committed offset) begins while it is handed over. Read before the
+                # fetch, a fetch that began before a rebalance and returned after its seek was
+                # dropped with aiokafka's position already past it: those records were lost.
+                generation = self.app.consumer_generation_id
                 if records and not self.should_stop and self.flow_active:
                     for tp, batch in records.items():
                         if not self.flow_active or self.app.consumer_generation_id != generation:
