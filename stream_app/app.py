@@ -63,7 +63,7 @@ from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
 from stream_app.pipeline.heap import HeapKeeper
 from stream_app.pipeline.scoring_stage import ScoringStage
-from stream_app.pipeline.state_store import StateStore
+from stream_app.pipeline.state_store import StateStore, TableKeys
 from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import Role, ServingWatcher
@@ -556,7 +556,10 @@ def create_app(
             app,
             metrics,
             champion,
-            tables={"customer-state": customer_table, "terminal-state": terminal_table},
+            tables={
+                "customer-state": TableKeys(customer_table, customers),
+                "terminal-state": TableKeys(terminal_table, terminals),
+            },
             input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
             lag=engine.lag,
         )

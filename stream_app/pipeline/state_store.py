@@ -16,7 +16,7 @@ partition the worker no longer owns.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from stream_app.features.state import CustomerState, TerminalState, decode_state
@@ -98,3 +98,22 @@ class StateStore(Generic[S]):
 
     def __len__(self) -> int:
         return len(self.cache)
+
+    def count_keys(self, stored: Iterable[str]) -> int:
+        """Keys of the table: ``stored`` (what the table's store holds) and the ones decoded here
+        that are not written yet."""
+        if not self.cache:
+            return sum(1 for _ in stored)
+        return len(set(stored).union(self.cache))
+
+
+class TableKeys:
+    """``len()`` of a table as the worker holds it: its store and the states not written yet
+    (``stream_app_table_keys``; the store alone lags a checkpoint behind)."""
+
+    def __init__(self, table: Any, states: StateStore[Any]) -> None:
+        self.table = table
+        self.states = states
+
+    def __len__(self) -> int:
+        return self.states.count_keys(self.table.keys())
