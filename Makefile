@@ -49,7 +49,7 @@ $(BENCH_STAMP): pyproject.toml
 	touch $(BENCH_STAMP)
 
 # Ours (the Faust worker) vs a plain consume->produce loop vs a Quix Streams peer: bench/harness.py
-bench: $(BENCH_STAMP)
+bench: install $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # Champion latency with the challenger's shadow off and on

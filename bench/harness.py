@@ -699,6 +699,14 @@ def export_revision(rev: str, home: Path) -> Path:
     return target
 
 
+def worker_python() -> str:
+    """The interpreter ours runs with: the project's own ``.venv`` (the dependency versions a
+    user installs), not ``.venv-bench``, whose confluent-kafka is held below 2.13 by the peer's
+    pin. Falls back to this interpreter when ``.venv`` is absent."""
+    own = ROOT / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
+
+
 def quix_available() -> bool:
     try:
         import quixstreams  # noqa: F401
@@ -808,7 +816,9 @@ def one_run(
             env["PYTHONPATH"] = str(worker_src)
 
         def start_ours(env: dict[str, str] = env, attempt: int = attempt) -> WorkerProcess:
-            worker = WorkerProcess(run_dir / f"ours-{attempt}", env, cwd=worker_src)
+            worker = WorkerProcess(
+                run_dir / f"ours-{attempt}", env, cwd=worker_src, python=worker_python()
+            )
             worker.start()
             assert worker.proc is not None
             worker.rss = RssTracker(worker.proc.pid, "worker")  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import confluent_kafka
 import faust
 import orjson
 from confluent_kafka import TopicPartition
@@ -53,10 +54,11 @@ from stream_app.io.deadletter import dead_letter_message
 from stream_app.io.records import headers_of, position_of
 from stream_app.io.security import faust_credentials
 from stream_app.logs import log_scores, score_log
-from stream_app.monitoring.health import install_views
+from stream_app.monitoring.health import install_views, settled
+from stream_app.monitoring.liveness import EXIT_STALLED, Liveness
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.outputs.publisher import OutputPublisher
-from stream_app.outputs.purge import RepartitionPurger
+from stream_app.outputs.purge import RepartitionPurger, delete_records_safe
 from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
@@ -402,9 +404,17 @@ def create_app(
     engine.reset_hooks += [customers.clear, terminals.clear, last_committed.clear]
     # What the terminal stage has committed of the repartition topic is deleted (its records
     # carry source timestamps, so it has no time-based retention: stream_app.outputs.purge).
-    if settings.repartition_purge_s > 0:
+    if settings.repartition_purge_s > 0 and delete_records_safe():
         purger = RepartitionPurger(settings, by_terminal, settings.repartition_purge_s)
         engine.commit_hooks.append(purger.after_commit)
+    elif settings.repartition_purge_s > 0:
+        log.warning(
+            "confluent-kafka %s cannot delete records safely (its delete_records frees memory "
+            "it does not own, confluent-kafka-python #2275): %s is not purged and grows until "
+            "confluent-kafka is 2.16 or newer",
+            confluent_kafka.version()[0],
+            by_terminal,
+        )
     customer_runner = engine.add_stage(
         StageRunner(
             "customer",
@@ -463,18 +473,44 @@ def create_app(
     async def send_shadow(key: bytes, value: bytes) -> None:
         outputs.send(shadow_topic, key, value)
 
+    shadow_down: list[str | None] = [None]
+
     @app.task
     async def shadow_task() -> None:
-        """Runs the current challenger's scorer; after a swap, the next one."""
+        """Runs the current challenger's scorer; after a swap, the next one. A challenger whose
+        process dies does not stop the champion: it is reported (``/readyz`` detail,
+        ``stream_app_stalled{what="challenger"}``) and started again after a backoff."""
+        backoff = 1.0
         while True:
             scorer = live.shadow
             if scorer is None:
                 await asyncio.sleep(0.5)
                 continue
+            started = time.monotonic()
             try:
                 await scorer.run(send_shadow)
-            except BaseException as exc:
-                die("shadow scoring", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if scorer is not live.shadow:  # swapped meanwhile: the new one runs next
+                    continue
+                shadow_down[0] = f"its process failed ({type(exc).__name__}: {exc})"
+                if time.monotonic() - started > 60.0:
+                    backoff = 1.0
+                log.error(
+                    "challenger %s failed: %r; the champion goes on; restarting the challenger "
+                    "in %.0f s",
+                    scorer.challenger.version,
+                    exc,
+                    backoff,
+                    exc_info=exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                async with live.lock:
+                    if live.shadow is scorer:
+                        live.use_challenger(scorer.challenger)
+                shadow_down[0] = None
 
     def shadow_since(seen: list[int]) -> tuple[int, int, int, int]:
         """(scored, agreed, skipped, unsampled) since ``seen``, which is moved on."""
@@ -493,25 +529,101 @@ def create_app(
         scored, agreed, skipped, unsampled = shadow_since(shadow_exported)
         metrics.shadow_outcomes(agreed, scored - agreed, skipped, unsampled)
 
-    @app.timer(10.0)
+    # -- liveness: a worker that stops making progress says so, then exits ----------------------
+    def output_state() -> tuple[int, float]:
+        publishers = [outputs] if transactional is None else [outputs, transactional]
+        pending = [p for p in publishers if p.pending()]
+        return (
+            sum(p.pending() for p in pending),
+            min((p.last_delivery for p in pending), default=time.monotonic()),
+        )
+
+    def challenger_state() -> tuple[int, float, str | None]:
+        scorer = live.shadow
+        if scorer is None:
+            return 0, time.monotonic(), None
+        return scorer.queue.qsize(), scorer.last_done, shadow_down[0]
+
+    liveness = Liveness(
+        stages=lambda: engine.stages,
+        waiting=engine.waiting,
+        outputs=output_state,
+        checkpoints=lambda: (
+            engine.uncommitted_since is not None,
+            engine.uncommitted_since or time.monotonic(),
+        ),
+        challenger=challenger_state,
+        stall_s=settings.stall_timeout_s,
+        exit_s=settings.stall_exit_s,
+        commit_interval_s=app.conf.broker_commit_interval,
+    )
+    stall_logged: dict[str, float] = {}
+
+    @app.timer(5.0)
     async def watch_progress() -> None:
-        """Say which partitions hold a stage back when it has records and takes none."""
+        """Stalls to the metric and the log; a scoring path stalled for good ends the process."""
+        if not settled(app):
+            return
+        stalls = liveness.stalls()
+        names = {"customer stage", "scoring stage", "outputs", "checkpoints", "challenger"}
+        metrics.set_stalled({name: any(s.what == name for s in stalls) for name in names})
         now = time.monotonic()
-        for runner in engine.stages:
-            waiting = sum(q.buffered for q in runner.queues.values())
-            if waiting and now - runner.last_progress > 10.0:
-                rows = [r for r in engine.describe(now) if r["stage"] == runner.name]
-                log.warning(
-                    "%s stage: %d record(s) waiting, none taken for %.0f s; partitions: %s",
-                    runner.name,
-                    waiting,
-                    now - runner.last_progress,
-                    "; ".join(
-                        f"{r['topic']}[{r['partition']}] buffered {r['buffered']} fetched "
-                        f"{r['fetched']} end {r['end']} caught_up {r['caught_up']} last_key "
-                        f"{r['last_key']} taken_key {r['taken_key']} empty {r['empty_for_s']}"
-                        for r in rows
-                    ),
+        for stall in stalls:
+            if now - stall_logged.get(stall.what, 0.0) >= 30.0:
+                stall_logged[stall.what] = now
+                log.warning("stalled: %s: %s", stall.what, stall.detail)
+        fatal = liveness.must_exit(stalls)
+        if fatal is not None:
+            log.critical(
+                "%s made no progress for %.0f s (%s); exiting with code %d so that the "
+                "supervisor restarts the worker (it re-reads from the last commit)",
+                fatal.what,
+                fatal.for_s,
+                fatal.detail,
+                EXIT_STALLED,
+            )
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
+
+    # -- input that vanished before it was read ---------------------------------------------------
+    skipped_up_to: dict[Any, int] = {}
+
+    @app.timer(30.0)
+    async def watch_retention() -> None:
+        """A partition whose log start moved past what the worker read lost records to retention
+        (or a deletion): count and log the range instead of jumping over it silently."""
+        if not settled(app):
+            return
+        inputs = {topic(TRANSACTIONS), labels_topic}
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+        if not tps:
+            return
+        try:
+            earliest = await app.consumer.earliest_offsets(*tps)
+        except Exception as exc:  # the broker is away: the next round looks again
+            log.debug("log start offsets unavailable: %r", exc)
+            return
+        committed = getattr(app.consumer, "_committed_offset", {})
+        for tp, start in earliest.items():
+            runner = engine.by_topic[tp.topic]
+            queue = runner.queues.get(tp)
+            read = queue.next_offset if queue is not None else None
+            expected = max(
+                x for x in (read, committed.get(tp), skipped_up_to.get(tp), 0) if x is not None
+            )
+            if start is not None and start > expected:
+                skipped_up_to[tp] = start
+                metrics.skipped(tp.topic, tp.partition, start - expected)
+                log.error(
+                    "%s[%d]: records %d..%d were deleted before the worker read them (the log "
+                    "now starts at %d); %d record(s) skipped. Retention shorter than the "
+                    "worker's lag? (see README, Topics)",
+                    tp.topic,
+                    tp.partition,
+                    expected,
+                    start - 1,
+                    start,
+                    start - expected,
                 )
 
     @app.timer(settings.stats_interval_s)
@@ -562,6 +674,8 @@ def create_app(
             },
             input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
             lag=engine.lag,
+            extra_checks={"progress": liveness.readiness},
+            engine_state=engine.describe,
         )
     return app
 

@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         description="How far (event time) one transactions partition may lag the others before "
         "terminal state is evicted regardless (bounds state when a partition is idle).",
     )
+    stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A stage with input to read and no batch taken, records queued with no "
+        "delivery report, or taken records with no commit for this long: /readyz answers 503 "
+        "and stream_app_stalled says which.",
+    )
+    stall_exit_s: float = Field(
+        120.0,
+        gt=0,
+        description="...and after this long stalled the worker exits with code 75 so that its "
+        "supervisor restarts it.",
+    )
     emit_features: bool = Field(
         False, description="Put the scored feature vector in every envelope (parity checks)."
     )

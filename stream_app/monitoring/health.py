@@ -2,6 +2,9 @@
 
 * ``GET /metrics``: the worker's registry in the Prometheus text format.
 * ``GET /healthz``: 200 ``ok`` while the process (and its event loop) runs. Liveness only.
+* ``GET /engine``: the batch engine's view of each stage partition (records buffered, fetched,
+  taken, the partition's end, the event-time keys the alignment compares), for an operator
+  asking why a stage waits.
 * ``GET /readyz``: 200 when the worker can score: the consumer has partitions assigned, table
   recovery has finished (no rebalance or changelog recovery in progress) and the champion is
   loaded; otherwise 503 with a JSON body naming each check and whether it passes.
@@ -58,6 +61,14 @@ def readiness(app: faust.App, champion: ScoringModel | None) -> dict[str, dict[s
     return checks
 
 
+def settled(app: faust.App) -> bool:
+    """Whether the worker is past its first recovery and not in a rebalance or a recovery now
+    (progress is only expected then)."""
+    recovery = getattr(app.tables, "recovery", None)
+    completed = recovery is not None and recovery.completed.is_set()
+    return completed and not getattr(app, "rebalancing", False) and not app.in_recovery
+
+
 def consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[str, int], int]:
     """Records between the log end and the read position, per assigned partition of ``topics``.
 
@@ -93,15 +104,26 @@ def install_views(
     ready: Callable[[], dict[str, dict[str, Any]]] | None = None,
     input_topics: Collection[str] = (),
     lag: Callable[[], Mapping[Any, int]] | None = None,
+    extra_checks: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
+    engine_state: Callable[[], Any] | None = None,
 ) -> None:
     """Register ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server.
 
     ``tables`` (name → table) feed ``stream_app_table_keys`` and ``input_topics`` feed
     ``stream_app_consumer_lag`` at scrape time (``lag``, the batch engine's per-partition lag,
     replaces the consumer's read positions when given); ``ready`` replaces the default checks
-    (tests).
+    (tests); ``extra_checks`` are added to them (the worker's progress: a stalled worker is not
+    ready).
     """
-    checks = ready if ready is not None else (lambda: readiness(app, champion))
+    base = ready if ready is not None else (lambda: readiness(app, champion))
+    extra = dict(extra_checks or {})
+
+    def checks() -> dict[str, dict[str, Any]]:
+        result = base()
+        for name, check in extra.items():
+            result[name] = check()
+        return result
+
     table_map: Mapping[str, Sized] = tables or {}
 
     class MetricsView(web.View):
@@ -137,3 +159,15 @@ def install_views(
     app.page("/metrics", name="stream-app-metrics")(MetricsView)
     app.page("/healthz", name="stream-app-healthz")(HealthView)
     app.page("/readyz", name="stream-app-readyz")(ReadyView)
+
+    if engine_state is not None:
+        describe = engine_state
+
+        class EngineView(web.View):
+            """The batch engine's partitions: buffered, fetched, taken, end, alignment keys."""
+
+            async def get(self, request: web.Request) -> web.Response:
+                """One JSON object per stage partition."""
+                return self.json(describe())
+
+        app.page("/engine", name="stream-app-engine")(EngineView)

@@ -269,6 +269,19 @@ class WorkerMetrics:
             ["statistic", "subject"],
             registry=r,
         )
+        self.stalled = Gauge(
+            "stream_app_stalled",
+            "1 while that part of the worker has work and makes no progress (a stage, the "
+            "outputs, the checkpoints, the challenger); see /readyz for the reason.",
+            ["what"],
+            registry=r,
+        )
+        self.input_skipped = Counter(
+            "stream_app_input_skipped",
+            "Records of an input partition deleted (retention) before the worker read them.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "stream_app_consumer_lag",
             "Records between a partition's log end and the worker's read position.",
@@ -393,6 +406,15 @@ class WorkerMetrics:
         self._table_refreshed = now
         for name, table in tables.items():
             self.table_keys.labels(table=name).set(len(table))
+
+    def set_stalled(self, stalled: Mapping[str, bool]) -> None:
+        """1 for each part that is stalled now, 0 for the others named."""
+        for what, is_stalled in stalled.items():
+            self.stalled.labels(what=what).set(1 if is_stalled else 0)
+
+    def skipped(self, topic: str, partition: int, records: int) -> None:
+        """``records`` of ``topic[partition]`` were deleted before the worker read them."""
+        self.input_skipped.labels(topic=topic, partition=str(partition)).inc(records)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace ``stream_app_consumer_lag`` with ``lags`` ((topic, partition) → records);

@@ -107,6 +107,7 @@ class OutputPublisher:
         self.failed = 0
         self.first_error: str | None = None
         self.sent = 0
+        self.last_delivery = time.monotonic()  # when a delivery report last came (liveness)
 
     def send(
         self,
@@ -172,7 +173,8 @@ class OutputPublisher:
 
     def poll(self) -> None:
         """Serve the delivery reports that have arrived (never waits)."""
-        self._producer.poll(0)
+        if self._producer.poll(0):
+            self.last_delivery = time.monotonic()
 
     def pending(self) -> int:
         """Records queued or in flight."""
@@ -224,7 +226,8 @@ class OutputPublisher:
                     "read again on restart."
                 )
             await asyncio.sleep(DELIVERY_POLL_S)
-            producer.poll(0)
+            if producer.poll(0):
+                self.last_delivery = time.monotonic()
         for e in waiting:
             self._check(e)
         self._epochs = [e for e in self._epochs if e.number > epoch.number]

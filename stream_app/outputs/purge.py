@@ -29,6 +29,21 @@ from stream_app.config import Settings
 log = logging.getLogger("stream_app.outputs")
 
 
+SAFE_FROM = (2, 16)
+"""confluent-kafka before 2.16 frees, in ``AdminClient.delete_records``, a list it does not own
+(confluent-kafka-python #2275, fixed by #2328): the next admin call crashes the process (seen
+here with 2.12.2, the second call segfaults). The worker does not purge with those versions."""
+
+
+def delete_records_safe(version: str | None = None) -> bool:
+    """Whether this confluent-kafka's ``delete_records`` is safe to call (see :data:`SAFE_FROM`)."""
+    import confluent_kafka
+
+    text = version if version is not None else confluent_kafka.version()[0]
+    parts = tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+    return parts >= SAFE_FROM
+
+
 class RepartitionPurger:
     """Deletes committed records of one topic, at most every ``interval_s``."""
 

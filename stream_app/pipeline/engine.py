@@ -122,6 +122,9 @@ class BatchEngine:
         self.paused = False
         self.reset_hooks: list[Callable[[], None]] = []
         self.commit_hooks: list[Callable[[dict[Any, int]], Any]] = []
+        self.committed_positions: dict[Any, int] = {}
+        # Since when a stage has taken records that no commit covers (None: all committed).
+        self.uncommitted_since: float | None = None
         self.fetched: dict[Any, int] = {}  # tp -> fetch position when its last chunk came
         self.generation = 0  # bumped by every reset (rebalance)
 
@@ -280,6 +283,8 @@ class BatchEngine:
             runner.batches += 1
             runner.records += len(batch)
             runner.last_progress = clock()
+            if self.uncommitted_since is None:
+                self.uncommitted_since = runner.last_progress
             await asyncio.sleep(0)
 
     # --- checkpoints and rebalances --------------------------------------------------------------
@@ -312,8 +317,33 @@ class BatchEngine:
 
     def committed(self, offsets: dict[Any, int]) -> None:
         """Faust committed ``offsets`` (after a checkpoint): tell the commit hooks."""
+        self.committed_positions.update(offsets)
+        self.uncommitted_since = time.monotonic() if self.behind() else None
         for hook in self.commit_hooks:
-            hook(offsets)
+            try:
+                hook(offsets)
+            except Exception:  # housekeeping (the purge): never worth stopping the worker
+                log.exception("after-commit hook %r failed; going on", hook)
+
+    def behind(self) -> bool:
+        """Whether a stage has taken records that no commit covers yet."""
+        committed = self.committed_positions
+        return any(committed.get(tp) != offset for tp, offset in self.positions().items())
+
+    def waiting(self, runner: StageRunner) -> dict[str, int]:
+        """``topic[partition]`` -> records ``runner`` has to read there: buffered, plus what the
+        broker is known to hold beyond what was fetched."""
+        out: dict[str, int] = {}
+        view = self.view
+        for tp, q in runner.queues.items():
+            more = 0
+            if view is not None:
+                fetched = self.fetched.get(tp)
+                _, end = view.fetch_state(tp)
+                if fetched is not None and end is not None and end > fetched:
+                    more = end - fetched
+            out[f"{tp.topic}[{tp.partition}]"] = q.buffered + more
+        return out
 
     def reset(self) -> None:
         """Drop every queued record and position, and run the reset hooks (the states' caches):
@@ -324,6 +354,8 @@ class BatchEngine:
                 queue.clear()
             runner.queues.clear()
         self.fetched.clear()
+        self.committed_positions.clear()
+        self.uncommitted_since = None
         for hook in self.reset_hooks:
             hook()
         self.generation += 1

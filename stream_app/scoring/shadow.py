@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -198,6 +199,7 @@ class ShadowScorer:
         self.max_pending = max_pending
         self.closed = False
         self.counts = counts if counts is not None else ShadowCounts()  # shared across swaps
+        self.last_done = time.monotonic()  # when a job last finished (liveness)
         self.in_process = version_dir is None
         self._executor: Executor
         if version_dir is None:
@@ -225,6 +227,7 @@ class ShadowScorer:
         return pairs
 
     def _count(self, scored: int, agreed: int) -> None:
+        self.last_done = time.monotonic()
         self.counts.scored += scored
         self.counts.agreed += agreed
 

@@ -28,9 +28,16 @@ class WorkerProcess:
     """One worker child process with a log file and a pid file under ``home``."""
 
     def __init__(
-        self, home: Path, env: Mapping[str, str], name: str = "worker", cwd: Path | None = None
+        self,
+        home: Path,
+        env: Mapping[str, str],
+        name: str = "worker",
+        cwd: Path | None = None,
+        python: str | None = None,
     ) -> None:
-        """``cwd``: the child's working directory (default: this process's)."""
+        """``cwd``: the child's working directory (default: this process's). ``python``: the
+        interpreter to run it with (default: this process's)."""
+        self.python = python or sys.executable
         self.home = home
         self.env = {**os.environ, **env}
         self.name = name
@@ -46,7 +53,7 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker", *extra_args],
+                [self.python, "-m", "stream_app", "worker", *extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
