@@ -428,15 +428,16 @@ def create_app(
         StageRunner(
             "scoring",
             [
-                StageInput(labels_topic, rank=0),
-                # Stage 1 writes this topic: while it may still write a time, the labels of
-                # that time wait (an event may be up to the allowed lateness behind).
+                # Labels do not run ahead of the transactions stage 1 may still forward (an
+                # event may be up to the allowed lateness behind it): early ones would only wait
+                # in the terminals' state.
                 StageInput(
-                    by_terminal,
-                    rank=1,
-                    upstream=customer_runner,
-                    upstream_slack=settings.allowed_lateness_s,
+                    labels_topic,
+                    rank=0,
+                    held_by=customer_runner,
+                    held_slack=settings.allowed_lateness_s,
                 ),
+                StageInput(by_terminal, rank=1),
             ],
             lambda records: _decoded(scoring_stage.decode(records), _scoring_time),
             handle_scoring,

@@ -21,11 +21,11 @@ and nothing past what a partition that still has unread records could hold. Each
 - a partition whose position or end is not known yet (no fetch answered for it) holds them back
   the same way for ``max_idle_s`` at most (Kafka Streams' ``max.task.idle.ms``).
 
-A partition of a repartition topic that an earlier stage of the same worker writes (the terminal
-stage's ``transactions.by-terminal``) is not "caught up" while that stage may still write keys
-below its frontier: the earlier stage's *low watermark* (the lowest key it may still take,
-:meth:`PartitionQueue.low`) bounds it. So the labels wait for the transactions of their time
-instead of running ahead of them from a full topic.
+One more bound, for the labels only (``hold``): they do not go past the *low watermark* of the
+stage that forwards the transactions (the lowest key stage 1 may still take,
+:meth:`PartitionQueue.low`): a label early for its transaction is harmless (it waits in the
+terminal's state), but from a full topic the labels would otherwise run months ahead of the
+transactions they belong to.
 
 Records with keys below the lowest frontier are taken, merged by key; at equal keys, partitions
 of a lower *rank* first (labels before transactions: a label known at ``t`` is used by a
@@ -105,15 +105,12 @@ class PartitionQueue(Generic[T]):
         caught_up: bool | None,
         now: float,
         max_idle_s: float,
-        upstream: float = INF,
         max_lag_wait_s: float = MAX_LAG_WAIT_S,
     ) -> float:
         """How far this partition's keys are known (see the module docstring). ``caught_up``:
-        True (nothing more to fetch), False (more to fetch), None (not known yet). ``upstream``:
-        the lowest key its producer may still write (a repartition topic fed by an earlier stage
-        of this worker), which bounds a caught-up partition."""
+        True (nothing more to fetch), False (more to fetch), None (not known yet)."""
         if caught_up:
-            return upstream
+            return INF
         if self.buffered:
             return self.last_key
         if self.empty_since is None:
@@ -225,19 +222,18 @@ def take(
     limit: int,
     now: float,
     max_idle_s: float,
-    upstream: Sequence[float] | None = None,
+    hold: Sequence[float] | None = None,
     max_lag_wait_s: float = MAX_LAG_WAIT_S,
 ) -> Batch:
     """The next micro-batch (at most ``limit`` records) from ``queues`` (``caught_up[i]``:
     queue ``i`` has buffered everything up to its partition's end, True; has more, False; not
-    known yet, None; ``upstream[i]``: the lowest key its producer may still write, INF when
-    unknown). Empty when nothing may go yet (a partition with more to read holds the others
-    back)."""
+    known yet, None; ``hold[i]``: queue ``i``'s own records wait at or past this key, INF for
+    none: the labels behind what stage 1 may still forward). Empty when nothing may go yet (a
+    partition with more to read holds the others back)."""
     bound = INF
     first_limit = (0, 0)  # the (rank, order) of the first queue that sets the bound
-    for i, (queue, done) in enumerate(zip(queues, caught_up, strict=True)):
-        up = INF if upstream is None else upstream[i]
-        f = queue.frontier(done, now, max_idle_s, up, max_lag_wait_s)
+    for queue, done in zip(queues, caught_up, strict=True):
+        f = queue.frontier(done, now, max_idle_s, max_lag_wait_s)
         if f < bound or (f == bound and (queue.rank, queue.order) < first_limit):
             bound = f
             first_limit = (queue.rank, queue.order)
@@ -246,11 +242,15 @@ def take(
     # keys: rank, then registration order, then stream order). Without this, a partition whose
     # buffered keys all equal its last one (events read again after a crash, at new offsets,
     # behind the running maximum) would hold everything back, itself included.
-    counts = [
-        (q, q.count_below(bound, inclusive=(q.rank, q.order) <= first_limit))
-        for q in queues
-        if q.buffered
-    ]
+    counts = []
+    for i, q in enumerate(queues):
+        if not q.buffered:
+            continue
+        held = INF if hold is None else hold[i]
+        if held < bound:
+            counts.append((q, q.count_below(held)))
+        else:
+            counts.append((q, q.count_below(bound, inclusive=(q.rank, q.order) <= first_limit)))
     counts = [(q, n) for q, n in counts if n]
     batch = Batch()
     if not counts:

@@ -54,14 +54,14 @@ class FetchView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StageInput:
-    """An input topic of a stage; at equal event times lower ``rank`` goes first. ``upstream``:
-    the stage of this worker that writes the topic (a repartition topic), and how far below its
-    low watermark its records' keys may be (an event's lateness)."""
+    """An input topic of a stage; at equal event times lower ``rank`` goes first. ``held_by``:
+    a stage of this worker whose low watermark (less ``held_slack``) this topic's records do not
+    pass (the labels wait for the transactions stage 1 may still forward)."""
 
     topic: str
     rank: int = 1
-    upstream: StageRunner | None = None
-    upstream_slack: float = 0.0
+    held_by: StageRunner | None = None
+    held_slack: float = 0.0
 
 
 @dataclass(eq=False)
@@ -82,7 +82,7 @@ class StageRunner:
 
     def __post_init__(self) -> None:
         self.ranks = {i.topic: (i.rank, n) for n, i in enumerate(self.inputs)}
-        self.upstreams = {i.topic: i for i in self.inputs if i.upstream is not None}
+        self.held = {i.topic: i for i in self.inputs if i.held_by is not None}
 
     def queue(self, tp: Any) -> PartitionQueue[Any]:
         """``tp``'s queue (made on first use)."""
@@ -215,14 +215,14 @@ class BatchEngine:
             caught_up = [True] * len(queues)
         if not queues:
             return Batch()
-        upstream = None
-        if runner.upstreams:
+        hold = None
+        if runner.held:
             lows: dict[str, float] = {}
-            for topic, stage_input in runner.upstreams.items():
-                assert stage_input.upstream is not None
-                lows[topic] = self.low_watermark(stage_input.upstream) - stage_input.upstream_slack
-            upstream = [lows.get(tp.topic, INF) for tp in tps]
-        batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s, upstream)
+            for topic, stage_input in runner.held.items():
+                assert stage_input.held_by is not None
+                lows[topic] = self.low_watermark(stage_input.held_by) - stage_input.held_slack
+            hold = [lows.get(tp.topic, INF) for tp in tps]
+        batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s, hold)
         if batch.taken:
             for queue in batch.taken:
                 if queue.buffered < self.max_buffered:

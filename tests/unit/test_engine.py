@@ -55,7 +55,7 @@ def engine_with(handled: list[list[Any]], max_buffered: int = 100):
     second = engine.add_stage(
         StageRunner(
             "second",
-            [StageInput("labels", rank=0), StageInput("by", upstream=first, upstream_slack=0.5)],
+            [StageInput("labels", rank=0, held_by=first, held_slack=0.5), StageInput("by")],
             decode,
             lambda b: handled.append(b.items),
         )
@@ -90,7 +90,7 @@ def test_positions_follow_what_was_taken_and_overlapping_fetches_are_dropped():
     assert engine.positions() == {tx: 4}
 
 
-def test_labels_wait_for_the_upstream_stage_of_the_repartition_topic():
+def test_labels_wait_for_the_stage_that_forwards_the_transactions():
     handled: list[list[Any]] = []
     engine, view, first, second, (tx, by, labels) = engine_with(handled)
     deliver(engine, view, labels, recs(labels, 0, [5.0, 9.0]), end=2)
