@@ -38,7 +38,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import confluent_kafka
 import faust
 import orjson
 from confluent_kafka import TopicPartition
@@ -58,7 +57,7 @@ from stream_app.monitoring.health import install_views, settled
 from stream_app.monitoring.liveness import EXIT_STALLED, Liveness
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.outputs.publisher import OutputPublisher
-from stream_app.outputs.purge import RepartitionPurger, delete_records_safe
+from stream_app.outputs.purge import RepartitionPurger, confluent_version, delete_records_safe
 from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
@@ -204,7 +203,9 @@ def create_app(
     # -- outputs -----------------------------------------------------------------------------
     # One librdkafka producer for the tables' changelog records and the shadow records, and for
     # the stages' outputs with at_least_once; exactly_once puts the stages' outputs in
-    # transactions of their own (stream_app.outputs.transactions).
+    # transactions of their own (stream_app.outputs.transactions). (A producer of their own for
+    # the stages' outputs was measured at 2,500 tx/s: p99 latency 95-134 ms with it, 100-133
+    # without; the checkpoint's changelog burst does not hold the forwards up in the queue.)
     rocksdb = settings.store == "rocksdb"
     writers: list[FaustTableWriter] = []
 
@@ -213,9 +214,11 @@ def create_app(
             writer.on_delivery(err, msg)
 
     outputs = OutputPublisher(settings, listener=changelog_delivered if rocksdb else None)
-    transactional = TransactionalPublisher(settings, app.group_metadata) if isinstance(
-        app, ExactlyOnceApp
-    ) else None
+    transactional = (
+        TransactionalPublisher(settings, app.group_metadata)
+        if isinstance(app, ExactlyOnceApp)
+        else None
+    )
     sink: OutputPublisher = transactional if transactional is not None else outputs
 
     # -- state ------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def create_app(
     ]
     customers: StateStore[CustomerState] = StateStore(CustomerState, writers[0])
     terminals: StateStore[TerminalState] = StateStore(TerminalState, writers[1])
-    stores = (customers, terminals)
+    stores: tuple[StateStore[Any], ...] = (customers, terminals)
 
     # -- stages -----------------------------------------------------------------------------
     retention = Retention.for_lateness(settings.allowed_lateness_s)
@@ -358,6 +361,7 @@ def create_app(
 
     # -- the engine ---------------------------------------------------------------------------
     lock = asyncio.Lock() if transactional is not None else None
+    one_at_a_time = asyncio.Lock()  # a revoke's checkpoint waits for the periodic one's writes
     heap = HeapKeeper()
     last_committed: dict[Any, int] = {}
 
@@ -365,18 +369,28 @@ def create_app(
         """States to their tables and changelogs, outputs durable; the positions to commit."""
         try:
             if lock is None:
-                for store in stores:
-                    store.flush()
-                positions = engine.positions()
-                await outputs.settle(outputs.rotate())
-                for writer in writers:
-                    writer.persist()
-                heap.after_checkpoint()
-                return positions
+                # The positions and the keys their events changed, taken together; the states
+                # are written while the stages go on (StateStore.write_out_yielding), then
+                # everything sent so far is delivered. One checkpoint at a time: a revoke's
+                # checkpoint running beside a periodic one would be followed by the engine's
+                # reset, and the reset drops the cached states the periodic one has still to
+                # write while its offsets are committed.
+                async with one_at_a_time:
+                    positions = engine.positions()
+                    dirty = [store.take_dirty() for store in stores]
+                    for store, keys in zip(stores, dirty, strict=True):
+                        await store.write_out_yielding(keys)
+                    await outputs.settle(outputs.rotate())
+                    for writer in writers:
+                        writer.persist()
+                    heap.after_checkpoint()
+                    return positions
             async with lock:
-                for store in stores:
-                    store.flush()
+                # Exactly once: the stages wait (the transaction must hold the outputs of the
+                # committed positions only); the writes still let the fetches run between chunks.
                 positions = engine.positions()
+                for store in stores:
+                    await store.write_out_yielding(store.take_dirty())
                 await outputs.settle(outputs.rotate())
                 for writer in writers:
                     writer.persist()
@@ -412,7 +426,7 @@ def create_app(
             "confluent-kafka %s cannot delete records safely (its delete_records frees memory "
             "it does not own, confluent-kafka-python #2275): %s is not purged and grows until "
             "confluent-kafka is 2.16 or newer",
-            confluent_kafka.version()[0],
+            confluent_version(),
             by_terminal,
         )
     customer_runner = engine.add_stage(
@@ -445,6 +459,7 @@ def create_app(
         )
     )
     app.register_engine(engine, settings.partitions)
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
 
     @app.task
     async def run_stages() -> None:
@@ -676,7 +691,7 @@ def create_app(
             input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
             lag=engine.lag,
             extra_checks={"progress": liveness.readiness},
-            engine_state=engine.describe,
+            engine_state=lambda: {"stages": engine.stage_times(), "partitions": engine.describe()},
         )
     return app
 

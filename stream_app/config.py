@@ -131,6 +131,15 @@ class Settings(BaseSettings):
         "has more to read but nothing fetched yet before going on without it (Kafka Streams' "
         "max.task.idle.ms).",
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="Longest time the broker holds a fetch that finds no new records (aiokafka's "
+        "fetch_max_wait_ms; Faust fixes it at 1500). aiokafka sends one fetch per broker at a "
+        "time, and one sent while other partitions' records wait to be handed over leaves those "
+        "partitions out: held for this long, it holds every partition's next fetch.",
+    )
     repartition_purge_s: float = Field(
         30.0,
         ge=0,

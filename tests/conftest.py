@@ -50,6 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return rank.get(relative, len(rank))
 
     items.sort(key=key)
+
+
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 

@@ -97,13 +97,40 @@ def aiokafka_problems() -> list[str]:
     ]
     if not hasattr(Assignment, "state_value"):
         problems.append("Assignment.state_value")
+    from aiokafka import AIOKafkaConsumer
+
+    if "_fetch_max_wait_ms" not in AIOKafkaConsumer.__init__.__code__.co_names:
+        problems.append("AIOKafkaConsumer._fetch_max_wait_ms")
     return problems
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, its worker consumer's ``fetch_max_wait_ms`` the app's
+    :attr:`BatchApp.fetch_max_wait_ms` instead of Faust's fixed 1500.
+
+    Why it matters (aiokafka 0.14 ``Fetcher._get_actions_per_node``): one fetch per broker is in
+    flight at a time, and a partition whose fetched records are not handed over yet is left out
+    of the next fetch once they are 100 ms old. While the worker's event loop is busy (a
+    checkpoint writing its states), that fetch can name only partitions with nothing new (Faust's
+    ``__assignor-__leader``): the broker holds it for the whole wait, and every other partition's
+    next fetch waits behind it. Measured at 2,500 tx/s: a 1.5 s stop after every third
+    checkpoint or so (README, Performance).
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads the attribute when start() builds its Fetcher, after this returns.
+        consumer._fetch_max_wait_ms = cast(Any, self.app).fetch_max_wait_ms
+        return consumer
 
 
 class BatchConsumer(FastDispatchConsumer):
     """Faust's aiokafka consumer feeding the worker's :class:`BatchEngine` (module docstring)."""
 
     read_committed: ClassVar[bool] = False
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def engine(self) -> BatchEngine | None:
@@ -267,7 +294,6 @@ class BatchConsumer(FastDispatchConsumer):
         await super().on_partitions_revoked(revoked)
 
 
-
 class BatchTransport(faust_aiokafka.Transport):
     """Faust's aiokafka transport, building :class:`BatchConsumer`."""
 
@@ -280,6 +306,7 @@ class BatchApp(FastDispatchApp):
 
     transport_class: ClassVar[type[faust_aiokafka.Transport]] = BatchTransport
     engine: BatchEngine | None = None
+    fetch_max_wait_ms: int = 100  # see BatchConsumerThread
 
     async def on_stop(self) -> None:
         """Stop the stage loops first; Faust's stop then commits through the checkpoint
@@ -313,4 +340,3 @@ class BatchApp(FastDispatchApp):
         self.engine = engine
         for name in sorted(engine.topics):
             self.topics.add(self.topic(name, partitions=partitions))
-

@@ -30,11 +30,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream_app.exceptions import ConfigError
-from stream_app.faust_ext.batch import BatchApp, BatchConsumer
+from stream_app.faust_ext.batch import BatchApp, BatchConsumer, BatchConsumerThread
 from stream_app.outputs.transactions import group_metadata
 
 
-class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+class ReadCommittedConsumerThread(BatchConsumerThread):
     """Faust's aiokafka consumer thread whose worker consumer reads committed records only."""
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:

@@ -35,11 +35,18 @@ SAFE_FROM = (2, 16)
 here with 2.12.2, the second call segfaults). The worker does not purge with those versions."""
 
 
-def delete_records_safe(version: str | None = None) -> bool:
-    """Whether this confluent-kafka's ``delete_records`` is safe to call (see :data:`SAFE_FROM`)."""
+def confluent_version() -> str:
+    """The installed confluent-kafka's version (``confluent_kafka.version()`` is a string here;
+    its documentation has it a ``(str, int)`` pair: both are accepted)."""
     import confluent_kafka
 
-    text = version if version is not None else confluent_kafka.version()[0]
+    found: Any = confluent_kafka.version()
+    return found if isinstance(found, str) else str(found[0])
+
+
+def delete_records_safe(version: str | None = None) -> bool:
+    """Whether this confluent-kafka's ``delete_records`` is safe to call (see :data:`SAFE_FROM`)."""
+    text = version if version is not None else confluent_version()
     parts = tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
     return parts >= SAFE_FROM
 

@@ -79,6 +79,9 @@ class StageRunner:
     records: int = 0
     enforced: int = 0  # batches taken past a partition that stayed empty for max_idle_s
     last_progress: float = field(default_factory=time.monotonic)
+    idle_s: float = 0.0  # time spent waiting with nothing buffered
+    held_s: float = 0.0  # time spent waiting with records buffered that the alignment held
+    busy_s: float = 0.0  # time spent handling batches
 
     def __post_init__(self) -> None:
         self.ranks = {i.topic: (i.rank, n) for n, i in enumerate(self.inputs)}
@@ -269,17 +272,33 @@ class BatchEngine:
                 await runner.wakeup.wait()
                 continue
             now = clock()
-            batch = self.take(runner, now)
+            if lock is not None:
+                # Taken and handled under the lock: a checkpoint holding it never sees positions
+                # past a batch whose outputs are not sent yet (exactly once).
+                async with lock:
+                    now = clock()
+                    batch = [] if self.paused else self.take(runner, now)
+                    if batch:
+                        started = clock()
+                        runner.handle(batch)
+            else:
+                batch = self.take(runner, now)
+                if batch:
+                    started = clock()
+                    runner.handle(batch)
             if not batch:
+                # Held: records were there and the alignment kept them back; idle: none were.
+                held = any(q.buffered for q in runner.queues.values())
                 runner.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(runner.wakeup.wait(), self._idle_wait(runner, now))
+                waited = clock() - now
+                if held:
+                    runner.held_s += waited
+                else:
+                    runner.idle_s += waited
                 continue
-            if lock is not None:
-                async with lock:
-                    runner.handle(batch)
-            else:
-                runner.handle(batch)
+            runner.busy_s += clock() - started
             runner.batches += 1
             runner.records += len(batch)
             runner.last_progress = clock()
@@ -366,6 +385,14 @@ class BatchEngine:
         self.stopping = True
         for runner in self.stages:
             runner.wakeup.set()
+
+    def stage_times(self) -> dict[str, dict[str, float]]:
+        """Per stage: seconds handling batches, waiting with nothing to read, and waiting with
+        records the alignment held back (since start)."""
+        return {
+            r.name: {"busy_s": r.busy_s, "idle_s": r.idle_s, "held_s": r.held_s}
+            for r in self.stages
+        }
 
     def describe(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every stage partition's queue as the alignment sees it (logs, ``/readyz``)."""

@@ -16,6 +16,7 @@ partition the worker no longer owns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -81,14 +82,44 @@ class StateStore(Generic[S]):
 
     def flush(self) -> int:
         """Write the latest state of every key changed since the last flush; how many."""
-        if not self.dirty:
-            return 0
+        return self.write_out(self.take_dirty())
+
+    def take_dirty(self) -> dict[str, int]:
+        """The keys changed since the last flush (key -> partition); from now on none is."""
         dirty, self.dirty = self.dirty, {}
+        return dirty
+
+    def write_out(self, dirty: dict[str, int]) -> int:
+        """Write the latest state of each key of ``dirty`` (from :meth:`take_dirty`); how many."""
         cache, write = self.cache, self.writer.write
+        written = 0
         for key, partition in dirty.items():
-            write(key, partition, cache[key].encode())
-        self.writes += len(dirty)
-        return len(dirty)
+            state = cache.get(key)
+            if state is None:
+                raise RuntimeError(
+                    f"state {key!r} changed but no longer cached: the cache was cleared before "
+                    "the checkpoint wrote it (a checkpoint must finish before a reset)"
+                )
+            write(key, partition, state.encode())
+            written += 1
+        self.writes += written
+        return written
+
+    async def write_out_yielding(self, dirty: dict[str, int], chunk: int = 256) -> int:
+        """:meth:`write_out`, handing the event loop over every ``chunk`` keys.
+
+        A checkpoint writes every key changed since the last one: 11,000 at 2,500 tx/s, 140 ms
+        in one piece, during which nothing else of the worker ran (its fetches stopped too).
+        A state written here may already hold later events than the checkpoint's positions,
+        when the stages go on meanwhile: harmless, a replayed event is recognised in its state
+        (``stream_app.features.state``), and its key is dirty again for the next checkpoint.
+        """
+        items = list(dirty.items())
+        written = 0
+        for start in range(0, len(items), chunk):
+            written += self.write_out(dict(items[start : start + chunk]))
+            await asyncio.sleep(0)
+        return written
 
     def clear(self) -> None:
         """Forget every decoded state (after a flush: nothing is lost)."""

@@ -149,7 +149,12 @@ def test_metrics_count_200_scored_and_5_dead_letters(
     assert status == 200, body
     ready = json.loads(body)
     assert ready["ready"] is True and ready["failing"] == []
-    assert set(ready["checks"]) == {"partitions_assigned", "recovery_finished", "champion_loaded"}
+    assert set(ready["checks"]) == {
+        "partitions_assigned",
+        "recovery_finished",
+        "champion_loaded",
+        "progress",
+    }
 
     # Consumer lag: one series per assigned input partition, all at 0 once everything is read.
     deadline = time.monotonic() + 30

@@ -159,7 +159,10 @@ def test_records_stamped_in_2018_are_kept_and_scored(
     before_inputs = [before.topic(n) for n in inputs]
     probe_topics = [spec.name for spec in probe_specs]
     published = watermarks(bootstrap, ours_inputs + before_inputs)
-    assert all(low == 0 for low, _ in published.values())
+    # The CreateTime topics may already be losing records to a retention check (every 2 s):
+    # only the declared topics must still start at 0 here.
+    assert all(low == 0 for (topic, _), (low, _) in published.items() if topic in ours_inputs)
+    assert all(high > 0 for high in (published[k][1] for k in published))
     assert sum(published[k][1] for k in published if k[0] in ours_inputs) == len(records) + 3
 
     # The CreateTime topics lose everything at a retention check; then two more checks pass.

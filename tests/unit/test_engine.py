@@ -187,3 +187,59 @@ def test_a_partition_never_fetched_holds_the_stage_back_for_max_idle_only():
     deliver(engine, view, tx, recs(tx, 0, [1.0]), end=1)
     assert not engine.take(first, now=100.0)
     assert engine.take(first, now=101.0).items == ["tx0@0"]
+
+
+def test_stage_times_split_busy_idle_and_held() -> None:
+    import time
+
+    handled: list[list[Any]] = []
+    engine, view, first, second, (tx, _by, labels) = engine_with(handled)
+    first.handle = lambda b: (time.sleep(0.03), handled.append(b.items))  # type: ignore[assignment]
+
+    async def main() -> None:
+        loops = [asyncio.create_task(engine.run(r, lambda e: None)) for r in (first, second)]
+        await asyncio.sleep(0.05)  # nothing to read: both idle
+        # A label far ahead of the first stage, which has records to fetch: held, not idle.
+        view.state[tx] = (0, 5)
+        deliver(engine, view, labels, recs(labels, 0, [100.0]), end=1)
+        await asyncio.sleep(0.1)
+        deliver(engine, view, tx, recs(tx, 0, [1.0]), end=1)
+        await asyncio.sleep(0.1)
+        engine.stop()
+        engine.resume()
+        await asyncio.wait_for(asyncio.gather(*loops), 1.0)
+
+    asyncio.run(main())
+    times = engine.stage_times()
+    assert set(times) == {"first", "second"}
+    assert times["first"]["busy_s"] >= 0.03
+    assert times["first"]["held_s"] == 0.0
+    assert times["first"]["idle_s"] >= 0.04
+    assert times["second"]["busy_s"] < 0.01
+    assert times["second"]["held_s"] >= 0.08  # the label waited from its delivery on
+
+
+def test_with_a_lock_a_batch_is_taken_and_handled_while_holding_it() -> None:
+    handled: list[list[Any]] = []
+    lock = asyncio.Lock()
+    engine = BatchEngine(max_buffered=100, max_idle_s=1.0, lock=lock)
+    tx = TP("tx", 0)
+    runner = engine.add_stage(
+        StageRunner("s", [StageInput("tx")], decode, lambda b: handled.append(b.items))
+    )
+    view = FakeView([tx])
+    engine.bind(view)
+
+    async def main() -> None:
+        loop = asyncio.create_task(engine.run(runner, lambda e: None))
+        async with lock:  # a checkpoint
+            deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0]), end=2)
+            await asyncio.sleep(0.05)
+            assert handled == [] and engine.positions() == {}  # nothing taken under it
+        await asyncio.sleep(0.05)
+        assert handled == [["tx0@0", "tx0@1"]] and engine.positions() == {tx: 2}
+        engine.stop()
+        engine.resume()
+        await asyncio.wait_for(loop, 1.0)
+
+    asyncio.run(main())

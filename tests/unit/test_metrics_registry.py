@@ -181,7 +181,14 @@ def test_scoring_stage_reports_arrival_times_and_scoring_time(model_dir):
         InputRecord(
             b"t1",
             encode_forward(
-                f"e{i}", "2026-03-01T00:00:00Z", 1.77e9 + i, "c1", "t1", 1_000.0 + i, 0, i,
+                f"e{i}",
+                "2026-03-01T00:00:00Z",
+                1.77e9 + i,
+                "c1",
+                "t1",
+                1_000.0 + i,
+                0,
+                i,
                 [1.0] * 9,
             ),
             SourcePosition("transactions.by-terminal", 0, i, 0),

@@ -173,6 +173,8 @@ def populated_worker() -> WorkerMetrics:
     m.drift([{"statistic": "psi", "subject": "amount", "value": 0.3, "alert": True}])
     m.refresh_table_keys({"customers": [1, 2]})
     m.set_lag({("transactions", 0): 5})
+    m.set_stalled({"customer": False})
+    m.skipped("transactions", 0, 3)
     return m
 
 

@@ -93,3 +93,18 @@ def test_confluent_kafka_versions_that_free_what_they_do_not_own_are_not_used():
 
     assert not delete_records_safe("2.12.2")  # its second delete_records call segfaults
     assert delete_records_safe("2.16.1") and delete_records_safe("3.0.0")
+
+
+def test_the_installed_version_is_read_whole() -> None:
+    """confluent_kafka.version() is a plain string in the installed release: reading its first
+    character as the version ("2") made every worker skip the purge."""
+    import re
+
+    import confluent_kafka
+
+    from stream_app.outputs.purge import confluent_version, delete_records_safe
+
+    text = confluent_version()
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", text), text
+    assert text == confluent_kafka.__version__
+    assert delete_records_safe() is delete_records_safe(text)

@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import glob
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import confluent_kafka
@@ -287,8 +288,11 @@ def test_read_committed_thread_sets_isolation(monkeypatch):
         lambda self, transport: made,
     )
     thread = object.__new__(ReadCommittedConsumerThread)
+    thread.app = SimpleNamespace(fetch_max_wait_ms=100)
+    assert made._fetch_max_wait_ms == 500  # aiokafka's default; Faust passes 1500
     assert thread._create_worker_consumer(None) is made
     assert made._isolation_level == "read_committed"
+    assert made._fetch_max_wait_ms == 100  # the app's, as BatchConsumerThread sets it
 
 
 def test_a_call_librdkafka_never_returns_from_stops_the_worker(monkeypatch):
