@@ -602,45 +602,49 @@ def create_app(
             os._exit(EXIT_STALLED)
 
     # -- input that vanished before it was read ---------------------------------------------------
-    skipped_up_to: dict[Any, int] = {}
+    # The engine notes every chunk of an input partition that starts past the offset expected
+    # (the last one read, or the committed one after an assignment); the broker's log start says
+    # whether the records between were deleted before the worker read them (retention, or a
+    # DeleteRecords) or were only transaction markers and aborted records of a producer.
+    engine.gap_topics = frozenset({topic(TRANSACTIONS), labels_topic})
 
-    @app.timer(30.0)
+    @app.timer(5.0)
     async def watch_retention() -> None:
-        """A partition whose log start moved past what the worker read lost records to retention
-        (or a deletion): count and log the range instead of jumping over it silently."""
-        if not settled(app):
+        """Count and log each range of input records deleted before the worker read them."""
+        if not engine.gaps:
             return
-        inputs = {topic(TRANSACTIONS), labels_topic}
-        tps = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
-        if not tps:
-            return
+        gaps, engine.gaps = engine.gaps, []
         try:
-            earliest = await app.consumer.earliest_offsets(*tps)
-        except Exception as exc:  # the broker is away: the next round looks again
+            earliest = await app.consumer.earliest_offsets(*{tp for tp, _, _ in gaps})
+        except Exception as exc:  # the broker is away: the next round asks again
             log.debug("log start offsets unavailable: %r", exc)
+            engine.gaps[:0] = gaps
             return
-        committed = getattr(app.consumer, "_committed_offset", {})
-        for tp, start in earliest.items():
-            runner = engine.by_topic[tp.topic]
-            queue = runner.queues.get(tp)
-            read = queue.next_offset if queue is not None else None
-            expected = max(
-                x for x in (read, committed.get(tp), skipped_up_to.get(tp), 0) if x is not None
-            )
-            if start is not None and start > expected:
-                skipped_up_to[tp] = start
-                metrics.skipped(tp.topic, tp.partition, start - expected)
-                log.error(
-                    "%s[%d]: records %d..%d were deleted before the worker read them (the log "
-                    "now starts at %d); %d record(s) skipped. Retention shorter than the "
-                    "worker's lag? (see README, Topics)",
+        for tp, expected, first in gaps:
+            start = earliest.get(tp)
+            if start is None or start <= expected:
+                log.debug(
+                    "%s[%d]: offsets %d..%d hold no record the worker can read (transaction "
+                    "markers or aborted records)",
                     tp.topic,
                     tp.partition,
                     expected,
-                    start - 1,
-                    start,
-                    start - expected,
+                    first - 1,
                 )
+                continue
+            lost = min(start, first) - expected
+            metrics.skipped(tp.topic, tp.partition, lost)
+            log.error(
+                "%s[%d]: records %d..%d were deleted before the worker read them (the log now "
+                "starts at %d); %d record(s) never scored. Retention shorter than the worker's "
+                "lag? (see README, Topics)",
+                tp.topic,
+                tp.partition,
+                expected,
+                expected + lost - 1,
+                start,
+                lost,
+            )
 
     @app.timer(settings.stats_interval_s)
     async def log_stats() -> None:

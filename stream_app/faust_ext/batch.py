@@ -157,6 +157,12 @@ class BatchConsumer(FastDispatchConsumer):
         end = state.lso if self.read_committed and state.lso is not None else state.highwater
         return position, end
 
+    def committed(self, tp: Any) -> int | None:
+        """``tp``'s committed offset as Faust keeps it (read from the broker at assignment by
+        ``perform_seek``, then updated by every commit); None when the group has none."""
+        offset: int | None = self._committed_offset.get(tp)
+        return offset
+
     # --- fetching --------------------------------------------------------------------------------
 
     async def _fetch(self, engine: BatchEngine, timeout: float) -> tuple[Any, set[TP]]:

@@ -51,6 +51,9 @@ class FetchView(Protocol):
         """``tp``'s fetch position (the offset after the last record handed over) and end
         offset (the high watermark, or the last stable offset when reading committed)."""
 
+    def committed(self, tp: Any) -> int | None:
+        """The group's committed offset of ``tp`` as the consumer knows it (None: none)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StageInput:
@@ -130,6 +133,12 @@ class BatchEngine:
         self.uncommitted_since: float | None = None
         self.fetched: dict[Any, int] = {}  # tp -> fetch position when its last chunk came
         self.generation = 0  # bumped by every reset (rebalance)
+        # Input topics whose offsets must not jump: a chunk that starts past the offset expected
+        # (the last one queued, or the committed one for a partition's first chunk) is noted in
+        # ``gaps`` as (tp, expected, first offset read); the worker asks the broker whether the
+        # records between were deleted (retention) or were only transaction markers.
+        self.gap_topics: frozenset[str] = frozenset()
+        self.gaps: list[tuple[Any, int, int]] = []
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -157,13 +166,17 @@ class BatchEngine:
         """A fetched chunk of ``tp``: decoded by its stage and queued."""
         runner = self.by_topic[tp.topic]
         queue = runner.queue(tp)
-        if queue.next_offset is not None:
+        expected = queue.next_offset
+        if expected is not None:
             # A record already buffered or taken (a fetch that overlapped a seek) goes no further.
-            first = records[0].offset
-            if first < queue.next_offset:
-                records = [r for r in records if r.offset >= queue.next_offset]
+            if records[0].offset < expected:
+                records = [r for r in records if r.offset >= expected]
                 if not records:
                     return
+        elif tp.topic in self.gap_topics and self.view is not None:
+            expected = self.view.committed(tp)
+        if expected is not None and records[0].offset > expected and tp.topic in self.gap_topics:
+            self.gaps.append((tp, expected, records[0].offset))
         items, times = runner.decode(records)
         queue.add(records, items, times)
         runner.wakeup.set()

@@ -30,12 +30,16 @@ class FakeView:
     def __init__(self, tps: list[TP]) -> None:
         self.tps = tps
         self.state: dict[TP, tuple[int | None, int | None]] = {tp: (0, 0) for tp in tps}
+        self.commits: dict[TP, int] = {}
 
     def assignment(self) -> list[TP]:
         return self.tps
 
     def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
         return self.state[tp]
+
+    def committed(self, tp: Any) -> int | None:
+        return self.commits.get(tp)
 
 
 def decode(records: list[Rec]) -> tuple[list[Any], list[float | None]]:
@@ -243,3 +247,33 @@ def test_with_a_lock_a_batch_is_taken_and_handled_while_holding_it() -> None:
         await asyncio.wait_for(loop, 1.0)
 
     asyncio.run(main())
+
+
+def test_an_input_chunk_that_starts_past_the_expected_offset_is_noted_as_a_gap() -> None:
+    handled: list[list[Any]] = []
+    engine, view, _first, _, (tx, by, _labels) = engine_with(handled)
+    engine.gap_topics = frozenset({"tx", "labels"})
+    deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0, 3.0]), end=3)
+    deliver(engine, view, tx, recs(tx, 3, [4.0]), end=4)  # contiguous
+    assert engine.gaps == []
+    deliver(engine, view, tx, recs(tx, 9, [5.0]), end=10)  # 4..8 never came
+    assert engine.gaps == [(tx, 4, 9)]
+    deliver(engine, view, by, recs(by, 0, [1.0]), end=1)
+    deliver(engine, view, by, recs(by, 7, [2.0]), end=8)  # not a watched topic
+    assert engine.gaps == [(tx, 4, 9)]
+
+
+def test_a_first_chunk_is_compared_with_the_committed_offset() -> None:
+    handled: list[list[Any]] = []
+    engine, view, _, _, (tx, _by, labels) = engine_with(handled)
+    engine.gap_topics = frozenset({"tx", "labels"})
+    view.commits = {tx: 10, labels: 5}
+    deliver(engine, view, labels, recs(labels, 5, [1.0]), end=6)  # resumes where committed
+    deliver(engine, view, tx, recs(tx, 25, [1.0]), end=26)  # the log starts later now
+    assert engine.gaps == [(tx, 10, 25)]
+    engine.gaps.clear()
+    engine.reset()  # a rebalance: the next chunk is a first chunk again
+    view.commits = {tx: 26}
+    deliver(engine, view, tx, recs(tx, 26, [2.0]), end=27)
+    deliver(engine, view, labels, recs(labels, 0, [2.0]), end=1)  # no commit: nothing expected
+    assert engine.gaps == []

@@ -38,6 +38,7 @@ from tests.unit.test_compose import env_of, interpolate
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 MONITORING = REPO_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
+ALERT_RULES = MONITORING / "prometheus" / "alerts.yml"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = MONITORING / "grafana" / "provisioning" / "dashboards" / "stream-app.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "stream-app.json"
@@ -517,3 +518,38 @@ def test_every_families_sample_names_are_known(exposed: Exposed) -> None:
     assert exposed.names["stream_app_dead_letters_total"] == "stream_app_dead_letters"
     assert exposed.labels["stream_app_consumer_lag"] == {"topic", "partition"}
     assert exposed.values[("stream_app_shadow", "outcome")] == {"agree", "disagree", "skipped"}
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus: alert rules
+# --------------------------------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load(ALERT_RULES.read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_prometheus_loads_the_mounted_alert_rules(
+    prometheus_config: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    (path,) = prometheus_config["rule_files"]
+    assert mounts(services["prometheus"])[path] == ("./monitoring/prometheus/alerts.yml", True)
+
+
+def test_alert_rules_use_metrics_the_code_exposes_and_say_what_to_do(exposed: Exposed) -> None:
+    rules = alert_rules()
+    names = {rule["alert"] for rule in rules}
+    assert {"StreamAppStalled", "StreamAppInputDeleted", "StreamAppWorkerDown"} <= names
+    used: set[str] = set()
+    for rule in rules:
+        expr = rule["expr"]
+        assert not exposed.unknown_names(expr), (rule["alert"], exposed.unknown_names(expr))
+        used.update(exposed.names[n] for n in METRIC_NAME.findall(expr))
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        for name, matchers in SELECTOR.findall(expr):
+            for label, _, _ in MATCHER.findall(matchers):
+                assert label in exposed.labels[exposed.names[name]], (rule["alert"], label)
+    # The liveness and lost-input signals each have an alert.
+    assert {"stream_app_stalled", "stream_app_input_skipped"} <= used
