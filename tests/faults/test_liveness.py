@@ -143,8 +143,13 @@ def test_a_frozen_broker_makes_readyz_503_then_exit_75_and_a_restart_loses_nothi
         assert status == 503, body
         ready = json.loads(body)
         assert "progress" in ready["failing"], ready
-        stalled = {what for what, value in stalled_metric(port).items() if value == 1.0}
-        assert stalled & {"customer stage", "scoring stage", "outputs", "checkpoints"}, stalled
+        # The metric and the log follow at the next 5-s liveness check.
+        critical = {"customer stage", "scoring stage", "outputs", "checkpoints"}
+        stalled: set[str] = set()
+        while not stalled & critical and time.monotonic() - frozen_at < STALL_S + 20:
+            stalled = {what for what, value in stalled_metric(port).items() if value == 1.0}
+            time.sleep(0.5)
+        assert stalled & critical, stalled
 
         assert worker.proc is not None
         code = worker.proc.wait(timeout=EXIT_S + 30)

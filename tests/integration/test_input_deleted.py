@@ -10,7 +10,7 @@ import re
 import signal
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -30,13 +30,14 @@ SKIPPED = re.compile(r'^stream_app_input_skipped_total\{partition="(\d+)",topic=
 
 
 def publish(settings: Settings, n: int, seed: int) -> set[str]:
+    """``n`` transactions; each seed's 90 days after the previous one's (none is too late)."""
     items = list(
         simulate(
             n_customers=150,
             n_terminals=200,
             n_events=n,
             seed=seed,
-            start=datetime(2026, 5, 1, tzinfo=UTC),
+            start=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=90 * seed),
         )
     )
     with BulkProducer(settings) as producer:
