@@ -91,6 +91,16 @@ def wait_skipped(port: int, topic: str, expected: dict[int, float]) -> dict[int,
     return seen
 
 
+def assert_logged(worker: WorkerProcess, topic: str, read: dict[int, int]) -> None:
+    """The worker's log names each deleted range (the DELETED_PER_PARTITION after ``read``)."""
+    log = worker.log_text()
+    for p, offset in read.items():
+        assert (
+            f"{topic}[{p}]: records {offset}..{offset + DELETED_PER_PARTITION - 1} were "
+            "deleted before the worker read them"
+        ) in log, worker.tail(20)
+
+
 def test_input_deleted_before_it_was_read_is_counted_and_logged(
     app_env, app_settings, kafka_bootstrap, tmp_path
 ) -> None:
@@ -115,12 +125,7 @@ def test_input_deleted_before_it_was_read_is_counted_and_logged(
             worker.proc.send_signal(signal.SIGCONT)
         expected = {p: float(DELETED_PER_PARTITION) for p in read}
         assert wait_skipped(port, tx_topic, expected) == expected
-        log = worker.log_text()
-        for p, offset in read.items():
-            assert (
-                f"{tx_topic}[{p}]: records {offset}..{offset + DELETED_PER_PARTITION - 1} were "
-                "deleted before the worker read them"
-            ) in log, worker.tail(20)
+        assert_logged(worker, tx_topic, read)
 
         # 2. Across a restart: stopped (its offsets committed), then the next records deleted.
         assert worker.stop() == 0
@@ -130,12 +135,7 @@ def test_input_deleted_before_it_was_read_is_counted_and_logged(
         worker.start()
         worker.wait_ready()
         assert wait_skipped(port, tx_topic, expected) == expected  # a new process counts anew
-        log = worker.log_text()
-        for p, offset in read.items():
-            assert (
-                f"{tx_topic}[{p}]: records {offset}..{offset + DELETED_PER_PARTITION - 1} were "
-                "deleted before the worker read them"
-            ) in log, worker.tail(20)
+        assert_logged(worker, tx_topic, read)
 
         published = len(first) + len(second) + len(third)
         lost = lost_running + lost_stopped
