@@ -422,6 +422,7 @@ class BatchEngine:
                         "partition": tp.partition,
                         "buffered": q.buffered,
                         "taken_offset": q.taken_offset,
+                        "committed": self.committed_positions.get(tp),
                         "fetched": self.fetched.get(tp),
                         "position": position,
                         "end": end,

@@ -33,11 +33,13 @@ from tests.faults.harness import (
 pytestmark = pytest.mark.integration
 
 RUNS = int(os.environ.get("STREAM_APP_QUICK_KILL_RUNS", "20"))
-N_EVENTS = 3_000
+N_EVENTS = int(os.environ.get("STREAM_APP_QUICK_KILL_EVENTS", "3000"))
+# The harness's 10 s (see worker_env); Faust's default is 60 s.
+SESSION_TIMEOUT_S = os.environ.get("STREAM_APP_QUICK_KILL_SESSION_TIMEOUT_S", "10")
 RATE = 1_000
 KILLS = 3
 KILL_EVERY_S = 3.0
-COVER_S = 60.0
+COVER_S = float(os.environ.get("STREAM_APP_QUICK_KILL_COVER_S", "60"))
 
 
 def engine_view(port: int) -> Any:
@@ -58,6 +60,7 @@ def one_run(run: int, app_env: dict[str, str], tmp_path: Path) -> dict[str, Any]
             "STREAM_APP_STATE_DIR": str(tmp_path / f"state-{run}"),
         },
         STREAM_APP_PROCESSING_GUARANTEE="exactly_once",
+        BROKER_SESSION_TIMEOUT=SESSION_TIMEOUT_S,
     )
     settings = Settings(
         kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],

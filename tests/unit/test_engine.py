@@ -277,3 +277,21 @@ def test_a_first_chunk_is_compared_with_the_committed_offset() -> None:
     deliver(engine, view, tx, recs(tx, 26, [2.0]), end=27)
     deliver(engine, view, labels, recs(labels, 0, [2.0]), end=1)  # no commit: nothing expected
     assert engine.gaps == []
+
+
+def test_describe_shows_each_partition_as_the_alignment_sees_it() -> None:
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, _by, _labels) = engine_with(handled)
+    deliver(engine, view, tx, recs(tx, 0, [1.0, 2.0, 3.0]), end=5)
+    batch = engine.take(first, now=0.0)
+    assert batch.items == ["tx0@0", "tx0@1", "tx0@2"]
+    engine.committed({tx: 2})
+    (row,) = [r for r in engine.describe(now=10.0) if r["topic"] == "tx"]
+    assert {k: row[k] for k in ("stage", "partition", "buffered", "taken_offset", "committed")} == {
+        "stage": "first",
+        "partition": 0,
+        "buffered": 0,
+        "taken_offset": 3,
+        "committed": 2,
+    }
+    assert (row["fetched"], row["position"], row["end"], row["caught_up"]) == (3, 3, 5, False)
