@@ -421,6 +421,13 @@ def create_app(
     if settings.repartition_purge_s > 0 and delete_records_safe():
         purger = RepartitionPurger(settings, by_terminal, settings.repartition_purge_s)
         engine.commit_hooks.append(purger.after_commit)
+
+        @app.timer(settings.repartition_purge_s)
+        async def purge_when_quiet() -> None:
+            """What a commit left unpurged (it came within the interval of the previous purge,
+            or its request was still out) is purged here, from every offset committed so far:
+            once the stream goes quiet no commit would ask again."""
+            purger.after_commit(dict(engine.committed_positions))
     elif settings.repartition_purge_s > 0:
         log.warning(
             "confluent-kafka %s cannot delete records safely (its delete_records frees memory "

@@ -108,3 +108,21 @@ def test_the_installed_version_is_read_whole() -> None:
     assert re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", text), text
     assert text == confluent_kafka.__version__
     assert delete_records_safe() is delete_records_safe(text)
+
+
+def test_a_commit_skipped_within_the_interval_is_purged_by_the_next_quiet_call():
+    """The worker's timer passes every offset committed so far: the last commit before the
+    stream went quiet, skipped because it came too soon, is not left behind."""
+    now = [0.0]
+    purger, made = make(now)
+    now[0] = 30.0
+    assert purger.after_commit({TP("by", 0): 100, TP("by", 1): 50})
+    made[0].finish()
+    now[0] = 31.0
+    assert not purger.after_commit({TP("by", 1): 80})  # too soon: skipped
+    now[0] = 45.0
+    assert not purger.after_commit({TP("by", 0): 100, TP("by", 1): 80})  # still within 30 s
+    now[0] = 60.0
+    all_committed = {TP("by", 0): 100, TP("by", 1): 80}
+    assert purger.after_commit(all_committed)
+    assert made[0].requests[-1] == [("by", 1, 80)]  # partition 0 was already deleted to 100
