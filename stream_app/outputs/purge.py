@@ -7,7 +7,9 @@ without a time limit (``retention.ms = -1``, ``topics/topics.toml``) and the wor
 them itself once the offsets of the terminal stage past them are committed: after a checkpoint,
 at most every ``interval_s``, :class:`RepartitionPurger` asks the broker to move each partition's
 log start to the committed offset (``DeleteRecords``; the worker's user needs Delete on the
-topic, ``stream_app.io.security.worker_acls``).
+topic, ``stream_app.io.security.worker_acls``). The worker also calls it on a timer of the same
+interval with every offset committed so far, so the last commits before the stream goes quiet
+are purged too.
 
 The request runs in the background: a failure is logged and retried at the next interval; it
 never holds up scoring, and what it did not delete is deleted later.
