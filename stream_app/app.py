@@ -43,7 +43,6 @@ import orjson
 from confluent_kafka import TopicPartition
 
 from stream_app.config import Settings
-from stream_app.exceptions import ModelIntegrityError
 from stream_app.faust_ext.batch import BatchApp
 from stream_app.faust_ext.exactly_once import ExactlyOnceApp
 from stream_app.faust_ext.recovery import SeekFirstTableManager
@@ -65,9 +64,10 @@ from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
 from stream_app.pipeline.heap import HeapKeeper
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.pipeline.state_store import StateStore, TableKeys
+from stream_app.scoring.follow import install_model_watch
 from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
-from stream_app.scoring.serving import Role, ServingWatcher
+from stream_app.scoring.serving import Role
 from stream_app.scoring.shadow import ShadowJob, sample_rows
 
 log = logging.getLogger("stream_app.worker")
@@ -677,18 +677,9 @@ def create_app(
             log.info("%s · champion %s", line, live.champion.version)
 
     if follow and settings.model_watch_interval_s > 0:
-        watcher = ServingWatcher(settings.models_dir)
-
-        @app.timer(settings.model_watch_interval_s)
-        async def watch_serving() -> None:
-            """Swap models when ``serving.json`` changes (promote, rollback)."""
-            try:
-                serving = watcher.changed()
-            except ModelIntegrityError as exc:
-                log.error("%s; serving what it served", exc)
-                return
-            if serving is not None:
-                await live.follow_serving(serving)
+        # The group's assignment on the control topic, else models/serving.json
+        # (stream_app.scoring.follow).
+        install_model_watch(app, settings, live)
 
     if settings.web_enabled:
         install_views(
@@ -701,7 +692,7 @@ def create_app(
             },
             input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
             lag=engine.lag,
-            extra_checks={"progress": liveness.readiness},
+            extra_checks={"progress": liveness.readiness, "models": live.assignment_state},
             engine_state=lambda: {"stages": engine.stage_times(), "partitions": engine.describe()},
         )
     return app

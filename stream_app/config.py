@@ -218,6 +218,33 @@ class Settings(BaseSettings):
         description="Seconds between checks of models/serving.json by a worker whose champion "
         "or challenger is not pinned (0: never swap while running).",
     )
+    model_assignment: Literal["topic", "file"] = Field(
+        "topic",
+        description="Where a worker whose champion or challenger is not pinned takes the "
+        "versions to serve from: `topic`, the compacted control topic `models.assignment` that "
+        "`models promote` / `rollback` publish to (every worker of the group, on any machine; "
+        "models/serving.json until the first assignment is published), or `file`, only "
+        "models/serving.json of the worker's own models_dir (one machine, no control topic).",
+    )
+    models_uri: str | None = Field(
+        None,
+        description="Where workers fetch the versions that `models promote` / `rollback` "
+        "publish: a shared directory (`file:///shared/models` or a path) or `http(s)://host/models`"
+        "; version V is fetched from <uri>/V/. Unset: the file:// URI of models_dir.",
+    )
+    model_fetch_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a worker waits for one file of an assigned version (manifest, "
+        "artifact) fetched from its URI.",
+    )
+    model_retry_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between attempts of a worker to apply an assignment it refused "
+        "(an artifact whose SHA-256 does not match, a fetch that failed); it serves what it "
+        "served meanwhile.",
+    )
     shadow_sample: float = Field(
         1.0,
         ge=0.0,

@@ -12,7 +12,8 @@ def worker(
         str | None,
         typer.Option(
             help="Pin the champion to this version (default: STREAM_APP_CHAMPION; unset: follow "
-            "models/serving.json, else the newest).",
+            "the group's model assignment on models.assignment, else models/serving.json, else "
+            "the newest).",
             show_default=False,
         ),
     ] = None,
@@ -20,7 +21,7 @@ def worker(
         str | None,
         typer.Option(
             help="Pin the challenger shadowed on scores.shadow (default: STREAM_APP_CHALLENGER; "
-            "unset: follow models/serving.json, else no shadow).",
+            "unset: follow the model assignment, else models/serving.json, else no shadow).",
             show_default=False,
         ),
     ] = None,
@@ -39,9 +40,11 @@ def worker(
 
     from stream_app.app import create_app
     from stream_app.config import get_settings
-    from stream_app.exceptions import StreamAppError
+    from stream_app.exceptions import ModelIntegrityError, StreamAppError
     from stream_app.io.topics import ensure_changelogs, ensure_topics
     from stream_app.logs import logging_config
+    from stream_app.scoring.artifacts import materialise
+    from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, read_latest
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version
     from stream_app.scoring.serving import ROLES, Role, served_version
@@ -52,21 +55,64 @@ def worker(
         "challenger": challenger or settings.challenger,
     }
     follow: frozenset[Role] = frozenset(r for r in ROLES if not pinned[r])
-    champion_version = served_version(settings.models_dir, "champion", pinned["champion"])
-    assert champion_version is not None
-    model = ScoringModel.load(resolve_version(settings.models_dir, champion_version))
+    published = None
+    if follow and settings.model_assignment == "topic":
+        try:
+            published = read_latest(settings)
+        except StreamAppError as exc:
+            typer.echo(f"warning: model assignment not read ({exc})", err=True)
+    topic = settings.topic(ASSIGNMENT_TOPIC)
+
+    def assigned(role: Role) -> tuple[ScoringModel | None, bool]:
+        """The version the group's assignment names for ``role``: (model, whether one is named
+        and loaded); (None, False) when the role is pinned, there is no assignment, or its
+        version is refused here (then this machine's choice, as without an assignment)."""
+        if published is None or role not in follow:
+            return None, False
+        ref = published.assignment.get(role)
+        if ref is None:
+            return None, True
+        try:
+            path, fetched = materialise(ref, settings.models_dir, settings.model_fetch_timeout_s)
+            if fetched:
+                typer.echo(
+                    f"fetched {ref.version} from {ref.uri} into {path} (sha256 "
+                    f"{ref.sha256[:12]}… matches the assignment and its manifest)"
+                )
+            loaded = ScoringModel.load(path)
+        except ModelIntegrityError as exc:
+            typer.echo(
+                f"error: refused {role} {ref.version} of the model assignment "
+                f"({topic}@{published.offset}): {exc}; starting with this machine's choice",
+                err=True,
+            )
+            return None, False
+        return loaded, True
 
     def how(role: Role) -> str:
-        return "pinned" if role not in follow else "follows models/serving.json"
+        if role not in follow:
+            return "pinned"
+        if settings.model_assignment == "file":
+            return "follows models/serving.json"
+        if published is None:
+            return f"follows models/serving.json until an assignment is published on {topic}"
+        return f"follows the model assignment {topic}@{published.offset}"
 
+    model, from_topic = assigned("champion")
+    if model is None:
+        champion_version = served_version(settings.models_dir, "champion", pinned["champion"])
+        assert champion_version is not None
+        model = ScoringModel.load(resolve_version(settings.models_dir, champion_version))
     typer.echo(
         f"champion {model.version} (sha256 {model.sha256[:12]}…, {len(model.features)} "
         f"features; {how('champion')}) · broker {settings.kafka_bootstrap_servers}"
     )
-    shadow = None
-    shadow_version = served_version(settings.models_dir, "challenger", pinned["challenger"])
-    if shadow_version:
-        shadow = ScoringModel.load(resolve_version(settings.models_dir, shadow_version))
+    shadow, from_topic = assigned("challenger")
+    if shadow is None and not from_topic:
+        shadow_version = served_version(settings.models_dir, "challenger", pinned["challenger"])
+        if shadow_version:
+            shadow = ScoringModel.load(resolve_version(settings.models_dir, shadow_version))
+    if shadow is not None:
         typer.echo(
             f"challenger {shadow.version} (sha256 {shadow.sha256[:12]}…) in shadow; "
             f"{how('challenger')}"

@@ -237,6 +237,35 @@ class WorkerMetrics:
         self.challenger = Info(
             "stream_app_challenger", "The challenger scored in shadow.", registry=r
         )
+        self.serving = Gauge(
+            "stream_app_model_serving",
+            "1 for the version this worker serves in a role (champion, challenger). Across "
+            "workers, count by (role, version) shows a split of the group.",
+            ["role", "version"],
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "stream_app_model_assigned",
+            "1 for the version the group's model assignment (control topic models.assignment) "
+            "names for a role, as this worker last read it.",
+            ["role", "version"],
+            registry=r,
+        )
+        self.in_step = Gauge(
+            "stream_app_model_in_step",
+            "1 when this worker serves the version the assignment names for the role (or there "
+            "is no assignment yet, or the role is pinned), 0 while it serves another one "
+            "(an artifact refused, a fetch failing; /readyz says why).",
+            ["role"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "stream_app_model_refused",
+            "Assigned versions this worker did not load, by role and reason: sha256_mismatch "
+            "(artifact), manifest_mismatch, fetch_failed, invalid.",
+            ["role", "reason"],
+            registry=r,
+        )
         self.shadow = Counter(
             "stream_app_shadow",
             "Events the challenger scored in shadow (its decision agrees or disagrees with the "
@@ -300,21 +329,52 @@ class WorkerMetrics:
         }
         self._scored: dict[str, Any] = {}
         self._table_refreshed = 0.0
+        self._role_versions: dict[tuple[str, str], str] = {}
+        for role in ("champion", "challenger"):
+            self.in_step.labels(role=role).set(1)
+            for reason in ("sha256_mismatch", "manifest_mismatch", "fetch_failed", "invalid"):
+                self.refused.labels(role=role, reason=reason)
 
     # --- set-up ---------------------------------------------------------------------------
 
     def set_model(self, version: str, sha256: str) -> None:
         """Publish the champion (Info) and create its scored series at 0."""
         self.model.info({"version": version, "sha256": sha256})
+        self._role_version(self.serving, "champion", version)
         self._scored_child(version)
 
     def set_challenger(self, version: str, sha256: str) -> None:
         """Publish the shadow challenger (Info)."""
         self.challenger.info({"version": version, "sha256": sha256})
+        self._role_version(self.serving, "challenger", version)
 
     def clear_challenger(self) -> None:
         """No challenger any more (the Info line loses its labels)."""
         self.challenger.info({})
+        self._role_version(self.serving, "challenger", None)
+
+    def _role_version(self, gauge: Gauge, role: str, version: str | None) -> None:
+        """``gauge{role, version}`` 1 for ``version`` only (None: no series for the role)."""
+        key = (gauge._name, role)
+        old = self._role_versions.pop(key, None)
+        if old is not None and old != version:
+            gauge.remove(role, old)
+        if version is not None:
+            gauge.labels(role=role, version=version).set(1)
+            self._role_versions[key] = version
+
+    def set_assignment(
+        self, assigned: Mapping[str, str | None], in_step: Mapping[str, bool]
+    ) -> None:
+        """The versions the group's assignment names, and whether this worker serves them."""
+        for role, version in assigned.items():
+            self._role_version(self.assigned, role, version)
+        for role, ok in in_step.items():
+            self.in_step.labels(role=role).set(1 if ok else 0)
+
+    def model_refused(self, role: str, reason: str) -> None:
+        """An assigned version not loaded."""
+        self.refused.labels(role=role, reason=reason).inc()
 
     def _scored_child(self, version: str) -> Any:
         child = self._scored.get(version)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,12 +25,25 @@ from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError, ModelNotFoundError
 from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.scoring.artifacts import REASON_INVALID, REASON_SHA256, ArtifactRefused
+from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, ModelRef, Published
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.registry import resolve_version
-from stream_app.scoring.serving import Role, Serving
+from stream_app.scoring.serving import ROLES, Role, Serving
 from stream_app.scoring.shadow import ShadowCounts, ShadowScorer
 
 log = logging.getLogger("stream_app.models")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An assigned version this worker did not load."""
+
+    version: str
+    reason: str
+    message: str
+    offset: int
+    at: float = field(default_factory=time.monotonic)
 
 
 class ModelUser(Protocol):
@@ -61,6 +76,14 @@ class LiveModels:
         self.shadow: ShadowScorer | None = None
         self.drift: DriftMonitor | None = None
         self.swaps = 0
+        self.assignment: Published | None = None
+        """The latest assignment applied (control topic), if any."""
+        self.source = "models/serving.json"
+        """Where the followed roles take their versions from now (``/readyz``)."""
+        self.refused: dict[Role, Refusal] = {}
+        self.in_step_at: float | None = None
+        """Wall-clock time this worker first served all of the current assignment."""
+        self._pinned_logged: dict[Role, str | None] = {}
         self.shadow_counts = ShadowCounts()  # one tally for every challenger this worker runs
         self._start_champion(champion)
         self.use_challenger(challenger)  # tells the stage both models' features
@@ -121,6 +144,16 @@ class LiveModels:
             if dropped:
                 log.info("%d queued shadow events of %s dropped", dropped, old.challenger.version)
 
+    async def _swap(self, role: Role, model: ScoringModel | None) -> None:
+        """Put ``model`` in ``role`` between two batches (None: no challenger)."""
+        async with self.lock:
+            if role == "champion":
+                assert model is not None
+                self.use_champion(model)
+            else:
+                self.use_challenger(model)
+            self.swaps += 1
+
     # --- following serving.json -------------------------------------------------------------
 
     async def follow_serving(self, serving: Serving) -> list[str]:
@@ -153,13 +186,7 @@ class LiveModels:
                 except (ModelIntegrityError, ModelNotFoundError) as exc:
                     log.error("not swapping %s to %s: %s", role, wanted, exc)
                     continue
-            async with self.lock:
-                if role == "champion":
-                    assert model is not None
-                    self.use_champion(model)
-                else:
-                    self.use_challenger(model)
-                self.swaps += 1
+            await self._swap(role, model)
             changes.append(f"{role} {current.version if current else None} -> {wanted}")
             log.info(
                 "%s now %s%s (was %s)",
@@ -169,6 +196,190 @@ class LiveModels:
                 current.version if current is not None else None,
             )
         return changes
+
+    # --- following the control topic ---------------------------------------------------------
+
+    async def follow_assignment(
+        self,
+        published: Published,
+        fetch: Callable[[ModelRef], Path],
+        retry_s: float = 30.0,
+    ) -> list[str]:
+        """Swap every followed role to the version ``published`` names: fetched by its URI into
+        this worker's models directory and checked (``fetch``, in a thread), then loaded
+        (hash-verified again) and swapped between two batches. A version refused (its SHA-256
+        does not match, its fetch fails) is logged, counted, reported by :meth:`assignment_state`
+        and tried again after ``retry_s``; the role keeps its version meanwhile."""
+        loop = asyncio.get_running_loop()
+        assignment = published.assignment
+        if self.assignment is None or self.assignment.offset != published.offset:
+            self.in_step_at = None
+        self.assignment = published
+        changes: list[str] = []
+        for role in ROLES:
+            ref = assignment.get(role)
+            wanted = ref.version if ref is not None else None
+            current = self.champion if role == "champion" else self.challenger
+            served = current.version if current is not None else None
+            if wanted == served and (
+                ref is None or current is None or current.sha256 == ref.sha256
+            ):
+                self.refused.pop(role, None)
+                continue
+            if role not in self.follow:
+                if self._pinned_logged.get(role) != wanted:
+                    self._pinned_logged[role] = wanted
+                    log.warning(
+                        "the model assignment names %s %s, but this worker's %s is pinned to %s "
+                        "by its settings: not swapping (unset STREAM_APP_%s to follow it)",
+                        role,
+                        wanted,
+                        role,
+                        served,
+                        role.upper(),
+                    )
+                continue
+            if ref is None and role == "champion":
+                continue
+            prior = self.refused.get(role)
+            if (
+                prior is not None
+                and prior.version == wanted
+                and prior.offset == published.offset
+                and time.monotonic() - prior.at < retry_s
+            ):
+                continue
+            model: ScoringModel | None = None
+            if ref is not None:
+                try:
+                    path = await loop.run_in_executor(None, fetch, ref)
+                    model = await loop.run_in_executor(None, self.loader, path)
+                    if model.sha256 != ref.sha256:  # the manifest changed after the check
+                        raise ArtifactRefused(
+                            REASON_SHA256,
+                            f"{path} loaded with SHA-256 {model.sha256}, not the assignment's "
+                            f"{ref.sha256}",
+                        )
+                except (ModelIntegrityError, ModelNotFoundError) as exc:
+                    reason = exc.reason if isinstance(exc, ArtifactRefused) else REASON_INVALID
+                    self._refuse(role, ref, published, reason, str(exc), served)
+                    continue
+            await self._swap(role, model)
+            self.refused.pop(role, None)
+            changes.append(f"{role} {served} -> {wanted}")
+            log.info(
+                "%s now %s%s (was %s; assignment %s@%d by %s)",
+                role,
+                wanted,
+                f" (sha256 {model.sha256[:12]})" if model is not None else "",
+                served,
+                ASSIGNMENT_TOPIC,
+                published.offset,
+                assignment.audit.get("by", "?"),
+            )
+        if self.in_step_at is None and all(self.in_step().values()):
+            self.in_step_at = time.time()
+        self._export_assignment()
+        return changes
+
+    def _refuse(
+        self,
+        role: Role,
+        ref: ModelRef,
+        published: Published,
+        reason: str,
+        message: str,
+        served: str | None,
+    ) -> None:
+        prior = self.refused.get(role)
+        again = prior is not None and (prior.version, prior.reason) == (ref.version, reason)
+        self.refused[role] = Refusal(ref.version, reason, message, published.offset)
+        self.metrics.model_refused(role, reason)
+        (log.warning if again else log.error)(
+            "refused %s %s of the model assignment (%s@%d by %s): %s [%s]; still serving %s %s%s",
+            role,
+            ref.version,
+            ASSIGNMENT_TOPIC,
+            published.offset,
+            published.assignment.audit.get("by", "?"),
+            message,
+            reason,
+            role,
+            served,
+            "" if again else " (tried again every STREAM_APP_MODEL_RETRY_S)",
+        )
+
+    def in_step(self) -> dict[str, bool]:
+        """Per role: serving what the assignment names (True without an assignment)."""
+        published = self.assignment
+        if published is None:
+            return {role: True for role in ROLES}
+        served = self.describe()
+        return {
+            role: role not in self.follow or served[role] == published.assignment.versions()[role]
+            for role in ROLES
+        }
+
+    def _export_assignment(self) -> None:
+        published = self.assignment
+        assigned: dict[str, str | None] = (
+            dict(published.assignment.versions()) if published is not None else {}
+        )
+        self.metrics.set_assignment(assigned, self.in_step())
+
+    def assignment_state(self) -> dict[str, Any]:
+        """The ``/readyz`` check ``models``: what is served, what the assignment names, what was
+        refused. ``ok`` stays True on a refusal: the worker still scores, with the version it
+        had (a split shows in the detail and in ``stream_app_model_in_step``)."""
+        served = self.describe()
+        published = self.assignment
+        champion, challenger = self.champion, self.challenger
+        parts = [
+            f"champion {champion.version} (sha256 {champion.sha256[:12]})",
+            f"challenger {challenger.version} (sha256 {challenger.sha256[:12]})"
+            if challenger is not None
+            else "no challenger",
+        ]
+        state: dict[str, Any] = {
+            "ok": True,
+            "serving": {role: served[role] for role in ROLES},
+            "source": self.source,
+        }
+        if published is None:
+            parts.append(f"assignment: none ({self.source})")
+        else:
+            audit = published.assignment.audit
+            state["assigned"] = published.assignment.versions()
+            published_at = published.timestamp_ms / 1000 if published.timestamp_ms else None
+            state["assignment"] = {
+                "offset": published.offset,
+                "by": audit.get("by"),
+                "action": audit.get("action"),
+                "at": audit.get("at"),
+                "published_at": published_at,
+                "in_step_at": self.in_step_at,
+                "in_step_after_s": round(self.in_step_at - published_at, 3)
+                if self.in_step_at is not None and published_at is not None
+                else None,
+            }
+            steps = self.in_step()
+            state["in_step"] = all(steps.values())
+            parts.append(
+                f"assignment {ASSIGNMENT_TOPIC}@{published.offset} ({audit.get('action')} by "
+                f"{audit.get('by')} at {audit.get('at')}): "
+                + ("in step" if state["in_step"] else "NOT in step")
+            )
+        if self.refused:
+            state["refused"] = {
+                role: {"version": r.version, "reason": r.reason, "message": r.message}
+                for role, r in self.refused.items()
+            }
+            parts += [
+                f"refused {role} {r.version} ({r.reason}): {r.message}"
+                for role, r in self.refused.items()
+            ]
+        state["detail"] = "; ".join(parts)
+        return state
 
     def describe(self) -> dict[str, Any]:
         """Versions served now (logs, tests)."""

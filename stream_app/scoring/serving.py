@@ -124,15 +124,25 @@ def _current(models_dir: Path) -> Serving:
     return Serving(champion=versions[-1] if versions else None)
 
 
-def promote(models_dir: Path, version: str | None, role: Role = "champion") -> Serving:
-    """Make ``version`` serve ``role`` (None: no challenger) once it loads hash-verified."""
+def promote(
+    models_dir: Path,
+    version: str | None,
+    role: Role = "champion",
+    current: Serving | None = None,
+    by: str | None = None,
+    write: bool = True,
+) -> Serving:
+    """Make ``version`` serve ``role`` (None: no challenger) once it loads hash-verified.
+
+    ``current``: the assignment to change (the control topic's), instead of the file's;
+    ``by`` (user@host) goes into the history entry; ``write=False`` leaves the file as it is."""
     from stream_app.scoring.model import ScoringModel
 
     if version is None and role == "champion":
         raise ModelNotFoundError("A champion is always needed; name a version to promote.")
     if version is not None:
         ScoringModel.load(resolve_version(models_dir, version))  # raises what is wrong with it
-    serving = _current(models_dir)
+    serving = _copy(current) if current is not None else _current(models_dir)
     previous = serving.get(role)
     serving.history.append(
         {
@@ -142,16 +152,33 @@ def promote(models_dir: Path, version: str | None, role: Role = "champion") -> S
             "action": "promote",
             "at": _now(),
         }
+        | ({"by": by} if by else {})
     )
-    return _set(models_dir, serving, role, version)
+    return _set(models_dir, serving, role, version, write)
 
 
-def rollback(models_dir: Path, role: Role = "champion") -> Serving:
-    """Serve ``role`` with the version it had before its latest promotion."""
+def _copy(serving: Serving) -> Serving:
+    return Serving(
+        serving.champion,
+        serving.challenger,
+        serving.updated_at,
+        [dict(h) for h in serving.history],
+    )
+
+
+def rollback(
+    models_dir: Path,
+    role: Role = "champion",
+    current: Serving | None = None,
+    by: str | None = None,
+    write: bool = True,
+) -> Serving:
+    """Serve ``role`` with the version it had before its latest promotion (``current``, ``by``,
+    ``write``: as for :func:`promote`)."""
     from stream_app.scoring.model import ScoringModel
 
-    serving = read_serving(models_dir)
-    current = serving.get(role) if serving is not None else None
+    serving = _copy(current) if current is not None else read_serving(models_dir)
+    now = serving.get(role) if serving is not None else None
     entries = [
         h
         for h in (serving.history if serving is not None else [])
@@ -159,12 +186,13 @@ def rollback(models_dir: Path, role: Role = "champion") -> Serving:
     ]
     # The promotion that installed the current version; roll back to what it replaced.
     for entry in reversed(entries):
-        if entry.get("version") == current:
+        if entry.get("version") == now:
             target = entry.get("previous")
             break
     else:
         raise ModelNotFoundError(
-            f"No earlier {role} to roll back to in {serving_path(models_dir)}; "
+            f"No earlier {role} to roll back to in "
+            f"{'the published assignment' if current is not None else serving_path(models_dir)}; "
             f"promote a version instead (`stream-app models promote VERSION`)."
         )
     assert serving is not None
@@ -173,18 +201,22 @@ def rollback(models_dir: Path, role: Role = "champion") -> Serving:
     if target is not None:
         ScoringModel.load(resolve_version(models_dir, target))
     serving.history.append(
-        {"role": role, "version": target, "previous": current, "action": "rollback", "at": _now()}
+        {"role": role, "version": target, "previous": now, "action": "rollback", "at": _now()}
+        | ({"by": by} if by else {})
     )
-    return _set(models_dir, serving, role, target)
+    return _set(models_dir, serving, role, target, write)
 
 
-def _set(models_dir: Path, serving: Serving, role: Role, version: str | None) -> Serving:
+def _set(
+    models_dir: Path, serving: Serving, role: Role, version: str | None, write: bool = True
+) -> Serving:
     if role == "champion":
         serving.champion = version
     else:
         serving.challenger = version
     serving.updated_at = _now()
-    write_serving(models_dir, serving)
+    if write:
+        write_serving(models_dir, serving)
     return serving
 
 

@@ -166,6 +166,8 @@ def populated_worker() -> WorkerMetrics:
     m = WorkerMetrics()
     m.set_model("v-champion", "ab" * 32)
     m.set_challenger("v-challenger", "cd" * 32)
+    m.set_assignment({"champion": "v-champion"}, {"champion": True})
+    m.model_refused("champion", "sha256_mismatch")
     for stage in ("customer", "scoring"):
         m.batch(stage, 3, replayed=1)
     m.scored_batch("v-champion", 3, scoring_seconds=0.01, latencies_s=[0.1, 0.2])
