@@ -48,13 +48,15 @@ from stream_app.faust_ext.exactly_once import ExactlyOnceApp
 from stream_app.faust_ext.recovery import SeekFirstTableManager
 from stream_app.faust_ext.tables import FaustTableWriter, bytes_table
 from stream_app.features.state import CustomerState, Retention, TerminalState
+from stream_app.io.copartition import mismatch_message, partition_mismatches
 from stream_app.io.deadletter import dead_letter_message
 from stream_app.io.records import headers_of, position_of
-from stream_app.io.security import faust_credentials
+from stream_app.io.security import admin_client, faust_credentials
 from stream_app.logs import log_scores, score_log
 from stream_app.monitoring.health import install_views, settled
 from stream_app.monitoring.liveness import EXIT_STALLED, Liveness
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
+from stream_app.monitoring.misroutes import MisrouteReport
 from stream_app.outputs.publisher import OutputPublisher
 from stream_app.outputs.purge import RepartitionPurger, confluent_version, delete_records_safe
 from stream_app.outputs.transactions import TransactionalPublisher
@@ -62,6 +64,7 @@ from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
 from stream_app.pipeline.heap import HeapKeeper
+from stream_app.pipeline.routing import Reroute, Routing
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.pipeline.state_store import StateStore, TableKeys
 from stream_app.scoring.follow import install_model_watch
@@ -73,8 +76,10 @@ from stream_app.scoring.shadow import ShadowJob, sample_rows
 log = logging.getLogger("stream_app.worker")
 
 TRANSACTIONS = "transactions"
+TRANSACTIONS_REROUTED = "transactions.rerouted"
 BY_TERMINAL = "transactions.by-terminal"
 LABELS = "labels"
+LABELS_REROUTED = "labels.rerouted"
 SCORES = "scores"
 SHADOW = "scores.shadow"
 DRIFT = "drift"
@@ -235,12 +240,15 @@ def create_app(
 
     # -- stages -----------------------------------------------------------------------------
     retention = Retention.for_lateness(settings.allowed_lateness_s)
+    rerouting = settings.misrouted_keys == "reroute"
+    transactions_rerouted, labels_rerouted = topic(TRANSACTIONS_REROUTED), topic(LABELS_REROUTED)
     customer_stage = CustomerStage(
         customers,
         retention,
         settings.allowed_lateness_s,
         settings.max_message_bytes,
-        topic_index={topic(TRANSACTIONS): 0},
+        topic_index={topic(TRANSACTIONS): 0, transactions_rerouted: 1},
+        routing=Routing(settings.partitions, transactions_rerouted if rerouting else None),
     )
     scoring_stage = ScoringStage(
         terminals,
@@ -252,6 +260,8 @@ def create_app(
         source_partitions=settings.partitions,
         max_source_skew_s=settings.max_source_skew_s,
         topic_index={by_terminal: 0},
+        label_routing=Routing(settings.partitions, labels_rerouted if rerouting else None),
+        forward_routing=Routing(settings.partitions, by_terminal),
     )
     live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
 
@@ -295,10 +305,21 @@ def create_app(
         for record in records:
             sink.send(drift_topic, key, orjson.dumps(record))
 
+    misroutes = MisrouteReport(settings.partitions, metrics, rerouting)
+
+    def send_reroutes(reroutes: Sequence[Reroute]) -> None:
+        for r in reroutes:
+            sink.send(
+                r.topic, r.key, r.value, r.headers, partition=r.partition, timestamp=r.timestamp
+            )
+
     def handle_customers(batch: Batch) -> None:
         """Stage 1: customer windows, forwards to the terminal stage, dead letters."""
         out = customer_stage.process(batch.records, batch.items)
         sink.send_timed(by_terminal, [(f.key, f.value, f.timestamp) for f in out.forwards])
+        if out.misrouted:
+            misroutes.report(out.misrouted)
+            send_reroutes(out.reroutes)
         if out.dead_letters:
             send_dead_letters(out.dead_letters)
         sink.poll()
@@ -310,6 +331,9 @@ def create_app(
         model, shadow, drift = live.champion, live.shadow, live.drift
         out = scoring_stage.process(batch.records, batch.items)
         sink.send_many(scores_topic, out.scores)
+        if out.misrouted:
+            misroutes.report(out.misrouted)
+            send_reroutes(out.reroutes)
         if out.dead_letters:
             send_dead_letters(out.dead_letters)
         if out.X is not None and out.champion is not None:
@@ -439,7 +463,7 @@ def create_app(
     customer_runner = engine.add_stage(
         StageRunner(
             "customer",
-            [StageInput(topic(TRANSACTIONS))],
+            [StageInput(topic(TRANSACTIONS)), StageInput(transactions_rerouted)],
             lambda records: _decoded(customer_stage.decode(records), _tx_time),
             handle_customers,
             settings.batch_max,
@@ -454,6 +478,12 @@ def create_app(
                 # in the terminals' state.
                 StageInput(
                     labels_topic,
+                    rank=0,
+                    held_by=customer_runner,
+                    held_slack=settings.allowed_lateness_s,
+                ),
+                StageInput(
+                    labels_rerouted,
                     rank=0,
                     held_by=customer_runner,
                     held_slack=settings.allowed_lateness_s,
@@ -479,6 +509,7 @@ def create_app(
                 die("exactly-once outputs", exc)
         # The models and everything loaded at start-up stay put: keep the collector off them.
         heap.start()
+        await check_partitions()  # before the first record
         await asyncio.gather(
             engine.run(customer_runner, lambda exc: die("customer stage", exc)),
             engine.run(scoring_runner, lambda exc: die("scoring stage", exc)),
@@ -568,7 +599,7 @@ def create_app(
         return scorer.queue.qsize(), scorer.last_done, shadow_down[0]
 
     liveness = Liveness(
-        stages=lambda: engine.stages,
+        stages=lambda: [] if engine.halted is not None else engine.stages,  # see `partitions`
         waiting=engine.waiting,
         outputs=output_state,
         checkpoints=lambda: (
@@ -609,6 +640,47 @@ def create_app(
             os._exit(EXIT_STALLED)
 
     # -- input that vanished before it was read ---------------------------------------------------
+    # The co-partitioned topics must keep STREAM_APP_PARTITIONS partitions (stream_app.io.
+    # copartition): a topic grown alone puts keys on partitions that hold other keys' state, or
+    # none. Checked before the first record and every partition_check_s; on a mismatch the
+    # engine reads and processes nothing (not a stall: it waits for the operator).
+    layout_admin = admin_client(settings) if settings.partition_check_s > 0 else None
+
+    async def check_partitions() -> None:
+        if layout_admin is None:
+            return
+        try:
+            metadata = await asyncio.to_thread(layout_admin.list_topics, timeout=5)
+        except Exception as exc:  # the broker is away: the next round asks again
+            log.debug("topic metadata unavailable: %r", exc)
+            return
+        counts = {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+        mismatches = partition_mismatches(settings, counts)
+        if mismatches:
+            reason = mismatch_message(settings, mismatches)
+            if engine.halted != reason:
+                log.error("%s", reason)
+            engine.halt(reason)
+        elif engine.halted is not None:
+            log.info(
+                "co-partitioned topics agree again (%d partitions): reading", settings.partitions
+            )
+            engine.unhalt()
+
+    if layout_admin is not None:
+
+        @app.timer(settings.partition_check_s)
+        async def watch_partitions() -> None:
+            """Halt the engine while the co-partitioned topics disagree on partition counts."""
+            await check_partitions()
+
+    def layout_readiness() -> dict[str, Any]:
+        halted = engine.halted
+        return {
+            "ok": halted is None,
+            "detail": halted or f"co-partitioned topics have {settings.partitions} partitions",
+        }
+
     # The engine notes every chunk of an input partition that starts past the offset expected
     # (the last one read, or the committed one after an assignment); the broker's log start says
     # whether the records between were deleted before the worker read them (retention, or a
@@ -690,9 +762,19 @@ def create_app(
                 "customer-state": TableKeys(customer_table, customers),
                 "terminal-state": TableKeys(terminal_table, terminals),
             },
-            input_topics={topic(TRANSACTIONS), by_terminal, labels_topic},
+            input_topics={
+                topic(TRANSACTIONS),
+                transactions_rerouted,
+                by_terminal,
+                labels_topic,
+                labels_rerouted,
+            },
             lag=engine.lag,
-            extra_checks={"progress": liveness.readiness, "models": live.assignment_state},
+            extra_checks={
+                "progress": liveness.readiness,
+                "partitions": layout_readiness,
+                "models": live.assignment_state,
+            },
             engine_state=lambda: {"stages": engine.stage_times(), "partitions": engine.describe()},
         )
     return app

@@ -100,6 +100,22 @@ class Settings(BaseSettings):
         "re-scores what was in flight). exactly_once: the outputs and input offsets of each "
         "checkpoint commit in one Kafka transaction (read_committed consumers see each once).",
     )
+    misrouted_keys: Literal["reroute", "dead_letter"] = Field(
+        "reroute",
+        description="An input record on another partition than its key's (murmur2, Java's "
+        "default partitioner; a producer with another partitioner): reroute sends it to its "
+        "key's partition of transactions.rerouted / labels.rerouted and processes it there; "
+        "dead_letter rejects it with reason misrouted_key. Counted by "
+        "stream_app_misrouted_records_total either way.",
+    )
+    partition_check_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often (seconds) the worker compares the partition counts of the "
+        "co-partitioned topics (inputs, reroute and repartition topics, changelogs) with "
+        "STREAM_APP_PARTITIONS; on a mismatch it reads nothing and is not ready until it is put "
+        "right (stream-app topics grow). Also checked before the first record. 0: never.",
+    )
     transactional_id: str | None = Field(
         None,
         description="exactly_once: this worker's transactional.id prefix, stable across its "

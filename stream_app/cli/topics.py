@@ -195,3 +195,55 @@ def list_cmd(
             exists,
         )
     console.print(table)
+
+
+@app.command("grow")
+def grow_cmd(
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions", min=1, help="The new partition count of every co-partitioned topic."
+        ),
+    ],
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for each admin request.")
+    ] = 30.0,
+) -> None:
+    """Grow every co-partitioned topic to --partitions and move the tables' state with it.
+
+    The co-partitioned topics are transactions, labels, their reroute topics, the by-terminal
+    repartition topic and both tables' changelogs of STREAM_APP_APP_ID. Stop the workers first
+    (the command refuses while the group has members); then start them with
+    STREAM_APP_PARTITIONS set to the new count. Running it again finishes an interrupted move.
+    Exit code 0 when done, 2 when refused or failed.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from stream_app.config import Settings
+    from stream_app.exceptions import StreamAppError
+    from stream_app.tools.grow import grow
+
+    console = Console()
+    try:
+        settings = Settings()
+        with console.status("growing") as status:
+            report = grow(settings, partitions, timeout, on_progress=status.update)
+    except StreamAppError as exc:
+        raise _fail(Console(stderr=True), str(exc)) from exc
+    table = Table(title=f"co-partitioned topics: {partitions} partitions")
+    table.add_column("topic")
+    table.add_column("partitions before", justify="right")
+    table.add_column("grown")
+    for name, count in sorted(report.before.items()):
+        table.add_row(name, str(count), "yes" if name in report.grown else "no (already)")
+    console.print(table)
+    for name in sorted(report.keys):
+        console.print(
+            f"{name}: {report.keys[name]:,} keys with state, {report.moved[name]:,} moved to "
+            "their new partition"
+        )
+    console.print(
+        f"Start the workers with STREAM_APP_PARTITIONS={partitions}; records still on the old "
+        "partitions are rerouted to their keys' new partitions as they are read."
+    )

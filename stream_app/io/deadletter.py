@@ -45,6 +45,7 @@ class Reason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"  # any other breach of the schema
     NULL_KEY = "null_key"  # the record has no key
     KEY_MISMATCH = "key_mismatch"  # the key is not the id the topic is keyed by
+    MISROUTED_KEY = "misrouted_key"  # on another partition than its key's (another partitioner)
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     BAD_TIMESTAMP = "bad_timestamp"  # not RFC 3339 with an offset, before 2000, over a day ahead
     TOO_LATE = "too_late"  # behind its customer's latest event by more than the lateness

@@ -315,9 +315,24 @@ def check_access(settings: Settings, timeout: float = DEFAULT_CHECK_TIMEOUT_S) -
 # What the worker is allowed to do
 # --------------------------------------------------------------------------------------------
 
-WORKER_READS = ("transactions", "transactions.by-terminal", "labels")
-"""Declared topics the worker consumes."""
-WORKER_WRITES = ("transactions.by-terminal", "scores", "scores.shadow", "drift", "transactions.dlq")
+WORKER_READS = (
+    "transactions",
+    "transactions.rerouted",
+    "transactions.by-terminal",
+    "labels",
+    "labels.rerouted",
+    "models.assignment",
+)
+"""Declared topics the worker consumes (``models.assignment``: the group's model assignment)."""
+WORKER_WRITES = (
+    "transactions.rerouted",
+    "transactions.by-terminal",
+    "labels.rerouted",
+    "scores",
+    "scores.shadow",
+    "drift",
+    "transactions.dlq",
+)
 """Declared topics the worker produces to."""
 
 
@@ -325,9 +340,11 @@ def worker_acls(settings: Settings, principal: str, *, create_topics: bool = Tru
     """The ACLs (``confluent_kafka.admin.AclBinding``) the worker needs as ``principal``.
 
     * Group ``app_id`` (the Faust consumer group): Read.
-    * ``transactions``, ``transactions.by-terminal``, ``labels``: Read; the by-terminal
-      repartition topic and ``scores``, ``scores.shadow``, ``drift``, ``transactions.dlq``: Write;
-      the by-terminal topic: Delete (the worker deletes the records it has committed there).
+    * ``transactions``, ``transactions.by-terminal``, ``labels``, the reroute topics
+      (``transactions.rerouted``, ``labels.rerouted``) and ``models.assignment``: Read; the
+      by-terminal repartition topic, the reroute topics and ``scores``, ``scores.shadow``,
+      ``drift``, ``transactions.dlq``: Write; the by-terminal topic: Delete (the worker deletes
+      the records it has committed there).
     * Every declared topic: Describe and DescribeConfigs (the start-up check compares each one
       with its declaration), plus Create with ``create_topics`` (it creates missing ones).
     * Topics prefixed ``<app_id>-``, Faust's own: the table changelogs

@@ -12,16 +12,19 @@ from stream_app.config import Settings
 from stream_app.exceptions import DatasetError
 
 OnRecord = Callable[[str, int, int, bytes | None], None]  # topic, partition, offset, value
+OnKeyed = Callable[[str, int, bytes | None, bytes | None], None]  # topic, partition, key, value
 
 
 def read_to_end(
     settings: Settings,
     topics: Sequence[str],
     group_id: str,
-    on_record: OnRecord,
+    on_record: OnRecord | None,
     on_progress: Callable[[int], None] | None = None,
+    on_keyed: OnKeyed | None = None,
 ) -> None:
-    """Call ``on_record`` for every record of ``topics`` (real names) present at the start."""
+    """Call ``on_record`` (and ``on_keyed``, which also gets the key) for every record of
+    ``topics`` (real names) present at the start."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from stream_app.io.security import check_access
@@ -59,7 +62,10 @@ def read_to_end(
                     continue
                 if offset + 1 >= end[key]:
                     del end[key]
-                on_record(topic, partition, offset, msg.value())
+                if on_record is not None:
+                    on_record(topic, partition, offset, msg.value())
+                if on_keyed is not None:
+                    on_keyed(topic, partition, msg.key(), msg.value())
             if on_progress is not None and batch:
                 on_progress(len(batch))
     finally:

@@ -147,6 +147,11 @@ class Difference:
     def hint(self) -> str:
         """What to do about it, in one line."""
         if self.field == FIELD_PARTITIONS:
+            if copartitioned(self.topic) and int(self.declared) > int(self.live):
+                return (
+                    f"co-partitioned with the tables' state: run `stream-app topics grow "
+                    f"--partitions {self.declared}` with the workers stopped (it moves the state)"
+                )
             if self.fixable:
                 return "run `stream-app topics apply --fix` to add partitions"
             return "Kafka cannot remove partitions: recreate the topic or change the declaration"
@@ -524,6 +529,14 @@ def _same_config(name: str, declared: str, live: str | None) -> bool:
     return declared.strip() == live.strip()
 
 
+def copartitioned(name: str) -> bool:
+    """Whether topic ``name`` (as on the cluster) is co-partitioned with the tables
+    (:mod:`stream_app.io.copartition`): only ``topics grow`` may add partitions to it."""
+    from stream_app.io.copartition import COPARTITIONED_INPUTS
+
+    return name.endswith("-changelog") or any(name.endswith(n) for n in COPARTITIONED_INPUTS)
+
+
 def compare_topic(
     spec: TopicSpec, partitions: int, replication: int, configs: Mapping[str, str | None]
 ) -> list[Difference]:
@@ -536,7 +549,8 @@ def compare_topic(
                 FIELD_PARTITIONS,
                 spec.partitions,
                 partitions,
-                fixable=spec.partitions > partitions,
+                # Growing one co-partitioned topic alone halts the workers: `topics grow`.
+                fixable=spec.partitions > partitions and not copartitioned(spec.name),
             )
         )
     if replication != spec.replication:

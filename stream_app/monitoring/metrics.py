@@ -311,6 +311,13 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.misrouted_records = Counter(
+            "stream_app_misrouted_records",
+            "Input records found on another partition than their key's (a producer with another "
+            "partitioner), rerouted or dead-lettered (STREAM_APP_MISROUTED_KEYS).",
+            ["topic"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "stream_app_consumer_lag",
             "Records between a partition's log end and the worker's read position.",
@@ -475,6 +482,10 @@ class WorkerMetrics:
     def skipped(self, topic: str, partition: int, records: int) -> None:
         """``records`` of ``topic[partition]`` were deleted before the worker read them."""
         self.input_skipped.labels(topic=topic, partition=str(partition)).inc(records)
+
+    def misrouted(self, topic: str, records: int) -> None:
+        """``records`` of ``topic`` were on the wrong partition for their key."""
+        self.misrouted_records.labels(topic=topic).inc(records)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace ``stream_app_consumer_lag`` with ``lags`` ((topic, partition) → records);

@@ -48,7 +48,7 @@ OUTPUT_CONFIG: dict[str, str | int | bool] = {
 DELIVERY_POLL_S = 0.001
 """How often :meth:`OutputPublisher.settle` looks at the epoch while records are in flight."""
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
 Listener = Callable[[Any, Any], None]
 
 

@@ -13,6 +13,12 @@ committed) is forwarded again with the features it had the first time, computed 
 applied before it (``CustomerState.replayed_values``); one dead-lettered as a duplicate or as too
 late is dead-lettered again with the same reason and message, never forwarded (the state
 remembers those records, ``CustomerState.dead_lettered``).
+
+A record on another partition than its key's (a producer with another partitioner) never meets
+the state of that partition: it is rerouted to its key's partition of ``transactions.rerouted``,
+which this stage also reads, or dead-lettered as ``misrouted_key``
+(:mod:`stream_app.pipeline.routing`). A rerouted copy is known by the position it was first read
+at, so a crash between rerouting and committing cannot count it twice.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from stream_app.io.codecs import Transaction, decode_transaction
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import encode_forward
 from stream_app.io.records import InputRecord, RecordLike
+from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
 
 __all__ = ["CustomerStage", "DeadLetter", "Forward", "InputRecord", "StageOutput"]
@@ -95,6 +102,28 @@ class StageOutput:
     forwards: list[Forward] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     replayed: int = 0
+    reroutes: list[Reroute] = field(default_factory=list)
+    misrouted: list[Misrouted] = field(default_factory=list)
+
+
+def routed_away(
+    routing: Routing | None, record: RecordLike, key: bytes, out: StageOutput | Any
+) -> bool:
+    """Whether ``record`` is on the wrong partition for ``key``: then it is rerouted (or
+    dead-lettered) in ``out`` (a stage output with ``misrouted``, ``reroutes`` and
+    ``dead_letters``) and the caller goes no further with it."""
+    if routing is None:
+        return False
+    expected = routing.misrouted(record, key)
+    if expected is None:
+        return False
+    out.misrouted.append(Misrouted(record, expected))
+    action = routing.reroute(record, key, expected)
+    if type(action) is Reroute:
+        out.reroutes.append(action)
+    else:
+        out.dead_letters.append(DeadLetter(record, action))  # type: ignore[arg-type]
+    return True
 
 
 def now_s() -> float:
@@ -112,9 +141,11 @@ class CustomerStage:
         allowed_lateness_s: float,
         max_message_bytes: int,
         topic_index: Mapping[str, int] | None = None,
+        routing: Routing | None = None,
     ) -> None:
         """``topic_index``: the index of each input topic in the states' source ids (default:
-        every topic is the first)."""
+        every topic is the first). ``routing``: how records on the wrong partition for their
+        key are handled (None: not checked, every record is taken as partitioned right)."""
         self.states: StateStore[CustomerState] = (
             states if isinstance(states, StateStore) else StateStore(CustomerState, states)
         )
@@ -122,6 +153,7 @@ class CustomerStage:
         self.allowed_lateness_s = allowed_lateness_s
         self.max_message_bytes = max_message_bytes
         self.topic_index = dict(topic_index or {})
+        self.routing = routing
 
     def decode(
         self, records: Sequence[RecordLike], now: float | None = None
@@ -157,15 +189,22 @@ class CustomerStage:
 
     def _one(self, record: RecordLike, tx: Transaction, out: StageOutput) -> None:
         customer_id = tx.customer_id
-        if record.key != customer_id.encode():
+        key = record.key
+        if key != customer_id.encode():
             out.dead_letters.append(
-                DeadLetter(
-                    record, key_rejection(record.key, "customer_id", customer_id, "transactions")
-                )
+                DeadLetter(record, key_rejection(key, "customer_id", customer_id, "transactions"))
             )
             return
         partition, offset = record.partition, record.offset
-        source = source_id(partition, self.topic_index.get(record.topic, 0))
+        routing = self.routing
+        if routed_away(routing, record, key, out):
+            return
+        origin = routing.origin(record) if routing is not None else None
+        if origin is None:
+            source = source_id(partition, self.topic_index.get(record.topic, 0))
+        else:  # a rerouted copy is known by where it was first read
+            source = source_id(origin[1], self.topic_index.get(origin[0], 0))
+            offset = origin[2]
         states = self.states
         state = states.get(customer_id, partition)
         if state.seen(offset, source):
@@ -216,7 +255,7 @@ class CustomerStage:
                     tx.terminal_id,
                     float(timestamp or 0),
                     partition,
-                    offset,
+                    record.offset,
                     features,
                 ),
                 timestamp,

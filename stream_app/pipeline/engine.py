@@ -126,6 +126,9 @@ class BatchEngine:
         self.space.set()
         self.stopping = False
         self.paused = False
+        # Why the stages read nothing at all until the operator acts (None: they read); see
+        # :meth:`halt`.
+        self.halted: str | None = None
         self.reset_hooks: list[Callable[[], None]] = []
         self.commit_hooks: list[Callable[[dict[Any, int]], Any]] = []
         self.committed_positions: dict[Any, int] = {}
@@ -194,7 +197,11 @@ class BatchEngine:
                     self.fetched[tp] = position
 
     def full(self) -> set[Any]:
-        """Partitions whose queue is full: leave them out of the next fetch."""
+        """Partitions whose queue is full (every stage partition while halted): leave them out
+        of the next fetch."""
+        if self.halted is not None and self.view is not None:
+            self.space.clear()
+            return {tp for tp in self.view.assignment() if tp.topic in self.by_topic}
         limit = self.max_buffered
         out = {
             tp for runner in self.stages for tp, q in runner.queues.items() if q.buffered >= limit
@@ -280,7 +287,7 @@ class BatchEngine:
         clock = time.monotonic
         lock = self.lock
         while not self.stopping:
-            if self.paused:
+            if self.paused or self.halted is not None:
                 runner.wakeup.clear()
                 await runner.wakeup.wait()
                 continue
@@ -342,8 +349,21 @@ class BatchEngine:
         self.paused = True
 
     def resume(self) -> None:
-        """The stage loops go on."""
+        """The stage loops go on (unless halted)."""
         self.paused = False
+        for runner in self.stages:
+            runner.wakeup.set()
+
+    def halt(self, reason: str) -> None:
+        """Read and process nothing more, whatever the assignment, until :meth:`unhalt`: the
+        topics' layout no longer matches the state's (partition counts), and a record taken now
+        could meet the wrong state or a changelog partition that does not exist."""
+        self.halted = reason
+
+    def unhalt(self) -> None:
+        """Read and process again."""
+        self.halted = None
+        self.space.set()
         for runner in self.stages:
             runner.wakeup.set()
 

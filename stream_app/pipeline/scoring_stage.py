@@ -28,7 +28,14 @@ from stream_app.io.codecs import Label, decode_label
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import Forward, ForwardError, decode_forward
 from stream_app.io.records import RecordLike
-from stream_app.pipeline.customer_stage import DeadLetter, key_rejection, now_s, processing_error
+from stream_app.pipeline.customer_stage import (
+    DeadLetter,
+    key_rejection,
+    now_s,
+    processing_error,
+    routed_away,
+)
+from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
 from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import BatchScores, ScoringModel
@@ -59,6 +66,9 @@ class ScoringOutput:
     event_ts: list[float] = field(default_factory=list)  # event times, epoch seconds
     X: np.ndarray | None = None  # feature matrix, FEATURE_NAMES columns
     champion: BatchScores | None = None
+    # Labels on the wrong partition for their terminal (stream_app.pipeline.routing):
+    reroutes: list[Reroute] = field(default_factory=list)
+    misrouted: list[Misrouted] = field(default_factory=list)
 
 
 def forward_rejection(exc: Exception) -> Rejection:
@@ -81,7 +91,13 @@ class ScoringStage:
         source_partitions: int = 1,
         max_source_skew_s: float = 7 * 86_400.0,
         topic_index: Mapping[str, int] | None = None,
+        label_routing: Routing | None = None,
+        forward_routing: Routing | None = None,
     ) -> None:
+        """``label_routing``: how labels on the wrong partition for their terminal are handled
+        (None: not checked); its reroute topic is read as labels too. ``forward_routing``: the
+        same for repartition records (on the wrong partition only after ``topics grow``; they go
+        back to the repartition topic itself, at their terminal's partition)."""
         self.states: StateStore[TerminalState] = (
             states if isinstance(states, StateStore) else StateStore(TerminalState, states)
         )
@@ -99,16 +115,20 @@ class ScoringStage:
         self.max_message_bytes = max_message_bytes
         self.emit_features = emit_features
         self.topic_index = dict(topic_index or {})
+        self.label_routing = label_routing
+        self.forward_routing = forward_routing
+        rerouted = label_routing.reroute_topic if label_routing is not None else None
+        self.label_topics = frozenset([labels_topic] + ([rerouted] if rerouted else []))
 
     # --- decoding (the engine calls this per fetched chunk) ------------------------------------
 
     def decode(self, records: Sequence[RecordLike], now: float | None = None) -> list[Item]:
         """The decoded forward or label (or rejection) of each record."""
         clock = now_s() if now is None else now
-        labels, limit = self.labels_topic, self.max_message_bytes
+        labels, limit = self.label_topics, self.max_message_bytes
         out: list[Item] = []
         for record in records:
-            if record.topic == labels:
+            if record.topic in labels:
                 out.append(decode_label(record.value, limit, clock))
                 continue
             try:
@@ -140,6 +160,16 @@ class ScoringStage:
                     fwd: Forward = item  # type: ignore[assignment]
                     terminal_id = fwd.terminal_id
                     partition = record.partition
+                    offset = record.offset
+                    source = source_id(partition, self.topic_index.get(record.topic, 0))
+                    routing = self.forward_routing
+                    if routed_away(routing, record, terminal_id.encode(), out):
+                        continue
+                    if routing is not None and record.headers:
+                        origin = routing.origin(record)
+                        if origin is not None:  # rerouted: known by where it was first read
+                            source = source_id(origin[1], self.topic_index.get(origin[0], 0))
+                            offset = origin[2]
                     state = states.get(terminal_id, partition)
                     ts = fwd.ts
                     seen = source_time.get(partition)
@@ -147,11 +177,10 @@ class ScoringStage:
                         seen = source_time[partition] = {}
                     if ts > seen.get(fwd.source_partition, float("-inf")):
                         seen[fwd.source_partition] = ts
-                    source = source_id(partition, self.topic_index.get(record.topic, 0))
                     if state.apply(
                         ts,
                         fwd.event_id,
-                        record.offset,
+                        offset,
                         terminal_s,
                         horizon_end=self.eviction_horizon(partition),
                         source=source,
@@ -246,6 +275,8 @@ class ScoringStage:
             out.dead_letters.append(
                 DeadLetter(record, key_rejection(record.key, "terminal_id", terminal_id, "labels"))
             )
+            return
+        if routed_away(self.label_routing, record, terminal_id.encode(), out):
             return
         state = self.states.get(terminal_id, record.partition)
         if state.apply_label(label.ts, label.event_id, label.label, keep_pending=False):

@@ -295,3 +295,29 @@ def test_describe_shows_each_partition_as_the_alignment_sees_it() -> None:
         "committed": 2,
     }
     assert (row["fetched"], row["position"], row["end"], row["caught_up"]) == (3, 3, 5, False)
+
+
+def test_a_halted_engine_fetches_and_takes_nothing_until_unhalted_whatever_resumes_it():
+    handled: list[list[Any]] = []
+    engine, view, first, _, (tx, by, labels) = engine_with(handled)
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        loop = asyncio.create_task(engine.run(first, errors.append))
+        engine.halt("partition counts disagree")
+        assert engine.full() == {tx, by, labels}  # nothing is fetched
+        deliver(engine, view, tx, recs(tx, 0, [1.0]), end=1)  # a fetch already in flight
+        await asyncio.sleep(0.05)
+        engine.pause()
+        engine.resume()  # a rebalance ends: still halted
+        await asyncio.sleep(0.05)
+        assert handled == []
+        engine.unhalt()
+        assert engine.full() == set()
+        await asyncio.sleep(0.05)
+        assert handled == [["tx0@0"]]
+        engine.stop()
+        await asyncio.wait_for(loop, 1.0)
+
+    asyncio.run(main())
+    assert errors == []

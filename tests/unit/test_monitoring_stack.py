@@ -178,6 +178,7 @@ def populated_worker() -> WorkerMetrics:
     m.set_lag({("transactions", 0): 5})
     m.set_stalled({"customer": False})
     m.skipped("transactions", 0, 3)
+    m.misrouted("transactions", 2)
     return m
 
 

@@ -28,3 +28,9 @@ def test_every_documented_command_has_help():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
+
+
+def test_no_merge_conflict_left_in_the_readme():
+    """A merge once left both sides of a configuration row, with its markers, in the README."""
+    markers = [line for line in README.splitlines() if line.startswith(("<<<<<<< ", ">>>>>>> "))]
+    assert markers == []

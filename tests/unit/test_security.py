@@ -224,9 +224,18 @@ def test_worker_acls() -> None:
     assert (ResourceType.GROUP, "fraud", lit, AclOperation.READ) in granted
     reads = {n for (r, n, p, o) in granted if r == topic and o == AclOperation.READ and p == lit}
     writes = {n for (r, n, p, o) in granted if r == topic and o == AclOperation.WRITE and p == lit}
-    assert reads == {"t.transactions", "t.transactions.by-terminal", "t.labels"}
-    assert writes == {
+    assert reads == {
+        "t.transactions",
+        "t.transactions.rerouted",
         "t.transactions.by-terminal",
+        "t.labels",
+        "t.labels.rerouted",
+        "t.models.assignment",
+    }
+    assert writes == {
+        "t.transactions.rerouted",
+        "t.transactions.by-terminal",
+        "t.labels.rerouted",
         "t.scores",
         "t.scores.shadow",
         "t.drift",
