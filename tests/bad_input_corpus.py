@@ -12,6 +12,12 @@ from pathlib import Path
 
 CORPUS_DIR = Path(__file__).parent / "data" / "bad_inputs"
 MANIFEST = CORPUS_DIR / "corpus.toml"
+TOPICS = {
+    "transactions": "transactions",
+    "by-terminal": "transactions.by-terminal",  # junk written to the repartition topic
+    "labels": "labels",
+}
+"""A case's topic → the declared topic name it is sent to."""
 
 
 @dataclass(frozen=True)
@@ -19,12 +25,14 @@ class Case:
     """One bad record, and the good transaction (``first``) to send just before it, if any."""
 
     name: str  # "transactions/13-nan"
-    topic: str  # "transactions" or "labels" (declared names)
+    topic: str  # "transactions", "by-terminal" or "labels" (see TOPICS)
     key: bytes | None
     value: bytes | None
     reason: str
     kind: str
     first: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    via_repartition: bool = False  # dead-lettered by the terminal stage (see corpus.toml)
 
 
 def _key(entry: dict) -> bytes | None:
@@ -35,7 +43,15 @@ def _key(entry: dict) -> bytes | None:
         return None
     if "key_hex" in entry:
         return bytes.fromhex(entry["key_hex"])
-    return str(entry["key"]).encode()
+    return str(entry["key"]).encode() * entry.get("key_repeat", 1)
+
+
+def _headers(entry: dict) -> tuple[tuple[str, bytes], ...]:
+    return tuple(
+        (str(h["name"]), bytes.fromhex(h["hex"]) * h.get("repeat", 1))
+        for h in entry.get("headers", [])
+        for _ in range(h.get("copies", 1))
+    )
 
 
 def load_corpus() -> list[Case]:
@@ -51,9 +67,19 @@ def load_corpus() -> list[Case]:
             value = (CORPUS_DIR / entry["file"]).read_bytes() * entry.get("repeat", 1)
             name = entry["file"].removesuffix(".bin")
         first = (CORPUS_DIR / entry["first"]).read_bytes() if "first" in entry else None
-        assert entry["topic"] in ("transactions", "labels"), entry
+        assert entry["topic"] in TOPICS, entry
         cases.append(
-            Case(name, entry["topic"], _key(entry), value, entry["reason"], entry["kind"], first)
+            Case(
+                name,
+                entry["topic"],
+                _key(entry),
+                value,
+                entry["reason"],
+                entry["kind"],
+                first,
+                _headers(entry),
+                entry.get("dead_letter_from") == "by-terminal",
+            )
         )
     return cases
 

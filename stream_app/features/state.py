@@ -142,7 +142,8 @@ def _window_values(
 #            q is q[n] u32, or (flag Q_RUN: the samples were applied in the order they sit, as
 #            for every customer whose events came in time order) the first number alone, u32
 # Terminal:  b"ST" version(1) flags(1) n(u32) tail_len(u32)
-#            t[n] f64 · f[n] u8 · ids joined by \x1f · tail: JSON {"o", "p"}
+#            t[n] f64 · f[n] u8 · tail: JSON {"o", "p"} · ids joined by \x1f
+#            · (when any sample's customer is known) \x1e and the customers joined by \x1f
 # Ids are printable ASCII (the schemas' id pattern), so \x1f never occurs in one; an unknown id
 # (a sample loaded from a state written before ids were kept) is the empty string.
 
@@ -150,6 +151,7 @@ _CUSTOMER_HEAD = struct.Struct("<2sBBIII")
 _TERMINAL_HEAD = struct.Struct("<2sBBII")
 _VERSION = 1
 _SEP = "\x1f"
+_CUSTOMERS = b"\x1e"  # terminal: ids, then (when any is known) \x1e and the samples' customers
 _Q_RUN = 1  # customer flag: q is q0, q0 + 1, ...: only q0 is stored
 _U32 = struct.Struct("<I")
 
@@ -207,7 +209,7 @@ class CustomerState:
     to the last committed offset, not further.
     """
 
-    __slots__ = ("a", "d", "i", "n", "o", "q", "t")
+    __slots__ = ("_ids", "a", "d", "i", "n", "o", "q", "t")
 
     #: How many dead-lettered records a state remembers (see ``d``); more than a customer sees
     #: between two offset commits unless its events are being sent again wholesale.
@@ -222,6 +224,7 @@ class CustomerState:
         self.n = 0
         self.o: dict[int, int] = {}
         self.d: list[list[Any]] = []
+        self._ids: set[str | None] | None = None  # ``i`` as a set, built when first asked
         if value is not None:
             self._load_json(value)
 
@@ -328,6 +331,14 @@ class CustomerState:
         """Whether transaction ``event_id`` at ``ts`` is among the retained samples."""
         return _holds(self.t, self.i, ts, event_id)
 
+    def holds_id(self, event_id: str) -> bool:
+        """Whether ``event_id`` is among the retained samples, at any time (a set lookup: the
+        set is built once per loaded state and kept up to date by :meth:`apply`)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = set(self.i)
+        return event_id in ids
+
     def apply(
         self,
         ts: float,
@@ -353,6 +364,9 @@ class CustomerState:
             self.a.insert(index, amount)
             self.q.insert(index, self.n)
             self.i.insert(index, event_id)
+        ids = self._ids
+        if ids is not None:
+            ids.add(event_id)
         self.n += 1
         if offset >= 0:
             self.o[source] = offset
@@ -363,6 +377,8 @@ class CustomerState:
             del times[:dropped]
             del self.a[:dropped]
             del self.q[:dropped]
+            if ids is not None:
+                ids.difference_update(self.i[:dropped])
             del self.i[:dropped]
             if self.d:
                 self.d = [entry for entry in self.d if entry[3] > cutoff]
@@ -439,25 +455,29 @@ class TerminalState:
     ``t - delay``, and a transaction at ``s <= t - delay`` has its label known by ``s + delay``.
     """
 
-    __slots__ = ("f", "i", "o", "p", "t")
+    __slots__ = ("_ids", "c", "f", "i", "o", "p", "t")
 
     def __init__(self, value: StateValue | None = None) -> None:
         """An empty state, or one from its JSON view (a state written by earlier code)."""
         self.t: array[float] = array("d")
         self.f: array[int] = array("B")
         self.i: list[str | None] = []
+        self.c: list[str | None] = []  # each sample's customer (None: written before kept)
         self.o: dict[int, int] = {}
         self.p: dict[str, float] = {}
+        self._ids: set[str | None] | None = None  # ``i`` as a set, built when first asked
         if value is not None:
             self.t = array("d", value["t"])
             self.f = array("B", (1 if x else 0 for x in value["f"]))
             self.i = list(value.get("i") or [None] * len(value["t"]))
+            self.c = list(value.get("c") or [None] * len(value["t"]))
             self.o = _sources_in(value.get("o"))
             self.p = dict(value.get("p") or {})
 
     def encode(self) -> bytes:
         """The table value (see the module's layout)."""
         tail = _tail(o=self.o, p=self.p)
+        customers = self.c
         return b"".join(
             (
                 _TERMINAL_HEAD.pack(b"ST", _VERSION, 0, len(self.t), len(tail)),
@@ -465,6 +485,7 @@ class TerminalState:
                 self.f.tobytes(),
                 tail,
                 _join_ids(self.i),
+                _CUSTOMERS + _join_ids(customers) if any(customers) else b"",
             )
         )
 
@@ -485,7 +506,9 @@ class TerminalState:
             state.o = _sources_in(tail.get("o"))
             state.p = tail.get("p") or {}
             pos += tail_len
-        state.i = _split_ids(raw[pos:], n)
+        ids, _, customers = raw[pos:].partition(_CUSTOMERS)
+        state.i = _split_ids(ids, n)
+        state.c = _split_ids(customers, n) if customers else [None] * n
         return state
 
     @property
@@ -499,6 +522,22 @@ class TerminalState:
             "p": dict(self.p),
         }
 
+    def reused(self, ts: float, event_id: str, customer_id: str) -> tuple[float, str] | None:
+        """The time and customer of the sample holding ``event_id`` when that is another event
+        (another time, or another customer at the same time); None when no sample holds the id
+        or the one that does is this very event (a replay). A set lookup for a new id."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = set(self.i)
+        if event_id not in ids:
+            return None
+        index = _position(self.t, self.i, ts, event_id)
+        if index >= 0:
+            held = self.c[index]
+            return None if held is None or held == customer_id else (ts, held)
+        index = self.i.index(event_id)
+        return self.t[index], self.c[index] or "?"
+
     def apply(
         self,
         ts: float,
@@ -508,6 +547,7 @@ class TerminalState:
         fraud: float = 0.0,
         horizon_end: float | None = None,
         source: int = 0,
+        customer_id: str | None = None,
     ) -> bool:
         """Add a transaction unless it was applied already; returns whether it added.
 
@@ -536,11 +576,16 @@ class TerminalState:
             times.append(ts)
             self.f.append(flag)
             self.i.append(event_id)
+            self.c.append(customer_id)
         else:
             index = bisect_right(times, ts)
             times.insert(index, ts)
             self.f.insert(index, flag)
             self.i.insert(index, event_id)
+            self.c.insert(index, customer_id)
+        ids = self._ids
+        if ids is not None:
+            ids.add(event_id)
         if offset >= 0:
             self.o[source] = offset
             self.o.pop(LEGACY_SOURCE, None)
@@ -550,7 +595,10 @@ class TerminalState:
             dropped = bisect_right(times, cutoff)
             del times[:dropped]
             del self.f[:dropped]
+            if ids is not None:
+                ids.difference_update(self.i[:dropped])
             del self.i[:dropped]
+            del self.c[:dropped]
             if pending:
                 for stale in [k for k, v in pending.items() if v <= cutoff]:
                     del pending[stale]
@@ -559,6 +607,18 @@ class TerminalState:
     def holds(self, ts: float, event_id: str) -> bool:
         """Whether transaction ``event_id`` at ``ts`` is among the retained samples."""
         return _holds(self.t, self.i, ts, event_id)
+
+    def customer_of(self, ts: float, event_id: str) -> str | None:
+        """The customer of transaction ``event_id`` at ``ts`` when held and known."""
+        index = _position(self.t, self.i, ts, event_id)
+        return self.c[index] if index >= 0 else None
+
+    def time_of(self, event_id: str) -> float | None:
+        """The event time of a held sample with ``event_id`` (any time), None when none."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = set(self.i)
+        return self.t[self.i.index(event_id)] if event_id in ids else None
 
     def apply_label(self, ts: float, event_id: str, label: int, keep_pending: bool = True) -> bool:
         """Record the label of transaction ``event_id`` at ``ts``.

@@ -17,6 +17,7 @@ only reached sooner. ``tests/unit/test_codecs.py`` checks the two agree.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +45,6 @@ class Transaction:
     customer_id: str
     terminal_id: str
     amount: float
-    extra: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -61,8 +61,8 @@ class Label:
 
 
 def _parse_time(text: str) -> float | None:
-    try:
-        moment = datetime.fromisoformat(text)
+    try:  # RFC 3339 allows a lower-case "t" and "z" (section 5.6); fromisoformat does not
+        moment = datetime.fromisoformat(text.upper())
     except ValueError:
         return None
     if moment.tzinfo is None:
@@ -80,18 +80,68 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejectio
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return _not_json(raw, exc)
+        return not_json(raw, exc)
     if not isinstance(obj, dict):
         return Rejection(
             Reason.NOT_AN_OBJECT, f"The value is JSON {type(obj).__name__}, not an object."
         )
+    if raw.count(b'"') != _quotes(obj):
+        name = _duplicate_name(raw)
+        if name is not None:
+            return Rejection(
+                Reason.DUPLICATE_KEY,
+                f"The value names {_brief(name)} more than once in one object; which one is "
+                "meant cannot be told (a parser keeps either), so it is not read.",
+            )
     return obj
+
+
+def _quotes(obj: Any) -> int:
+    """How many ``"`` characters the compact JSON of ``obj`` holds: each string's two, plus one
+    per quote inside it (written ``\\"``). The raw value holds more when it names a field twice
+    (the parsed object kept one of them), so a count that matches rules duplicates out."""
+    count, stack = 0, [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            count += 2 + item.count('"')
+        elif type(item) is dict:
+            for name, value in item.items():
+                count += 2 + name.count('"')
+                stack.append(value)
+        elif type(item) is list:
+            stack.extend(item)
+    return count
+
+
+def _duplicate_name(raw: bytes) -> str | None:
+    """The first field name some object of ``raw`` (valid JSON) holds twice, if any."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = set()
+        for name, _ in items:
+            if name in names:
+                raise _Duplicate(name)
+            names.add(name)
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except _Duplicate as dup:
+        return str(dup.args[0])
+    except (ValueError, RecursionError):  # orjson read it; json may disagree on the limits
+        return None
+    return None
+
+
+class _Duplicate(Exception):
+    """A field name met twice in one object (:func:`_duplicate_name`)."""
 
 
 _NON_FINITE = ("NaN", "Infinity")
 
 
-def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
+def not_json(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
     """Why ``raw`` did not parse: not text, a non-finite number, too deep, or other bad JSON."""
     try:
         text = raw.decode("utf-8")
@@ -159,8 +209,17 @@ def _check(schema: str, obj: dict[str, Any]) -> Rejection | None:
     try:
         validator(schema)(obj)
     except ValidationError as exc:
+        if exc.rule == "additionalProperties" and "features" in obj:
+            return Rejection(Reason.UNKNOWN_FIELD, _FEATURES_REFUSED)
         return _violation(schema, exc)
     return None
+
+
+_FEATURES_REFUSED = (
+    "The value carries 'features': precomputed features are not accepted. The worker computes "
+    "every feature itself from the transactions it has seen (so that serving equals training), "
+    "and a producer's features would be read by no model; send the transaction without them."
+)
 
 
 def _brief(value: Any, limit: int = 60) -> str:
@@ -245,7 +304,7 @@ def _fast_transaction(obj: Any, now: float) -> Transaction | None:
     ts = _fast_time(event_time, now)
     if ts is None:
         return None
-    return Transaction(event_id, event_time, ts, customer_id, terminal_id, float(amount), None)
+    return Transaction(event_id, event_time, ts, customer_id, terminal_id, float(amount))
 
 
 def _fast_label(obj: Any, now: float) -> Label | None:
@@ -272,7 +331,7 @@ def _fast_label(obj: Any, now: float) -> Label | None:
     event_time = obj["event_time"]
     ts = _fast_time(event_time, now)
     label_ts = _fast_time(obj["label_time"], now)
-    if ts is None or label_ts is None:
+    if ts is None or label_ts is None or label_ts < ts:
         return None
     return Label(event_id, customer_id, terminal_id, event_time, ts, label, label_ts)
 
@@ -283,7 +342,9 @@ def decode_transaction(
     """Decode and validate one transaction message value. ``now``: the clock (epoch seconds)
     for the "ahead of the clock" check; pass it once per batch on a hot path."""
     clock = now if now is not None else datetime.now(UTC).timestamp()
-    if raw and len(raw) <= max_bytes:
+    # 20 quotes: six names and four string values, none holding a quote. More: a name may be
+    # there twice (orjson keeps the last one silently); the full path tells.
+    if raw and len(raw) <= max_bytes and raw.count(b'"') == 20:
         try:
             fast = _fast_transaction(orjson.loads(raw), clock)
         except orjson.JSONDecodeError:
@@ -311,7 +372,6 @@ def _decode_transaction(raw: bytes | None, max_bytes: int, now: float) -> Transa
         customer_id=obj["customer_id"],
         terminal_id=obj["terminal_id"],
         amount=float(obj["amount"]),
-        extra=obj.get("features"),
     )
 
 
@@ -323,8 +383,11 @@ def decode_label(
     clock = now if now is not None else datetime.now(UTC).timestamp()
     if raw and len(raw) <= max_bytes:
         try:
-            fast = _fast_label(orjson.loads(raw), clock)
-        except orjson.JSONDecodeError:
+            obj = orjson.loads(raw)
+            # Each name's two quotes and five string values': no name twice (as for a
+            # transaction).
+            fast = _fast_label(obj, clock) if raw.count(b'"') == 2 * len(obj) + 10 else None
+        except (orjson.JSONDecodeError, TypeError):
             fast = None
         if fast is not None:
             return fast
@@ -345,6 +408,12 @@ def _decode_label(raw: bytes | None, max_bytes: int, clock: float) -> Label | Re
     label_ts = _check_time("label_time", obj["label_time"], clock)
     if isinstance(label_ts, Rejection):
         return label_ts
+    if label_ts < ts:
+        return Rejection(
+            Reason.BAD_TIMESTAMP,
+            f"label_time {obj['label_time']} is before the transaction's event_time "
+            f"{obj['event_time']}: a label cannot be known before its payment happened.",
+        )
     return Label(
         event_id=obj["event_id"],
         customer_id=obj["customer_id"],

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"  # value over ``max_message_bytes``
     NOT_UTF8 = "not_utf8"  # bytes that are not UTF-8 text (binary, pickle, Latin-1)
     INVALID_JSON = "invalid_json"  # UTF-8 text that is not one JSON document
+    DUPLICATE_KEY = "duplicate_key"  # one JSON object naming a field twice (never "last wins")
     NON_FINITE_NUMBER = "non_finite_number"  # NaN, Infinity, or a number overflowing a double
     TOO_DEEP = "too_deep"  # JSON nested beyond the parser's depth limit
     NOT_AN_OBJECT = "not_an_object"  # JSON, but an array, string, number or null
@@ -47,9 +48,11 @@ class Reason(StrEnum):
     KEY_MISMATCH = "key_mismatch"  # the key is not the id the topic is keyed by
     MISROUTED_KEY = "misrouted_key"  # on another partition than its key's (another partitioner)
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-    BAD_TIMESTAMP = "bad_timestamp"  # not RFC 3339 with an offset, before 2000, over a day ahead
+    BAD_TIMESTAMP = "bad_timestamp"  # not RFC 3339, before 2000, a day ahead; label before event
     TOO_LATE = "too_late"  # behind its customer's latest event by more than the lateness
     DUPLICATE_EVENT = "duplicate_event"  # event_id already in the customer's window
+    EVENT_ID_REUSED = "event_id_reused"  # event_id held for another time or customer: first wins
+    LABEL_MISMATCH = "label_mismatch"  # a label whose customer is not its transaction's
     UNKNOWN_EVENT = "unknown_event"  # a label whose transaction the worker never held
     PROCESSING_ERROR = "processing_error"  # a bug met on this input (the worker went on)
 

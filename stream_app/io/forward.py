@@ -25,6 +25,7 @@ FORWARDED_FEATURES: tuple[str, ...] = tuple(f.name for f in EVENT_FEATURES) + CU
 """The features a forward carries, in its order: the event's, then the customer's."""
 _LENGTH = 10
 _N_FEATURES = len(FORWARDED_FEATURES)
+_NUMBER = (float, int)
 
 
 class Forward(NamedTuple):
@@ -93,6 +94,21 @@ def decode_forward(raw: bytes | None) -> Forward:
                 f"a forward of {len(value)} fields, version {value[0] if value else None!r}; "
                 f"this worker reads version {FORWARD_VERSION}: {_LENGTH} fields, the last "
                 f"{_N_FEATURES} features (a worker with other feature definitions wrote it?)"
+            )
+        if not (
+            type(value[1]) is str
+            and type(value[2]) is str
+            and type(value[3]) is float
+            and type(value[4]) is str
+            and type(value[5]) is str
+            and type(value[6]) in _NUMBER
+            and type(value[7]) is int
+            and type(value[8]) is int
+            and all(type(x) is float for x in value[9])
+        ):
+            raise ForwardError(
+                "a forward whose fields are not of the types this worker writes (strings, "
+                "numbers, float features): not written by a worker"
             )
         return _make(value[1:])
     if type(value) is dict:  # written by earlier code

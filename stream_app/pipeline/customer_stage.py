@@ -5,8 +5,10 @@ partitions, stream order within one): the decoded transaction or its rejection (
 dead letters); the key must be the customer id (the table is co-partitioned with the topic, so a
 mis-keyed record would read the wrong state); an event the customer's window already holds (its
 ``event_id`` at its event time, sent again) and an event later than the allowed lateness are
-dead-lettered; otherwise the customer's window takes it (idempotent by source offset) and the
-event goes on, with its customer features, to the terminal-keyed repartition topic.
+dead-lettered, and so is an event whose ``event_id`` the window holds at another time
+(``event_id_reused``: the first one read wins); otherwise the customer's window takes it
+(idempotent by source offset) and the event goes on, with its customer features, to the
+terminal-keyed repartition topic.
 
 A record applied already (read again after a crash or a rebalance, before its offset was
 committed) is forwarded again with the features it had the first time, computed from the samples
@@ -78,6 +80,16 @@ def duplicate_rejection(tx: Transaction) -> Rejection:
         Reason.DUPLICATE_EVENT,
         f"event_id {tx.event_id!r} at {tx.event_time} was already applied for customer "
         f"{tx.customer_id!r} (sent again at a new offset); it is scored once.",
+    )
+
+
+def reused_rejection(tx: Transaction) -> Rejection:
+    """Why ``tx`` is dead-lettered when its customer's window holds its id at another time."""
+    return Rejection(
+        Reason.EVENT_ID_REUSED,
+        f"event_id {tx.event_id!r} is already held for customer {tx.customer_id!r} at another "
+        f"event time than {tx.event_time}: an id names one payment; the first one read (in "
+        "event-time order) is kept and scored, this one is not.",
     )
 
 
@@ -211,11 +223,12 @@ class CustomerStage:
             dead = state.dead_lettered(offset, source)
             if dead is not None:  # dead-lettered the first time: again, for the same reason
                 reason, newest = dead
-                rejection = (
-                    duplicate_rejection(tx)
-                    if reason == Reason.DUPLICATE_EVENT
-                    else too_late_rejection(tx, newest, self.allowed_lateness_s)
-                )
+                if reason == Reason.DUPLICATE_EVENT:
+                    rejection = duplicate_rejection(tx)
+                elif reason == Reason.EVENT_ID_REUSED:
+                    rejection = reused_rejection(tx)
+                else:
+                    rejection = too_late_rejection(tx, newest, self.allowed_lateness_s)
                 out.dead_letters.append(DeadLetter(record, rejection))
                 return
             # Applied before a restart or a rebalance: count once, forward again with the
@@ -229,6 +242,11 @@ class CustomerStage:
             if latest is not None and tx.ts <= latest and state.holds(tx.ts, tx.event_id):
                 out.dead_letters.append(DeadLetter(record, duplicate_rejection(tx)))
                 state.record_dead_letter(offset, Reason.DUPLICATE_EVENT.value, source)
+                states.changed(customer_id, partition)
+                return
+            if latest is not None and state.holds_id(tx.event_id):
+                out.dead_letters.append(DeadLetter(record, reused_rejection(tx)))
+                state.record_dead_letter(offset, Reason.EVENT_ID_REUSED.value, source)
                 states.changed(customer_id, partition)
                 return
             if latest is not None and tx.ts < latest - self.allowed_lateness_s:

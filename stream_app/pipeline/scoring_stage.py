@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.state import Retention, TerminalState, source_id
-from stream_app.io.codecs import Label, decode_label
+from stream_app.io.codecs import Label, decode_label, not_json
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import Forward, ForwardError, decode_forward
 from stream_app.io.records import RecordLike
@@ -71,9 +72,30 @@ class ScoringOutput:
     misrouted: list[Misrouted] = field(default_factory=list)
 
 
-def forward_rejection(exc: Exception) -> Rejection:
-    """Why a ``transactions.by-terminal`` record is not a forward (written by something else)."""
-    return Rejection(Reason.PROCESSING_ERROR, f"not a repartition record: {exc}")
+def forward_rejection(raw: bytes | None, exc: Exception) -> Rejection:
+    """Why a ``transactions.by-terminal`` record is not a forward (written by something else
+    than a worker): the decoding reasons of an input, or ``schema_violation`` for JSON that is
+    not a repartition record."""
+    if not raw:
+        return Rejection(Reason.EMPTY_VALUE, "The repartition record has no value.")
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as json_exc:
+        return not_json(raw, json_exc)
+    return Rejection(Reason.SCHEMA_VIOLATION, f"Not a repartition record: {exc}.")
+
+
+def reused_forward(fwd: Forward, held_ts: float, held_customer: str) -> Rejection:
+    """Why ``fwd`` is dead-lettered when its terminal holds its id for another event."""
+    return Rejection(
+        Reason.EVENT_ID_REUSED,
+        f"event_id {fwd.event_id!r} (customer {fwd.customer_id!r}, {fwd.event_time}) is "
+        f"already held by terminal {fwd.terminal_id!r} for customer {held_customer!r} at "
+        f"{held_ts:.3f} (epoch s): an id names one payment; the first one read is kept and "
+        "scored, this one is not (its own customer's window, in stage 1, has counted it). Its "
+        f"value was read from transactions at partition {fwd.source_partition}, offset "
+        f"{fwd.source_offset}; this dead letter holds its repartition record.",
+    )
 
 
 class ScoringStage:
@@ -134,7 +156,7 @@ class ScoringStage:
             try:
                 out.append(decode_forward(record.value))
             except ForwardError as exc:
-                out.append(forward_rejection(exc))
+                out.append(forward_rejection(record.value, exc))
         return out
 
     # --- a micro-batch --------------------------------------------------------------------------
@@ -177,6 +199,10 @@ class ScoringStage:
                         seen = source_time[partition] = {}
                     if ts > seen.get(fwd.source_partition, float("-inf")):
                         seen[fwd.source_partition] = ts
+                    held = state.reused(ts, fwd.event_id, fwd.customer_id)
+                    if held is not None:
+                        out.dead_letters.append(DeadLetter(record, reused_forward(fwd, *held)))
+                        continue
                     if state.apply(
                         ts,
                         fwd.event_id,
@@ -184,6 +210,7 @@ class ScoringStage:
                         terminal_s,
                         horizon_end=self.eviction_horizon(partition),
                         source=source,
+                        customer_id=fwd.customer_id,
                     ):
                         states.changed(terminal_id, partition)
                     else:
@@ -279,6 +306,10 @@ class ScoringStage:
         if routed_away(self.label_routing, record, terminal_id.encode(), out):
             return
         state = self.states.get(terminal_id, record.partition)
+        mismatch = label_mismatch(state, label)
+        if mismatch is not None:
+            out.dead_letters.append(DeadLetter(record, mismatch))
+            return
         if state.apply_label(label.ts, label.event_id, label.label, keep_pending=False):
             out.labels.applied += 1
         elif label.ts > self.label_horizon(record.partition):
@@ -298,6 +329,27 @@ class ScoringStage:
             )
             return
         self.states.changed(terminal_id, record.partition)
+
+
+def label_mismatch(state: TerminalState, label: Label) -> Rejection | None:
+    """Why ``label`` does not fit the transaction its terminal holds under its id: another
+    customer, or another event time; None when it fits or the id is not held."""
+    held = state.customer_of(label.ts, label.event_id)
+    if held is not None and held != label.customer_id:
+        return Rejection(
+            Reason.LABEL_MISMATCH,
+            f"The label's customer_id {label.customer_id!r} is not the customer "
+            f"{held!r} of transaction {label.event_id!r} at {label.event_time}; not applied.",
+        )
+    if held is None and not state.holds(label.ts, label.event_id):
+        when = state.time_of(label.event_id)
+        if when is not None:
+            return Rejection(
+                Reason.LABEL_MISMATCH,
+                f"The label names transaction {label.event_id!r} at {label.event_time}; "
+                f"terminal {label.terminal_id!r} holds it at {when:.3f} (epoch s); not applied.",
+            )
+    return None
 
 
 _INDEX_CACHE: dict[tuple[str, ...], list[int]] = {}

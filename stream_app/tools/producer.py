@@ -117,15 +117,30 @@ class BulkProducer:
         while (left := deadline - time.monotonic()) > 0:
             self._producer.poll(left)
 
-    def produce(self, topic: str, key: str | bytes | None, value: bytes) -> None:
-        """Queue one record (rate-limited if a rate was set); waits when the queue is full."""
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp: int = 0,
+    ) -> None:
+        """Queue one record (rate-limited if a rate was set); waits when the queue is full.
+        ``headers``, ``timestamp`` (ms; 0: the producer's clock): as Kafka takes them."""
         if self._bucket is not None:
             wait = self._bucket.reserve()
             if wait > 0:
                 self._wait(wait)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    on_delivery=self._on_delivery,
+                    headers=headers,
+                    timestamp=timestamp,
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)

@@ -14,12 +14,13 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.io.deadletter import KEEP_BYTES, original_value
+from stream_app.io.deadletter import KEEP_BYTES, KEEP_KEY_BYTES, original_value
+from stream_app.io.forward import forward_view
 from stream_app.io.schemas import validate
 from stream_app.tools.generator import simulate
 from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
-from tests.bad_input_corpus import load_corpus
+from tests.bad_input_corpus import TOPICS, load_corpus
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration
@@ -75,39 +76,52 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_nothing_good_is_lo
             start=datetime(2026, 3, 1, tzinfo=UTC),
         )
     )
-    topic = {name: app_settings.topic(name) for name in ("transactions", "labels")}
-    # A case is found again in the DLQ by (source topic, key, value digest): all distinct.
-    expected = {(topic[c.topic], c.key or None, digest(c.value)): c for c in cases}
-    assert len(expected) == len(cases)
+    topic = {name: app_settings.topic(declared) for name, declared in TOPICS.items()}
+    # A case is found again in the DLQ by (source topic, key digest, value digest): all distinct.
+    # One the terminal stage finds (via_repartition) holds its forward: found by event and
+    # customer.
+    expected = {
+        (topic[c.topic], digest(c.key or None), digest(c.value)): c
+        for c in cases
+        if not c.via_repartition
+    }
+    by_event = {
+        (orjson.loads(c.value)["event_id"], orjson.loads(c.value)["customer_id"]): c
+        for c in cases
+        if c.via_repartition
+    }
+    assert len(expected) + len(by_event) == len(cases)
 
     def sends(case):
-        first = [(topic[case.topic], case.key, case.first)] if case.first else []
-        return [*first, (topic[case.topic], case.key, case.value)]
+        first = [(topic[case.topic], case.key, case.first, [])] if case.first else []
+        return [*first, (topic[case.topic], case.key, case.value, list(case.headers))]
 
     # Phase 1: transactions, the bad ones spread through the good ones.
     records = list(schedule(items, labels=False))
     good_ids = [i.event["event_id"] for i in items]
     good_ids += [orjson.loads(c.first)["event_id"] for c in cases if c.first]
-    good = [[(topic["transactions"], r.key.encode(), r.value)] for r in records]
-    bad = [sends(c) for c in cases if c.topic == "transactions"]
+    good = [[(topic["transactions"], r.key.encode(), r.value, [])] for r in records]
+    bad = [sends(c) for c in cases if c.topic != "labels"]
     with BulkProducer(app_settings) as producer:
         for group in interleave(good, bad):
-            for name, key, value in group:
-                producer.produce(name, key, value)
+            for name, key, value, headers in group:
+                producer.produce(name, key, value, headers)
     phase1 = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=len(good_ids))
     assert len(phase1) >= len(good_ids), f"{len(phase1)} scores; worker:\n{worker.tail()}"
 
     # Phase 2, once the stream is past them: labels, the bad ones among labels for the good
     # events (which must be applied, not dead-lettered).
     good_labels = [
-        [(topic["labels"], r.key.encode(), r.value)] for r in schedule(items) if r.topic == "labels"
+        [(topic["labels"], r.key.encode(), r.value, [])]
+        for r in schedule(items)
+        if r.topic == "labels"
     ]
     assert len(good_labels) == N_GOOD
     bad_labels = [sends(c) for c in cases if c.topic == "labels"]
     with BulkProducer(app_settings) as producer:
         for group in interleave(good_labels, bad_labels):
-            for name, key, value in group:
-                producer.produce(name, key, value)
+            for name, key, value, headers in group:
+                producer.produce(name, key, value, headers)
     dlq = read_topic(
         kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=len(cases), settle=5
     )
@@ -125,20 +139,31 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_nothing_good_is_lo
         letter = orjson.loads(message.value())
         validate("dead_letter", letter)
         key = base64.b64decode(letter["key_b64"]) if letter["key_b64"] else None
+        key_digest = letter.get("key_sha256", digest(key))
         kept = original_value(letter)
         value_digest = letter.get("value_sha256", digest(kept))
-        case = expected.get((letter["source"]["topic"], key, value_digest))
+        case = expected.get((letter["source"]["topic"], key_digest, value_digest))
+        if case is None and letter["source"]["topic"] == topic["by-terminal"] and kept:
+            fwd = forward_view(kept)
+            case = by_event.get((fwd["event_id"], fwd["customer_id"]))
         assert case is not None, (letter["reason"], letter["message"], key)
         assert letter["reason"] == case.reason, (case.name, letter["message"])
         assert letter["message"]
+        seen.add(case.name)
+        if case.via_repartition:
+            assert key == orjson.loads(case.value)["terminal_id"].encode()
+            assert dict(message.headers() or [])["dlq.reason"] == case.reason.encode()
+            continue
+        kept_headers = [(n, base64.b64decode(v) if v else b"") for n, v in letter["headers"]]
+        assert kept_headers == list(case.headers[: len(kept_headers)])
+        assert letter.get("headers_dropped", 0) == len(case.headers) - len(kept_headers)
         if case.value is not None and len(case.value) > KEEP_BYTES:
             assert kept == case.value[:KEEP_BYTES]
             assert letter["value_bytes"] == len(case.value)
         else:
             assert kept == case.value
-        assert (message.key() or None) == (case.key or None)
+        assert (message.key() or None) == (case.key[:KEEP_KEY_BYTES] if case.key else None)
         assert dict(message.headers() or [])["dlq.reason"] == case.reason.encode()
-        seen.add(case.name)
     assert seen == {c.name for c in cases}
 
     # The worker never stopped: same process, alive, healthy, counting every reason.
@@ -153,3 +178,31 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_nothing_good_is_lo
     assert worker.running, worker.tail()
     assert get(port, "/healthz")[0] == 200
     assert "exiting without committing" not in worker.log_text()
+
+
+def test_odd_but_valid_records_are_scored(worker, app_settings, kafka_bootstrap):
+    """What the corpus format cannot say (it lists dead letters): lower-case ``t``/``z`` times,
+    garbage and oversized headers on a good transaction, Kafka timestamps in 1970 and 3000 are
+    all scored, with nothing dead-lettered."""
+    base = {"customer_id": "odd-c", "terminal_id": "odd-t", "amount": 12.5, "schema_version": 1}
+    big = [("big", b"A" * 4_000)] * 200
+    garbage = [("trace", b"\xff\x00\xfe"), ("", b"\x00"), ("empty", b"")]
+    sends = [  # (event_id, event_time, headers, kafka timestamp ms)
+        ("odd-lower-t", "2026-03-01t10:00:00Z", None, 0),
+        ("odd-lower-z", "2026-03-01T10:00:01z", None, 0),
+        ("odd-lower-tz", "2026-03-01t10:00:02z", None, 0),
+        ("odd-garbage-headers", "2026-03-01T10:00:03Z", garbage, 0),
+        ("odd-big-headers", "2026-03-01T10:00:04Z", big, 0),
+        ("odd-ts-1970", "2026-03-01T10:00:05Z", None, 1),
+        ("odd-ts-3000", "2026-03-01T10:00:06Z", None, 32_503_680_000_000),
+    ]
+    with BulkProducer(app_settings) as producer:
+        for event_id, event_time, headers, stamp in sends:
+            value = orjson.dumps({"event_id": event_id, "event_time": event_time, **base})
+            producer.produce(app_settings.topic("transactions"), b"odd-c", value, headers, stamp)
+    scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=len(sends))
+    per_event = Counter(orjson.loads(m.value())["event_id"] for m in scores)
+    assert per_event == Counter(e for e, *_ in sends), worker.tail()
+    dlq = read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=0, settle=3)
+    assert dlq == [], [orjson.loads(m.value())["message"] for m in dlq]
+    assert worker.running, worker.tail()

@@ -23,10 +23,10 @@ from stream_app.io.deadletter import (
     encode_dead_letter,
     original_value,
 )
-from stream_app.io.forward import forward_view
+from stream_app.io.forward import ForwardError, decode_forward, forward_view
 from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
-from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.pipeline.scoring_stage import ScoringStage, forward_rejection
 from stream_app.scoring.model import ScoringModel
 from tests.bad_input_corpus import CORPUS_DIR, listed_files, load_corpus
 
@@ -34,7 +34,15 @@ CASES = load_corpus()
 MAX_BYTES = 65_536
 RET = Retention.for_lateness(3600.0)
 # Reasons a stage gives after decoding succeeded (the key, the customer's or terminal's state).
-STAGE_REASONS = {"null_key", "key_mismatch", "duplicate_event", "too_late", "unknown_event"}
+STAGE_REASONS = {
+    "null_key",
+    "key_mismatch",
+    "duplicate_event",
+    "too_late",
+    "unknown_event",
+    "event_id_reused",
+    "label_mismatch",
+}
 
 
 def test_corpus_covers_every_reason_and_both_topics():
@@ -44,12 +52,14 @@ def test_corpus_covers_every_reason_and_both_topics():
     # Every code an input can cause has an example; processing_error only comes from a bug, and
     # misrouted_key only with STREAM_APP_MISROUTED_KEYS=dead_letter (test_misrouted_keys.py).
     assert set(reasons) == {r.value for r in Reason} - {"processing_error", "misrouted_key"}
-    assert {c.topic for c in CASES} == {"transactions", "labels"}
+    assert {c.topic for c in CASES} == {"transactions", "by-terminal", "labels"}
     label_reasons = {c.reason for c in CASES if c.topic == "labels"}
     assert {"unknown_event", "null_key", "key_mismatch", "non_finite_number"} <= label_reasons
+    assert {"label_mismatch", "duplicate_key", "bad_timestamp"} <= label_reasons
     # Labels come after every transaction (the unknown-event ones need the stream's progress).
     topics = [c.topic for c in CASES]
-    assert topics == sorted(topics, key=lambda t: t == "labels")
+    order = ["transactions", "by-terminal", "labels"]
+    assert topics == sorted(topics, key=order.index)
     on_disk = {str(p.relative_to(CORPUS_DIR)) for p in CORPUS_DIR.rglob("*.bin")}
     assert on_disk == listed_files()
 
@@ -58,8 +68,7 @@ def test_corpus_covers_every_reason_and_both_topics():
     "case", [c for c in CASES if c.reason not in STAGE_REASONS], ids=lambda c: c.name
 )
 def test_decoders_give_each_case_its_reason(case):
-    decode = decode_transaction if case.topic == "transactions" else decode_label
-    got = decode(case.value, MAX_BYTES)
+    got = decoder(case.topic)(case.value, MAX_BYTES)
     assert isinstance(got, Rejection), got
     assert got.reason.value == case.reason, got.message
     assert got.message
@@ -70,8 +79,23 @@ def test_decoders_give_each_case_its_reason(case):
 )
 def test_stage_cases_decode_cleanly(case):
     """Their values are valid: what rejects them is the key or the state, not the decoder."""
-    decode = decode_transaction if case.topic == "transactions" else decode_label
-    assert not isinstance(decode(case.value, MAX_BYTES), Rejection)
+    assert not isinstance(decoder(case.topic)(case.value, MAX_BYTES), Rejection)
+
+
+def decode_by_terminal(raw: bytes | None, max_bytes: int) -> object:
+    """What the terminal stage makes of a record of the repartition topic."""
+    try:
+        return decode_forward(raw)
+    except ForwardError as exc:
+        return forward_rejection(raw, exc)
+
+
+def decoder(topic: str):
+    return {
+        "transactions": decode_transaction,
+        "labels": decode_label,
+        "by-terminal": decode_by_terminal,
+    }[topic]
 
 
 def run_corpus(model):
@@ -81,19 +105,21 @@ def run_corpus(model):
     s2 = ScoringStage(terminals, model, RET, "labels", MAX_BYTES)
     offsets = Counter()
 
-    def record(topic, key, value):
+    def record(topic, key, value, headers=()):
         offsets[topic] += 1
-        return InputRecord(key, value, SourcePosition(topic, 0, offsets[topic], 1000))
+        return InputRecord(key, value, SourcePosition(topic, 0, offsets[topic], 1000), headers)
 
     dead, scored = [], []
     for case in CASES:
         records = [record(case.topic, case.key, case.first)] if case.first else []
-        records.append(record(case.topic, case.key, case.value))
+        records.append(record(case.topic, case.key, case.value, case.headers))
         for rec in records:
             if case.topic == "transactions":
                 out1 = s1.process([rec])
                 dead += out1.dead_letters
                 stage2 = [record("by", f.key, f.value) for f in out1.forwards]
+            elif case.topic == "by-terminal":
+                stage2 = [record("by", rec.key, rec.value, rec.headers)]
             else:
                 stage2 = [rec]
             out2 = s2.process(stage2)
@@ -104,13 +130,22 @@ def run_corpus(model):
 
 def test_stages_dead_letter_every_case_with_its_reason_and_score_the_good_ones(model_dir):
     dead, scored, customers = run_corpus(ScoringModel.load(model_dir))
-    assert scored == ["corpus-dup-1", "corpus-late-1"]  # each first, once
+    assert scored == ["corpus-dup-1", "corpus-late-1", "corpus-reuse-1"]  # each first, once
     assert [d.rejection.reason.value for d in dead] == [c.reason for c in CASES]
     # The duplicates did not enter the window (the features stay as without them).
     state = customers["corpus-dup"]
     assert (state["t"], state["a"], state["i"]) == ([1772445600.0], [25.0], ["corpus-dup-1"])
     for item, case in zip(dead, CASES, strict=True):
+        if case.via_repartition:  # the forward of the case's value, keyed by its terminal
+            fwd, tx = forward_view(item.record.value), orjson.loads(case.value)
+            assert {k: fwd[k] for k in ("event_id", "customer_id", "terminal_id")} == {
+                k: tx[k] for k in ("event_id", "customer_id", "terminal_id")
+            }
+            assert item.record.key == tx["terminal_id"].encode()
+            assert "at partition" in item.rejection.message
+            continue
         assert item.record.value == case.value and item.record.key == case.key
+        assert tuple(item.record.headers) == case.headers
         letter = dead_letter_record(
             item.rejection, item.record.position, item.record.key, item.record.value
         )
