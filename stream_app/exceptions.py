@@ -37,3 +37,8 @@ class DatasetError(StreamAppError, FileNotFoundError):
 
 class KafkaAccessError(StreamAppError, RuntimeError):
     """Kafka cannot be reached, or refuses the client's credentials or TLS settings."""
+
+
+class KafkaUnreachable(KafkaAccessError):
+    """No broker answered (down, or the wrong address): unlike refused credentials, this may
+    pass; the worker waits for it."""

@@ -43,6 +43,7 @@ def worker(
     from stream_app.exceptions import ModelIntegrityError, StreamAppError
     from stream_app.io.topics import ensure_changelogs, ensure_topics
     from stream_app.logs import logging_config
+    from stream_app.monitoring.startup import wait_for_kafka
     from stream_app.scoring.artifacts import materialise
     from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, read_latest
     from stream_app.scoring.model import ScoringModel
@@ -50,6 +51,11 @@ def worker(
     from stream_app.scoring.serving import ROLES, Role, served_version
 
     settings = get_settings()
+    try:  # a broker that is down is waited for; refused credentials end the worker at once
+        wait_for_kafka(settings, say=lambda line: typer.echo(line, err=True))
+    except StreamAppError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     pinned = {
         "champion": champion or settings.champion,
         "challenger": challenger or settings.challenger,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from stream_app.exceptions import ConfigError, KafkaAccessError
+from stream_app.exceptions import ConfigError, KafkaAccessError, KafkaUnreachable
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -295,7 +295,7 @@ def fetch_metadata(admin: AdminClient, settings: Settings, timeout: float) -> Cl
         if problem is not None:
             raise KafkaAccessError(problem)
         if time.monotonic() >= deadline:
-            raise KafkaAccessError(
+            raise KafkaUnreachable(
                 f"cannot reach Kafka at {settings.kafka_bootstrap_servers} within {timeout:g}s: "
                 f"{last}. Start the local broker (`stream-app broker start`) or set "
                 "KAFKA_BOOTSTRAP_SERVERS (and KAFKA_SECURITY_PROTOCOL if the listener needs it)."

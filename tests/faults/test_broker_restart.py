@@ -1,5 +1,7 @@
-"""Stop the broker mid-stream for ~10 s and start it again (same port, same data dir) while the
-source keeps producing: the same worker process reconnects on its own and nothing is lost.
+"""Stop the broker mid-stream for ~10 s (SIGTERM, and kill -9) and start it again (same port,
+same data dir) while the source keeps producing: the same worker process reconnects on its own
+and nothing is lost. And a broker that is down when the worker starts: the worker waits, answers
+``/readyz`` 503 (``/healthz`` 200) meanwhile, and scores everything once the broker is up.
 
 The test runs its own broker on free ports (the session broker is shared by every test). A
 thousand events go first; once the worker scores them the rest follows at a steady rate, and the
@@ -53,7 +55,8 @@ def own_broker(tmp_path):
         broker.stop()
 
 
-def test_worker_survives_broker_restart(own_broker, app_env, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_worker_survives_broker_restart(own_broker, app_env, tmp_path, how):
     began = time.monotonic()
     bootstrap = own_broker.bootstrap
     env = worker_env(app_env, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
@@ -87,7 +90,10 @@ def test_worker_survives_broker_restart(own_broker, app_env, tmp_path):
             time.sleep(0.05)
         stopped_at = time.time()
         sent_at_stop = publisher.sent
-        assert own_broker.stop(), "the broker was not running"
+        if how == "SIGTERM":
+            assert own_broker.stop(), "the broker was not running"
+        else:  # kill -9: no controlled shutdown, the log recovers at the next start
+            assert own_broker.kill(), "the broker was not running"
         time.sleep(OUTAGE_S)
         worker.ensure_alive()
         restart_at = time.time()
@@ -113,7 +119,7 @@ def test_worker_survives_broker_restart(own_broker, app_env, tmp_path):
     first = first_after(envs, back_at)
     log = worker.log_text()
     print(
-        f"\nbroker restart: stopped after {WARM_UP + sent_at_stop:,} events sent "
+        f"\nbroker restart ({how}): stopped after {WARM_UP + sent_at_stop:,} events sent "
         f"({WARM_UP + sent_at_back:,} when back), down "
         f"{restart_at - stopped_at:.1f} s, back in {back_at - restart_at:.1f} s; first score "
         f"{(first or back_at) - back_at:.1f} s after the broker was back; worker pid {pid} "
@@ -123,3 +129,68 @@ def test_worker_survives_broker_restart(own_broker, app_env, tmp_path):
     assert len(worker.epochs) == 1
     check.assert_sound()
     assert dlq == [], f"{len(dlq)} dead letters"
+
+
+def test_a_worker_started_before_its_broker_waits_and_loses_nothing(own_broker, app_env, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    bootstrap = own_broker.bootstrap
+    env = worker_env(app_env, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=env["STREAM_APP_TOPIC_PREFIX"],
+        app_id=env["STREAM_APP_APP_ID"],
+        partitions=int(env["STREAM_APP_PARTITIONS"]),
+    )
+    port = env["STREAM_APP_WEB_PORT"]
+
+    def probe(path: str) -> tuple[int | None, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, orjson.loads(err.read())
+        except OSError:
+            return None, {}
+
+    stream = make_stream(3_000, seed=SEED + 1)
+    worker = Worker(tmp_path / "worker", env)
+    assert own_broker.stop()
+    try:
+        worker.start()
+        deadline = time.monotonic() + 60
+        ready, healthy = probe("/readyz"), probe("/healthz")
+        while ready[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ready, healthy = probe("/readyz"), probe("/healthz")
+        time.sleep(10)  # still waiting, still the same process
+        alive = worker.running
+        still = probe("/readyz")
+        own_broker.start(timeout=120)
+        worker.wait_ready(timeout=120)
+        publish(settings, stream.records)
+        tail = ScoreTail(bootstrap, settings.topic("scores"))
+        try:
+            tail.wait_covered(stream.event_ids, timeout=120, worker=worker)
+        finally:
+            tail.close()
+        code = worker.stop()
+    finally:
+        worker.stop()
+    envs = envelopes(bootstrap, settings.topic("scores"))
+    check = check_scores(stream, envs)
+    log = worker.log_text()
+    print(
+        f"\nbroker down at start: /readyz {ready[0]} {ready[1].get('checks')}, /healthz "
+        f"{healthy[0]}; after 10 s more alive {alive}, /readyz {still[0]}; "
+        f"{log.count('waiting for Kafka (attempt')} attempts logged; {check.summary()}"
+    )
+    assert ready[0] == 503 and ready[1]["failing"] == ["kafka"] and healthy[0] == 200
+    assert "cannot reach Kafka" in ready[1]["checks"]["kafka"]["detail"]
+    assert alive and still[0] == 503
+    assert len(worker.epochs) == 1 and code == 0
+    check.assert_sound()
+    assert check.duplicates == 0

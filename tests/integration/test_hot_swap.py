@@ -21,7 +21,7 @@ from stream_app.tools.generator import simulate
 from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
 from stream_app.tools.worker_process import WorkerProcess
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,9 @@ def test_promote_and_rollback_swap_models_while_events_stream(
         assert result.returncode == 0, result.stderr
         wait_for_log(worker, f"champion now {champion_version}")
         publish(records[bounds[2] :])
-        scores = read_topic(kafka_bootstrap, scores_topic, expect=len(records))
+        scores = read_topic(
+            kafka_bootstrap, scores_topic, len(records), **processed_by(app_settings)
+        )
         shadow = read_topic(kafka_bootstrap, app_settings.topic("scores.shadow"), expect=1)
         assert worker.running
     finally:

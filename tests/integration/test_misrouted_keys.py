@@ -45,7 +45,7 @@ from tests.faults.harness import (
     worker_env,
 )
 from tests.integration.conftest import free_port
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -242,8 +242,9 @@ def test_dead_letter_mode_rejects_exactly_the_misrouted(
         right_ids = {
             orjson.loads(r.value)["event_id"] for r in stream.records if r.value not in wrong_tx
         }
-        dlq = read_topic(kafka_bootstrap, settings.topic("transactions.dlq"), len(wrong_values))
-        scored = read_topic(kafka_bootstrap, settings.topic("scores"), len(right_ids))
+        done = processed_by(settings)
+        dlq = read_topic(kafka_bootstrap, settings.topic("transactions.dlq"), 0, **done)
+        scored = read_topic(kafka_bootstrap, settings.topic("scores"), 0, **done)
     finally:
         worker.stop()
     letters = [orjson.loads(m.value()) for m in dlq]

@@ -18,7 +18,7 @@ from stream_app.tools.scorecard import ScorecardService, run_scorecard
 from stream_app.tools.served import read_served
 from stream_app.tools.top import by_label, parse, scrape
 from stream_app.tools.worker_process import WorkerProcess
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,9 @@ def test_shadow_drift_and_scorecard(
         with BulkProducer(app_settings) as producer:
             for record in schedule(items):
                 producer.produce(app_settings.topic(record.topic), record.key, record.value)
-        scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=N)
+        scores = read_topic(
+            kafka_bootstrap, app_settings.topic("scores"), N, **processed_by(app_settings)
+        )
         shadow = read_topic(kafka_bootstrap, app_settings.topic("scores.shadow"), expect=N)
         per_window = 2 * (len(champion_features(models_dir, champion_version)) - 2) + 2
         drift = read_topic(

@@ -10,7 +10,7 @@ from stream_app.io.schemas import validate
 from stream_app.tools.generator import simulate
 from stream_app.tools.producer import BulkProducer
 from stream_app.tools.schedule import schedule
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +32,15 @@ def test_1000_events_give_1000_valid_envelopes(worker, app_settings, kafka_boots
     with BulkProducer(app_settings) as producer:
         for record in schedule(items):
             producer.produce(app_settings.topic(record.topic), record.key, record.value)
-    scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=1000)
+    done = processed_by(app_settings)
+    scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), 1000, **done)
     envelopes = [orjson.loads(m.value()) for m in scores]
     assert len(envelopes) == 1000
     assert {e["event_id"] for e in envelopes} == {i.event["event_id"] for i in items}
     for message, envelope in zip(scores, envelopes, strict=True):
         validate("score_envelope", envelope)
         assert message.key().decode() == envelope["customer_id"]
-    assert (
-        read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=0, timeout=3)
-        == []
-    )
+    assert read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), 0, **done) == []
 
 
 MALFORMED = [
@@ -129,8 +127,9 @@ def test_malformed_events_land_in_dlq_and_good_ones_are_scored(
                 key, value = MALFORMED[i // 15]
                 producer.produce(topic, key, value)
     assert len(MALFORMED) == 20
-    dlq = read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), expect=20)
-    scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), expect=300)
+    done = processed_by(app_settings)
+    dlq = read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), 20, **done)
+    scores = read_topic(kafka_bootstrap, app_settings.topic("scores"), 300, **done)
     assert {orjson.loads(m.value())["event_id"] for m in scores} == {
         i.event["event_id"] for i in items
     }
