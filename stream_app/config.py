@@ -25,9 +25,14 @@ def _default_cache() -> Path:
 def user_data_dir() -> Path:
     """Where stream_app keeps per-user data: ``$XDG_DATA_HOME/stream-app`` (when set to an
     absolute path), else ``~/.local/share/stream-app``."""
+    xdg = _xdg_data_home()
+    return (xdg if xdg is not None else Path.home() / ".local" / "share") / "stream-app"
+
+
+def _xdg_data_home() -> Path | None:
+    """``$XDG_DATA_HOME`` when set to an absolute path (the XDG spec ignores relative ones)."""
     xdg = os.environ.get("XDG_DATA_HOME", "").strip()
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-    return base / "stream-app"
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else None
 
 
 def default_models_dir() -> Path:
@@ -39,6 +44,17 @@ def default_models_dir() -> Path:
     if here.is_dir():
         return here
     return user_data_dir() / "models"
+
+
+def models_dir_source(settings: Settings) -> str:
+    """Where ``settings.models_dir`` comes from, for ``stream-app config``: the setting, the
+    working directory's ``./models``, or the per-user default (see :func:`default_models_dir`)."""
+    if "models_dir" in settings.model_fields_set:
+        return "set by STREAM_APP_MODELS_DIR"
+    if settings.models_dir == Path.cwd() / "models":
+        return "default: ./models of the working directory"
+    base = "$XDG_DATA_HOME" if _xdg_data_home() is not None else "~/.local/share"
+    return f"default: per-user, under {base}; no ./models in the working directory"
 
 
 class Settings(BaseSettings):

@@ -5,13 +5,21 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from stream_app.config import Settings
+from stream_app.config import Settings, models_dir_source
 
 
 def config() -> None:
-    """Print every setting with its effective value (secrets masked) and its description."""
+    """Print every setting with its effective value (secrets masked) and its description, then
+    the models directory and where it comes from."""
     settings = Settings()
     table = Table("setting", "value", "description")
     for name, value in settings.describe().items():
         table.add_row(name, value, Settings.model_fields[name].description or "")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"models directory: {settings.models_dir} ({models_dir_source(settings)})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stream_app.config import Settings, default_models_dir
+from stream_app.config import Settings, default_models_dir, models_dir_source
 
 
 @pytest.fixture
@@ -63,3 +63,32 @@ def test_config_command_shows_the_effective_models_dir(elsewhere: Path) -> None:
         elsewhere / "home" / ".local" / "share" / "stream-app" / "models"
     )
     assert rows["replication_factor"] == "1"
+
+
+def test_models_dir_source_names_where_it_comes_from(
+    elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert models_dir_source(Settings()) == (
+        "default: per-user, under ~/.local/share; no ./models in the working directory"
+    )
+    monkeypatch.setenv("XDG_DATA_HOME", str(elsewhere / "xdg"))
+    assert models_dir_source(Settings()) == (
+        "default: per-user, under $XDG_DATA_HOME; no ./models in the working directory"
+    )
+    (elsewhere / "cwd" / "models").mkdir()
+    assert models_dir_source(Settings()) == "default: ./models of the working directory"
+    monkeypatch.setenv("STREAM_APP_MODELS_DIR", str(elsewhere / "cwd" / "models"))
+    # The same directory, but named by the setting: the setting is the source.
+    assert models_dir_source(Settings()) == "set by STREAM_APP_MODELS_DIR"
+
+
+def test_config_command_says_where_the_models_dir_comes_from(elsewhere: Path) -> None:
+    from stream_app.cli.main import app
+
+    result = CliRunner().invoke(app, ["config"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    per_user = elsewhere / "home" / ".local" / "share" / "stream-app" / "models"
+    assert result.output.splitlines()[-1] == (
+        f"models directory: {per_user} (default: per-user, under ~/.local/share; "
+        "no ./models in the working directory)"
+    )
