@@ -25,6 +25,31 @@ def delete_run_topics(settings: Any) -> int:
     return len(names)
 
 
+def use_running_broker(settings: Any) -> bool:
+    """True when KAFKA_BOOTSTRAP_SERVERS is a local address on which a Kafka broker already
+    answers that `stream-app broker` did not start (another broker home, a test session's, a
+    container's): the demo then uses it instead of failing to start its own on a taken port."""
+    import logging
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from stream_app.broker.local import local_port, port_in_use
+    from stream_app.cli.broker import _broker
+
+    port = local_port(settings.kafka_bootstrap_servers)
+    if port is None or not port_in_use(port) or _broker(settings).status().running:
+        return False
+    admin = AdminClient(
+        {**settings.kafka_client_config(), "socket.connection.setup.timeout.ms": 2000},
+        logger=logging.getLogger("stream_app.demo.probe"),
+    )
+    try:
+        return bool(admin.list_topics(timeout=5.0).brokers)
+    except KafkaException:
+        return False
+
+
 def _score_table(scored: list[dict[str, Any]], show: int) -> Table:
     """The ``show`` highest-scored envelopes with their top reason."""
     table = Table(
@@ -68,10 +93,11 @@ def demo(
 ) -> None:
     """Broker, topics, model, worker, events in, scores out.
 
-    Starts the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS names another cluster), applies
-    the topic declarations, trains a model on the generator if the registry is empty, starts a
-    worker, publishes synthetic transactions with their labels, prints the score envelopes as they
-    arrive, then stops the worker. The broker keeps running: `stream-app broker stop` stops it.
+    Starts the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS names another cluster, or a
+    local address where a broker already answers), applies the topic declarations, trains a model
+    on the generator if the registry is empty, starts a worker, publishes synthetic transactions
+    with their labels, prints the score envelopes as they arrive, then stops the worker and
+    deletes this run's topics. The broker keeps running: `stream-app broker stop` stops it.
     """
     import orjson
     from confluent_kafka import Consumer
@@ -94,8 +120,11 @@ def demo(
         update={"topic_prefix": f"demo-{run}.", "app_id": f"stream-app-demo-{run}"}
     )
     console.rule("[bold]1 · Kafka broker")
-    start_broker(timeout=90.0)
     bootstrap = settings.kafka_bootstrap_servers
+    if use_running_broker(settings):
+        console.print(f"a Kafka broker already answers at {bootstrap}: using it")
+    else:
+        start_broker(timeout=90.0)
     console.rule("[bold]2 · Topics")
     ensure_topics(settings)
     console.print(f"declared topics present on {bootstrap}")
@@ -134,12 +163,14 @@ def demo(
             {
                 **settings.kafka_client_config(),
                 "group.id": f"demo-{time.time()}",
-                "auto.offset.reset": "latest",
+                # The topics are this run's own: read them from the start. ("latest" lost the
+                # scores published before the group's assignment, which can take longer than
+                # the publish on a broker with a group.initial.rebalance.delay.ms.)
+                "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
             }
         )
         consumer.subscribe([settings.topic("scores")])
-        consumer.poll(2.0)  # join before publishing, so "latest" sees this run's scores
         console.rule("[bold]5 · Events in")
         summary = run_publish(
             settings,
