@@ -57,20 +57,27 @@ def challenger_version(trained_models) -> str:
     return trained_models[2]
 
 
-@pytest.fixture
-def app_env(kafka_bootstrap, models_dir, champion_version, tmp_path) -> dict[str, str]:
-    """Environment of a worker isolated by topic prefix and app id."""
+def isolated_env(
+    bootstrap: str, models_dir: Path, champion: str, home: Path, prefix: str = "it"
+) -> dict[str, str]:
+    """Environment of a worker isolated by topic prefix and app id, its state under ``home``."""
     tag = uuid.uuid4().hex[:8]
     return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "STREAM_APP_TOPIC_PREFIX": f"it-{tag}.",
-        "STREAM_APP_APP_ID": f"it-{tag}",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAM_APP_TOPIC_PREFIX": f"{prefix}-{tag}.",
+        "STREAM_APP_APP_ID": f"{prefix}-{tag}",
         "STREAM_APP_MODELS_DIR": str(models_dir),
-        "STREAM_APP_CHAMPION": champion_version,
-        "STREAM_APP_STATE_DIR": str(tmp_path / "state"),
+        "STREAM_APP_CHAMPION": champion,
+        "STREAM_APP_STATE_DIR": str(home / "state"),
         "STREAM_APP_WEB_PORT": str(free_port()),
         "STREAM_APP_PARTITIONS": "3",
     }
+
+
+@pytest.fixture
+def app_env(kafka_bootstrap, models_dir, champion_version, tmp_path) -> dict[str, str]:
+    """Environment of a worker isolated by topic prefix and app id."""
+    return isolated_env(kafka_bootstrap, models_dir, champion_version, tmp_path)
 
 
 @pytest.fixture
