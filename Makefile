@@ -31,9 +31,11 @@ demo: install
 	$(BIN)/stream-app demo
 
 # Two pytest processes (pytest-xdist), each with a broker of its own, whole files per process,
-# the longest files first (tests/conftest.py). TEST_WORKERS=0: one process.
+# the longest files first (tests/conftest.py). TEST_WORKERS=0: one process. The Quix peer's test
+# runs its peer with .venv-bench's python (quixstreams cannot share .venv: see bench below).
 TEST_WORKERS ?= 2
-test: install lint
+test: install lint $(BENCH_STAMP)
+	STREAM_APP_TEST_QUIX_PYTHON=$(CURDIR)/$(BENCH_VENV)/bin/python \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: install

@@ -18,11 +18,16 @@ without it, as any consumer of a backlog can. How many rows still equal the offl
 depends on timing (all 3,021 with the peer's defaults; 2,107 with per-event scoring and Quix's
 default 1 s poll timeout, on the shared 2-core machine); the test prints it.
 
-Skipped when quixstreams is not installed: it is in the ``bench`` extra, not in ``dev`` (it pins
-confluent-kafka and pydantic below what the core dependencies resolve to). ``make bench``'s
-venv has it: ``.venv-bench/bin/pytest tests/integration/test_quix_peer.py``.
+quixstreams is in the ``bench`` extra, not in ``dev`` (it pins confluent-kafka and pydantic below
+what the core dependencies resolve to), so the peer runs with the interpreter named by
+``STREAM_APP_TEST_QUIX_PYTHON``: ``make test`` installs ``.venv-bench`` (as ``make bench`` does)
+and names its python, and the test then fails, never skips, if that interpreter is missing.
+Without the variable the peer runs with this interpreter when it has quixstreams
+(``.venv-bench/bin/pytest tests/integration/test_quix_peer.py``), else the test is skipped.
 """
 
+import importlib.util
+import os
 import sys
 import time
 import uuid
@@ -47,9 +52,17 @@ from stream_app.tools.schedule import schedule
 from stream_app.tools.train import batch_from_events
 from tests.kafka_reader import read_topic
 
-pytest.importorskip("quixstreams")
-
 pytestmark = pytest.mark.integration
+
+QUIX_PYTHON_ENV = "STREAM_APP_TEST_QUIX_PYTHON"
+if (
+    not os.environ.get(QUIX_PYTHON_ENV, "").strip()
+    and importlib.util.find_spec("quixstreams") is None
+):
+    pytest.skip(
+        f"quixstreams is not installed here and {QUIX_PYTHON_ENV} is not set",
+        allow_module_level=True,
+    )
 
 RATE = 400.0  # records/s: transactions and labels
 
@@ -76,9 +89,19 @@ def wait_for_members(bootstrap: str, group: str, peer: ChildProcess, timeout: fl
     raise AssertionError(f"the peer's group {group} did not become stable: {peer.tail()}")
 
 
+def peer_python() -> str:
+    """The interpreter to run the peer with (see the module docstring)."""
+    named = os.environ.get(QUIX_PYTHON_ENV, "").strip()
+    if named:
+        assert os.access(named, os.X_OK), f"{QUIX_PYTHON_ENV}={named}: no such interpreter"
+        return named
+    return sys.executable
+
+
 def test_quix_peer_features_and_scores_equal_ours(
     kafka_bootstrap, models_dir, champion_version, tmp_path
 ):
+    python = peer_python()
     events = list(
         simulate(
             n_customers=60, n_terminals=80, days=30, seed=5, start=datetime(2026, 1, 1, tzinfo=UTC)
@@ -96,7 +119,7 @@ def test_quix_peer_features_and_scores_equal_ours(
     out = f"quix-{tag}.peer.scores"
     peer = ChildProcess(
         [
-            sys.executable,
+            python,
             "-m",
             "bench.peers.quix_pipeline",
             "--bootstrap",
