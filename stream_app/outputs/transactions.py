@@ -119,6 +119,7 @@ class TransactionalPublisher(OutputPublisher):
         )
         self._initialized = False
         self._open = False
+        self._began_as: bytes | None = None  # the group metadata when the open one began
         self.committed = 0
         self.aborted = 0
 
@@ -166,6 +167,14 @@ class TransactionalPublisher(OutputPublisher):
             raise OutputError("transactions used before start()")
         self._producer.begin_transaction()
         self._open = True
+        # The member (generation, member id) whose records this transaction's outputs come from.
+        # It commits the offsets under that membership, never a later one: a member the group
+        # dropped (frozen, then resumed: a zombie) has its generation reset by aiokafka before
+        # the revoke's checkpoint, and offsets sent with generation -1 skip the coordinator's
+        # fencing check (kept for pre-KIP-447 producers), so its late transaction committed
+        # what the partitions' new owner had already re-read (tests/faults/
+        # test_exactly_once_zombie.py: 470-1,196 events scored twice under read_committed).
+        self._began_as = self.metadata()
 
     def send(
         self,
@@ -202,12 +211,15 @@ class TransactionalPublisher(OutputPublisher):
         if not offsets and not self._open:
             return
         self.begin()
+        began_as = self._began_as
+        if offsets and began_as is not None and self.metadata() != began_as:
+            await self._abort_moved()  # raises
         try:
             if offsets:
                 await self._call(
                     self._producer.send_offsets_to_transaction,
                     list(offsets),
-                    self.metadata(),
+                    began_as if began_as is not None else self.metadata(),
                     self.timeout_s,
                 )
             await self._call(self._producer.commit_transaction, self.timeout_s)
@@ -218,6 +230,23 @@ class TransactionalPublisher(OutputPublisher):
         self.committed += 1
         self.rotate()
         self._epochs.clear()
+
+    async def _abort_moved(self) -> NoReturn:
+        """Abort the open transaction: the group moved on while it was open (this member was
+        dropped, or a rebalance passed), so its records may be another member's now."""
+        self.aborted += 1
+        try:
+            await self._call(self._producer.abort_transaction, self.timeout_s)
+        except KafkaException as abort_exc:
+            log.error("abort failed too: %s", abort_exc.args[0])
+        self._open = False
+        raise OutputError(
+            "transaction aborted: the consumer group moved on while it was open (this worker "
+            "was dropped from the group, e.g. frozen past its session timeout, and its "
+            "partitions went to another member), so none of its outputs or offsets are "
+            "visible. The worker stops; on restart it rejoins and reads from the committed "
+            "offsets."
+        )
 
     async def _abort(self, exc: KafkaException) -> NoReturn:
         error: KafkaError = exc.args[0]

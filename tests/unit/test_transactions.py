@@ -313,3 +313,41 @@ def test_a_call_librdkafka_never_returns_from_stops_the_worker(monkeypatch):
     finally:
         release.set()
     assert not sink._initialized
+
+
+def test_a_transaction_the_group_moved_past_is_aborted_not_committed():
+    """A member dropped while its transaction was open (a zombie) must not commit it under the
+    membership it has after rejoining, or under the reset one (generation -1 skips fencing)."""
+    membership = [group_metadata("g", 2, "m-a")]
+    holder: list[FakeTxnProducer] = []
+
+    def factory(conf: dict[str, Any]) -> FakeTxnProducer:
+        holder.append(FakeTxnProducer(conf))
+        return holder[0]
+
+    sink = TransactionalPublisher(
+        Settings(transactional_id="w1"), lambda: membership[0], producer_factory=factory
+    )
+
+    async def checkpoints() -> None:
+        await sink.start()
+        sink.send("scores", b"a", b"1")
+        await sink.commit(offsets(("tx", 0, 5)))  # same membership: committed with it
+        sink.send("scores", b"b", b"2")
+        membership[0] = group_metadata("g", -1, "")  # dropped: aiokafka reset it
+        with pytest.raises(OutputError, match="the consumer group moved on while it was open"):
+            await sink.commit(offsets(("tx", 0, 6)))
+
+    asyncio.run(checkpoints())
+    producer = holder[0]
+    assert producer.calls == [
+        ("init",),
+        ("begin",),
+        ("produce", "scores", b"a"),
+        ("offsets", [("tx", 0, 5)], group_metadata("g", 2, "m-a")),
+        ("commit",),
+        ("begin",),
+        ("produce", "scores", b"b"),
+        ("abort",),
+    ]
+    assert (sink.committed, sink.aborted) == (1, 1)
