@@ -95,12 +95,18 @@ def test_a_frozen_worker_resumed_after_its_partitions_moved_is_fenced(
         time.sleep(5)  # B scores from A's partitions meanwhile
         os.kill(a.proc.pid, signal.SIGCONT)
         frozen_s = time.monotonic() - frozen
+        resumed = time.monotonic()
+        while a.running and time.monotonic() - resumed < 60:
+            time.sleep(0.2)
+        a_exit = a.proc.poll()  # 70: its transaction aborted, it stops (see the docstring)
+        a_exited_after_s = time.monotonic() - resumed
+        a_log = a.log_text()
+        # As its supervisor would: start it again; it rejoins and shares the rest of the stream.
+        a.start()
+        a.wait_ready()
         publisher.join(timeout=300)
         assert publisher.error is None and publisher.sent == N_EVENTS, publisher.error
         tail.wait_covered(stream.event_ids, timeout=300, worker=b)
-        time.sleep(5)  # anything A still had to say reaches the topic
-        a_alive = a.running
-        a_log = a.log_text()
     finally:
         codes = {"a": a.stop(), "b": b.stop()}
         tail.close()
@@ -126,12 +132,13 @@ def test_a_frozen_worker_resumed_after_its_partitions_moved_is_fenced(
     print(
         f"\nexactly-once zombie: A frozen {frozen_s:.1f} s (the group dropped it after "
         f"{moved_after_s:.1f} s); {check.summary()}; read_uncommitted sees {len(uncommitted):,} "
-        f"score records ({len(uncommitted) - len(envs):,} in aborted transactions); A after "
-        f"resuming: {'alive' if a_alive else 'exited'} (stop codes {codes}); A's log about "
-        f"fencing: {fenced[:3]}; {time.monotonic() - began:.0f} s in all"
+        f"score records ({len(uncommitted) - len(envs):,} in aborted transactions); A exited "
+        f"{a_exit} {a_exited_after_s:.1f} s after resuming, restarted, stop codes {codes}; "
+        f"A's log: {fenced[:1]}; {time.monotonic() - began:.0f} s in all"
     )
     check.assert_sound()
     assert check.duplicates == 0, f"{check.duplicates} events scored twice under read_committed"
     assert dlq == []
     assert fenced, "A's late transaction was not fenced (nothing in its log says so)"
     assert len(uncommitted) > len(envs), "A's late transaction left nothing aborted"
+    assert a_exit == 70 and codes == {"a": 0, "b": 0}, (a_exit, codes)
