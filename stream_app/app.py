@@ -549,6 +549,7 @@ def create_app(
                 if scorer is not live.shadow:  # swapped meanwhile: the new one runs next
                     continue
                 shadow_down[0] = f"its process failed ({type(exc).__name__}: {exc})"
+                metrics.set_stalled({"challenger": True})  # now, not at the next progress check
                 if time.monotonic() - started > 60.0:
                     backoff = 1.0
                 log.error(
@@ -565,6 +566,7 @@ def create_app(
                     if live.shadow is scorer:
                         live.use_challenger(scorer.challenger)
                 shadow_down[0] = None
+                metrics.set_stalled({"challenger": False})
 
     def shadow_since(seen: list[int]) -> tuple[int, int, int, int]:
         """(scored, agreed, skipped, unsampled) since ``seen``, which is moved on."""

@@ -13,6 +13,7 @@ acknowledged by a false gap, or left the life's commits crawling. The worker now
 from tests.integration.conftest import (  # noqa: F401  (fixtures, used by name)
     app_env,
     app_settings,
+    challenger_version,
     champion_version,
     models_dir,
     trained_models,

@@ -11,13 +11,13 @@ Kill moments: after k scores appeared on ``scores``, k drawn by a seeded RNG, on
 worker restarts at once, same state dir (RocksDB, the store compose runs).
 
 Checked by the independent verifier (``harness``): every event has >= 1 score; the features of
-EVERY envelope (duplicates included) equal the offline builder's exactly, with one explained
-exception: a TERMINAL_ID_NB_TX_* count may be short of the offline one when transactions of its
-window reached the terminal stage after the event did (stage 1 works through the three
-transactions partitions unevenly after a restart; ``harness.terminal_lateness`` checks each such
-envelope against the by-terminal arrival order, and a count above the offline one, a double count,
-always fails); the tables, as their changelogs hold them, equal the offline recomputation (every
-transaction held exactly once); no dead letter.
+EVERY envelope (duplicates included) equal the offline builder's exactly: a restart must not
+change what a transaction is scored with (issue 15; this test used to accept TERMINAL_ID_NB_TX_*
+counts short of the offline ones when transactions of their window reached the terminal stage
+late after a restart; the batch engine's event-time alignment took that away, and any mismatch
+is still diagnosed by ``harness.terminal_lateness`` in the output); the tables, as their
+changelogs hold them, equal the offline recomputation (every transaction held exactly once); no
+dead letter.
 
 Duplicates: those scored after a restart do not exceed, all together, what was in flight at the
 kills, measured from the group's committed offsets right after each kill (``harness.in_flight``:
@@ -85,6 +85,7 @@ N_EVENTS = 100_000
 KILLS = 5
 RATE = 1000  # events/s
 SEED = 20260601
+CHECKPOINT_S = 1.5  # longest checkpoint allowed for in the in-flight budget (see below)
 
 
 def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
@@ -126,7 +127,11 @@ def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     flight = [in_flight(point, envs, by_terminal) for point in points]
     lateness, other = terminal_lateness(stream, envs, by_terminal)
     rate = peak_rate(envs)
-    budget = 2 * (COMMIT_INTERVAL_S * rate + BATCH_MAX)
+    # Between two commits a stage works for the commit interval plus the checkpoint itself (the
+    # changed states written out, every output awaited): up to CHECKPOINT_S at the 10,000/s a
+    # restarted worker reaches on its backlog, on this loaded 2-core machine (a run at 9,681/s
+    # had 62,518 in flight at one kill: 4.1 s of scoring at that rate).
+    budget = 2 * ((COMMIT_INTERVAL_S + CHECKPOINT_S) * rate + BATCH_MAX)
     recover = [first_after(envs, e.started) - e.started for e in epochs[1:]]
     problems = table_problems(kafka_bootstrap, settings.app_id, stream, N_EVENTS)
     dlq = read_all(kafka_bootstrap, settings.topic("transactions.dlq"))
@@ -152,13 +157,15 @@ def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     print(
         f"  duplicates {check.duplicates:,}: {sum(replays):,} after a restart <= in flight "
         f"{sum(map(sum, flight)):,}, {sum(same_life)} within one life {same_life}; "
-        f"peak {rate:,.0f} scores/s; budget per kill 2 x ({COMMIT_INTERVAL_S} s x rate + "
+        f"peak {rate:,.0f} scores/s; budget per kill 2 x (({COMMIT_INTERVAL_S} + {CHECKPOINT_S}) "
+        f"s x rate + "
         f"{BATCH_MAX}) = {budget:,.0f}; peak RSS {max(e.peak_rss_mb for e in epochs):.0f} MB; "
         f"{time.monotonic() - began:.0f} s in all"
     )
 
     assert not check.lost, f"{len(check.lost)} events never scored, e.g. {check.lost[:5]}"
     assert not check.unknown and check.compared == check.scores
+    assert not check.mismatches, (len(check.mismatches), check.mismatches[:10])
     assert not other, (len(other), other[:10])
     assert not lateness.double, (len(lateness.double), lateness.double[:10])
     assert not lateness.unexplained, (len(lateness.unexplained), lateness.unexplained[:10])

@@ -154,7 +154,10 @@ def test_metrics_count_200_scored_and_5_dead_letters(
         "recovery_finished",
         "champion_loaded",
         "progress",
+        "partitions",
+        "models",
     }
+    assert ready["checks"]["partitions"]["detail"] == "co-partitioned topics have 3 partitions"
 
     # Consumer lag: one series per assigned input partition, all at 0 once everything is read.
     deadline = time.monotonic() + 30
