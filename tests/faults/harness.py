@@ -5,11 +5,13 @@ consumers (``scores``, ``transactions.dlq``, the tables' changelogs), the worker
 after it stopped, and the consumer group's committed offsets, and compares them with what the
 project's offline builder (``stream_app.features.offline``) computes from the generated events.
 
-Labels are not published: a label and the transaction it must precede in a terminal window travel
-on two topics with no order between them, so the live terminal-risk features equal the offline
-ones only when the labels happen to arrive first (the 45-day parity test measures that share).
-Without labels every feature is defined by the transactions alone and must match exactly; the
-terminal *count* windows still catch any transaction counted twice after a replay.
+A stream may carry labels (``make_stream(..., labels=True)``): each transaction's label follows
+it 7 days later on the labels topic, the worker's event-time alignment applies a label before the
+transactions after its label time, and the offline features count the labels, so every feature,
+the terminal risk windows too, must match exactly. The kill -9 and exactly-once tests run over
+more than the 37-day horizon with labels; the others without (every feature is then defined by
+the transactions alone, and the terminal *count* windows still catch any transaction counted
+twice after a replay).
 """
 
 from __future__ import annotations
@@ -65,13 +67,16 @@ SAME_LIFE_MAX = 0
 
 @dataclass
 class Stream:
-    """Generated transactions in event-time order, their Kafka records and offline features."""
+    """Generated transactions in event-time order, their Kafka records and offline features;
+    with ``labels``, each transaction's label follows it 7 days later (``schedule``), on the
+    labels topic, and the offline features count them (the terminal risk windows)."""
 
     items: list[LabelledTransaction]
+    labels: bool = False
 
     @cached_property
     def records(self) -> list[Record]:
-        return list(schedule(self.items, labels=False))
+        return list(schedule(self.items, labels=self.labels))
 
     @cached_property
     def event_ids(self) -> list[str]:
@@ -79,18 +84,33 @@ class Stream:
 
     @cached_property
     def offline(self) -> dict[str, np.ndarray]:
-        """event_id -> the offline builder's feature row (FEATURE_NAMES order), no labels."""
-        batch = dataclasses.replace(batch_from_events(self.items), label=None)
+        """event_id -> the offline builder's feature row (FEATURE_NAMES order)."""
+        batch = batch_from_events(self.items)
+        if not self.labels:
+            batch = dataclasses.replace(batch, label=None)
         matrix = build_features(batch)
         return dict(zip(batch.event_id, matrix, strict=True))
+
+    @property
+    def days(self) -> float:
+        """The event time the stream spans."""
+        first, last = (datetime.fromisoformat(self.items[i].event["event_time"]) for i in (0, -1))
+        return (last - first).total_seconds() / 86_400
 
     def slice(self, start: int, stop: int) -> list[Record]:
         return self.records[start:stop]
 
 
-def make_stream(n_events: int, seed: int, n_customers: int = 2000, n_terminals: int = 2000):
+def make_stream(
+    n_events: int,
+    seed: int,
+    n_customers: int = 2000,
+    n_terminals: int = 2000,
+    labels: bool = False,
+):
     """``n_events`` simulated payments (2,000 customers at ~2/day: 100 k events span ~26 days,
-    so every 1/7/30-day customer window and the 7-day-delayed terminal windows are populated)."""
+    so every 1/7/30-day customer window and the 7-day-delayed terminal windows are populated;
+    fewer customers stretch the same count over more days)."""
     return Stream(
         list(
             simulate(
@@ -100,7 +120,8 @@ def make_stream(n_events: int, seed: int, n_customers: int = 2000, n_terminals: 
                 seed=seed,
                 start=datetime(2026, 3, 1, tzinfo=UTC),
             )
-        )
+        ),
+        labels,
     )
 
 

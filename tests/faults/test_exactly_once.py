@@ -56,7 +56,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 N_EVENTS = 20_000
 KILLS = 3
-RATE = 800  # events/s
+RATE = 1600  # records/s: about 800 payments and 800 labels a second
 N_BAD = 12
 SEED = 20261203
 OPEN_WAIT_S = 10.0
@@ -105,7 +105,9 @@ def kill_in_transaction(worker: Worker, admin: AdminClient, topic: str, watch: T
 
 def test_exactly_once_across_kills(app_env, app_settings, kafka_bootstrap, tmp_path):
     began = time.monotonic()
-    stream = make_stream(N_EVENTS, seed=SEED)
+    # 250 customers: 20,000 payments span ~40 days, past the 37-day horizon, labels flowing
+    stream = make_stream(N_EVENTS, seed=SEED, n_customers=250, labels=True)
+    assert stream.days > 37, stream.days
     settings = app_settings
     scores_topic = settings.topic("scores")
     records = list(stream.records)
@@ -163,7 +165,8 @@ def test_exactly_once_across_kills(app_env, app_settings, kafka_bootstrap, tmp_p
     )
 
     print(
-        f"\nexactly-once, kill -9 x{KILLS} ({sum(hits)} with a scores transaction open): "
+        f"\nexactly-once, kill -9 x{KILLS} ({sum(hits)} with a scores transaction open), "
+        f"{stream.days:.1f} days with labels: "
         f"{check.summary()}; read_uncommitted sees "
         f"{len(uncommitted):,} score records ({len(uncommitted) - len(envs):,} in aborted "
         f"transactions); dead letters {len(dlq)} of {N_BAD}; first score "

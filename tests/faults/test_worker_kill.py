@@ -83,14 +83,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 
 N_EVENTS = 100_000
 KILLS = 5
-RATE = 1000  # events/s
+RATE = 2000  # records/s: about 1,000 payments and 1,000 labels a second
 SEED = 20260601
 CHECKPOINT_S = 1.5  # longest checkpoint allowed for in the in-flight budget (see below)
 
 
 def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     began = time.monotonic()
-    stream = make_stream(N_EVENTS, seed=SEED)
+    # 1,000 customers: 100,000 payments span ~50 days, past the 30-day customer window and the
+    # 37-day terminal horizon, with every label 7 days after its payment (issue 15 item 3)
+    stream = make_stream(N_EVENTS, seed=SEED, n_customers=1000, labels=True)
+    assert stream.days > 37, stream.days
     settings = app_settings
     scores_topic = settings.topic("scores")
     worker = Worker(tmp_path / "worker", worker_env(app_env))
@@ -109,7 +112,7 @@ def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     try:
         points = kill_and_restart(worker, watch, scores_topic, moments, kill)
         publisher.join(timeout=600)
-        assert publisher.error is None and publisher.sent == N_EVENTS, publisher.error
+        assert publisher.error is None and publisher.sent == len(stream.records), publisher.error
         tail.wait_covered(stream.event_ids, timeout=300, worker=worker)
     finally:
         code = worker.stop()
@@ -136,7 +139,10 @@ def test_kill_9_five_times(app_env, app_settings, kafka_bootstrap, tmp_path):
     problems = table_problems(kafka_bootstrap, settings.app_id, stream, N_EVENTS)
     dlq = read_all(kafka_bootstrap, settings.topic("transactions.dlq"))
 
-    print(f"\nkill -9 x{KILLS}: {check.summary()}; published at {RATE}/s")
+    print(
+        f"\nkill -9 x{KILLS}: {check.summary()}; {stream.days:.1f} days of event time with "
+        f"labels; published at {RATE} records/s"
+    )
     if check.mismatches:
         print(
             f"  features unequal: {Counter(m.split()[1] for m in check.mismatches)}; "
