@@ -131,15 +131,15 @@ class BulkProducer:
             wait = self._bucket.reserve()
             if wait > 0:
                 self._wait(wait)
+        extra: dict[str, Any] = {}
+        if headers:
+            extra["headers"] = headers
+        if timestamp:
+            extra["timestamp"] = timestamp
         while True:
             try:
                 self._producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    on_delivery=self._on_delivery,
-                    headers=headers,
-                    timestamp=timestamp,
+                    topic, value=value, key=key, on_delivery=self._on_delivery, **extra
                 )
                 break
             except BufferError:
