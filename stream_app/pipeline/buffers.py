@@ -25,7 +25,11 @@ One more bound, for the labels only (``hold``): they do not go past the *low wat
 stage that forwards the transactions (the lowest key stage 1 may still take,
 :meth:`PartitionQueue.low`): a label early for its transaction is harmless (it waits in the
 terminal's state), but from a full topic the labels would otherwise run months ahead of the
-transactions they belong to.
+transactions they belong to. A held label still bounds the others at its key: a forward at ``t``
+waits for every label known by ``t``, held or not (without this, a forward from a stage-1
+partition ahead of the others, or every forward stage 2 re-reads after a restart while stage 1
+re-reads from further back, was scored without the labels of the last hour, or of the days
+between the two stages' commits).
 
 Records with keys below the lowest frontier are taken, merged by key; at equal keys, partitions
 of a lower *rank* first (labels before transactions: a label known at ``t`` is used by a
@@ -232,8 +236,14 @@ def take(
     partition with more to read holds the others back)."""
     bound = INF
     first_limit = (0, 0)  # the (rank, order) of the first queue that sets the bound
-    for queue, done in zip(queues, caught_up, strict=True):
+    for i, (queue, done) in enumerate(zip(queues, caught_up, strict=True)):
         f = queue.frontier(done, now, max_idle_s, max_lag_wait_s)
+        if hold is not None and hold[i] < f and queue.buffered:
+            # Its records at or past the hold still come, at their keys: nothing of the other
+            # queues passes the first of them (a forward at t waits for a label known at t).
+            free = queue.count_below(hold[i])
+            if free < queue.buffered:
+                f = min(f, queue.key_at(free))
         if f < bound or (f == bound and (queue.rank, queue.order) < first_limit):
             bound = f
             first_limit = (queue.rank, queue.order)
@@ -247,7 +257,7 @@ def take(
         if not q.buffered:
             continue
         held = INF if hold is None else hold[i]
-        if held < bound:
+        if held <= bound:
             counts.append((q, q.count_below(held)))
         else:
             counts.append((q, q.count_below(bound, inclusive=(q.rank, q.order) <= first_limit)))

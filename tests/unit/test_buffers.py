@@ -119,14 +119,39 @@ def test_a_partition_not_fetched_yet_waits_max_idle_s():
     ]
 
 
-def test_held_records_wait_below_their_hold_and_hold_nothing_else():
+def test_held_records_wait_below_their_hold_and_the_others_wait_for_them():
     labels = queue("labels", 0, [5.0, 8.0, 12.0], rank=0)
-    by_terminal = queue("by", 0, [9.0, 13.0])
-    # labels may not pass 9.0 (what the forwarding stage may still write); the forwards go on
+    by_terminal = queue("by", 0, [9.0, 12.0, 13.0])
+    # labels may not pass 9.0 (what the forwarding stage may still write); a forward at 12 or 13
+    # must not pass the label known at 12 (it counts in their windows): they wait for it
     batch = take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[9.0, INF])
-    assert batch.items == ["labels0@0", "labels0@1", "by0@0", "by0@1"]
+    assert batch.items == ["labels0@0", "labels0@1", "by0@0"]
     assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[9.0, INF]).items == []
-    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0).items == ["labels0@2"]
+    # a hold exactly at a label's key holds it (and what comes at or after it)
+    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[12.0, INF]).items == []
+    # the hold lifts: the label first, then the forwards at and after its key
+    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[12.5, INF]).items == [
+        "labels0@2",
+        "by0@1",
+        "by0@2",
+    ]
+
+
+def test_a_held_queue_with_nothing_buffered_holds_nothing_else():
+    labels = queue("labels", 0, [5.0], rank=0)
+    by_terminal = queue("by", 0, [4.0, 9.0, 13.0])
+    # the label at 5 waits, and so does every forward from 5 on
+    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[4.5, INF]).items == [
+        "by0@0"
+    ]
+    assert take([labels, by_terminal], [True, True], 10, 0.0, 1.0, hold=[6.0, INF]).items == [
+        "labels0@0",
+        "by0@1",
+        "by0@2",
+    ]
+    # nothing buffered (and nothing more to fetch): a hold holds nothing
+    more = queue("by", 1, [20.0])
+    assert take([labels, more], [True, True], 10, 0.0, 1.0, hold=[4.0, INF]).items == ["by1@0"]
 
 
 def test_a_caught_up_empty_partition_holds_nothing_back():
