@@ -123,11 +123,21 @@ class PartitionQueue(Generic[T]):
             return INF
         return self.taken_key
 
-    def low(self, caught_up: bool | None) -> float:
+    def low(
+        self,
+        caught_up: bool | None,
+        now: float | None = None,
+        max_idle_s: float = 0.0,
+        max_lag_wait_s: float = MAX_LAG_WAIT_S,
+    ) -> float:
         """The lowest key this partition may still hand the stage: its next buffered record's,
-        or (nothing buffered, more to fetch) the last taken; INF when it has nothing more."""
+        or (nothing buffered, more to fetch) the last taken; INF when it has nothing more. With
+        ``now``, an empty partition stops counting when the stage itself stops waiting for it
+        (:meth:`frontier`): a partition the broker never serves holds nothing back for good."""
         if self.buffered:
             return self.chunks[0].keys[self.head]
+        if now is not None:
+            return self.frontier(caught_up, now, max_idle_s, max_lag_wait_s)
         return INF if caught_up else self.taken_key
 
     def key_at(self, index: int) -> float:

@@ -243,7 +243,8 @@ class BatchEngine:
             lows: dict[str, float] = {}
             for topic, stage_input in runner.held.items():
                 assert stage_input.held_by is not None
-                lows[topic] = self.low_watermark(stage_input.held_by) - stage_input.held_slack
+                low = self.low_watermark(stage_input.held_by, now)
+                lows[topic] = low - stage_input.held_slack
             hold = [lows.get(tp.topic, INF) for tp in tps]
         batch = take(queues, caught_up, runner.batch_max, now, self.max_idle_s, hold)
         if batch.taken:
@@ -252,15 +253,16 @@ class BatchEngine:
                     self.space.set()
         return batch
 
-    def low_watermark(self, runner: StageRunner) -> float:
-        """The lowest key ``runner`` may still take from its assigned partitions (INF: none)."""
+    def low_watermark(self, runner: StageRunner, now: float | None = None) -> float:
+        """The lowest key ``runner`` may still take from its assigned partitions (INF: none).
+        With ``now``, a partition ``runner`` itself no longer waits for does not count."""
         view = self.view
         if view is None:
             return min((q.low(True) for q in runner.queues.values()), default=INF)
         low = INF
         for tp in view.assignment():
             if tp.topic in runner.ranks:
-                key = runner.queue(tp).low(self._caught_up(tp))
+                key = runner.queue(tp).low(self._caught_up(tp), now, self.max_idle_s)
                 if key < low:
                     low = key
         return low

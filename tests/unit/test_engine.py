@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from stream_app.pipeline.buffers import Batch
+from stream_app.pipeline.buffers import MAX_LAG_WAIT_S, Batch
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
 
 
@@ -112,6 +112,21 @@ def test_labels_wait_for_the_stage_that_forwards_the_transactions():
     view.state[tx] = (2, 2)  # stage 1 has caught up: it bounds nothing
     assert engine.low_watermark(first) == float("inf")
     assert engine.take(second, now=0.0).items == ["labels0@1"]
+
+
+def test_a_forwarding_partition_never_served_holds_the_labels_no_longer_than_stage_1_waits():
+    handled: list[list[Any]] = []
+    engine, view, first, second, (tx, by, labels) = engine_with(handled)
+    deliver(engine, view, labels, recs(labels, 0, [5.0]), end=1)
+    view.state[by] = (0, 0)
+    deliver(engine, view, tx, recs(tx, 0, [3.0]), end=10)  # more to fetch, never served
+    assert engine.take(first, now=0.0).items == ["tx0@0"]
+    assert engine.low_watermark(first, now=0.0) == 3.0  # empty with more to fetch: waits
+    assert not engine.take(second, now=1.0)
+    assert not engine.take(second, now=MAX_LAG_WAIT_S - 0.1)
+    # stage 1 stops waiting for it after MAX_LAG_WAIT_S, and so do the labels
+    assert engine.low_watermark(first, now=MAX_LAG_WAIT_S) == float("inf")
+    assert engine.take(second, now=MAX_LAG_WAIT_S).items == ["labels0@0"]
 
 
 def test_full_partitions_are_left_out_of_the_fetch_until_the_stage_takes():
