@@ -42,11 +42,13 @@ import faust
 import orjson
 from confluent_kafka import TopicPartition
 
+from stream_app import api
 from stream_app.config import Settings
 from stream_app.faust_ext.batch import BatchApp
 from stream_app.faust_ext.exactly_once import ExactlyOnceApp
 from stream_app.faust_ext.recovery import SeekFirstTableManager
 from stream_app.faust_ext.tables import FaustTableWriter, bytes_table
+from stream_app.features.definitions import Entity
 from stream_app.features.state import CustomerState, Retention, TerminalState
 from stream_app.io.copartition import mismatch_message, partition_mismatches
 from stream_app.io.deadletter import dead_letter_message
@@ -755,6 +757,23 @@ def create_app(
         # (stream_app.scoring.follow).
         install_model_watch(app, settings, live)
 
+    if settings.web_enabled and settings.api_enabled:  # /v1/... and /openapi.json (issue 17)
+        api.install(
+            app,
+            settings,
+            api.ApiState(
+                api.EntityTable(
+                    Entity.CUSTOMER,
+                    customer_table,
+                    customers,
+                    (topic(TRANSACTIONS), transactions_rerouted),
+                ),
+                api.EntityTable(Entity.TERMINAL, terminal_table, terminals, (by_terminal,)),
+                engine,
+                lambda: live.champion,
+                retention,
+            ),
+        )
     if settings.web_enabled:
         install_views(
             app,

@@ -225,6 +225,29 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the web server binds (0.0.0.0 in containers)."
     )
     web_enabled: bool = Field(True, description="Run the Faust web server.")
+    api_enabled: bool = Field(
+        True,
+        description="Serve the HTTP API on the web port: /v1/customers|terminals/{id}/features, "
+        "POST /v1/score and /openapi.json (stream_app.api).",
+    )
+    api_retry_after_s: int = Field(
+        1,
+        ge=1,
+        description="Retry-After (seconds) of the API's 503: the worker rebalances or recovers, or "
+        "the owner of the key's partition is unknown or does not answer.",
+    )
+    api_forward_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a worker waits for the owner of a key's partition when it forwards "
+        "a query or fetches a state for POST /v1/score (then 503).",
+    )
+    api_record_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="POST /v1/score?record=true: seconds to wait for the envelope the stream "
+        "produces for the published transaction (then 504).",
+    )
     scorecard_web_port: int = Field(
         6067,
         ge=0,
