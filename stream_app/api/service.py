@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from yarl import URL
-
 from stream_app.api.entities import (
     EntityTable,
     entity_key,
@@ -218,8 +216,3 @@ def parse_time(text: str | None) -> float | None:
 def flag(value: str | None) -> bool:
     """A boolean query parameter (``true``/``1``/``yes``)."""
     return value is not None and value.lower() in ("1", "true", "yes", "on")
-
-
-def relative(url: URL) -> URL:
-    """Path and query of a request URL, as encoded (what a forward repeats)."""
-    return url.relative()

@@ -64,7 +64,7 @@ def install_api(app: Any, service: ApiService) -> None:
                     owner, partition = service.route(table, id, forwarded)
                     if owner is not None:
                         status, headers, body = await service.forwarder.call(
-                            owner, "GET", request.rel_url.relative()
+                            owner, "GET", request.rel_url
                         )
                         return self.bytes(
                             body,
