@@ -113,11 +113,11 @@ def run_tail(
     import uuid
 
     import orjson
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
     from rich.console import Console
 
-    from stream_app.exceptions import TopicError
     from stream_app.io.security import check_access
+    from stream_app.io.topic_reader import partitions_of
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -136,20 +136,8 @@ def run_tail(
     consumer = Consumer(conf)
     printed = 0
     try:
-        try:
-            metadata = consumer.list_topics(name, timeout=10)
-        except KafkaException as exc:
-            raise TopicError(
-                f"cannot list topic {name} at {settings.kafka_bootstrap_servers}: {exc}"
-            ) from exc
-        described = metadata.topics.get(name)
-        if described is None or described.error is not None or not described.partitions:
-            raise TopicError(
-                f"topic {name} does not exist (declared name {topic!r}, prefix "
-                f"{settings.topic_prefix!r}); `stream-app topics list` shows the topics"
-            )
         assignment = []
-        for partition in sorted(described.partitions):
+        for partition in partitions_of(consumer, settings, topic):
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(name, partition), timeout=10, cached=False
             )

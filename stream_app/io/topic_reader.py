@@ -7,12 +7,34 @@ evaluation tools (served-score evaluation, topic replay) that need a consistent 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from stream_app.config import Settings
-from stream_app.exceptions import DatasetError
+from stream_app.exceptions import DatasetError, TopicError
 
 OnRecord = Callable[[str, int, int, bytes | None], None]  # topic, partition, offset, value
 OnKeyed = Callable[[str, int, bytes | None, bytes | None], None]  # topic, partition, key, value
+
+
+def partitions_of(consumer: Any, settings: Settings, topic: str) -> list[int]:
+    """The partitions of the declared ``topic``, asked through a confluent-kafka ``consumer``.
+    Raises :class:`TopicError` when it cannot be listed or does not exist."""
+    from confluent_kafka import KafkaException
+
+    name = settings.topic(topic)
+    try:
+        metadata = consumer.list_topics(name, timeout=10)
+    except KafkaException as exc:
+        raise TopicError(
+            f"cannot list topic {name} at {settings.kafka_bootstrap_servers}: {exc}"
+        ) from exc
+    described = metadata.topics.get(name)
+    if described is None or described.error is not None or not described.partitions:
+        raise TopicError(
+            f"topic {name} does not exist (declared name {topic!r}, prefix "
+            f"{settings.topic_prefix!r}); `stream-app topics list` shows the topics"
+        )
+    return sorted(described.partitions)
 
 
 def read_to_end(

@@ -37,6 +37,8 @@ BULK_CONFIG: dict[str, str | int | bool] = {
 """Producer settings added to the client configuration for bulk publishing."""
 POLL_EVERY = 1_000
 """Serve delivery callbacks after this many produce calls."""
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+"""librdkafka's delivery report: the error (None when delivered) and the message."""
 
 
 class PublishError(StreamAppError, RuntimeError):
@@ -111,6 +113,15 @@ class BulkProducer:
         if self.first_error is None:
             self.first_error = f"topic {msg.topic()}: {err}"
 
+    def _reporting(self, report: DeliveryCallback) -> DeliveryCallback:
+        """A delivery callback that counts the record, then hands its report to ``report``."""
+
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            report(err, msg)
+
+        return callback
+
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` while serving delivery callbacks."""
         deadline = time.monotonic() + seconds
@@ -124,9 +135,11 @@ class BulkProducer:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         timestamp: int = 0,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Queue one record (rate-limited if a rate was set); waits when the queue is full.
-        ``headers``, ``timestamp`` (ms; 0: the producer's clock): as Kafka takes them."""
+        ``headers``, ``timestamp`` (ms; 0: the producer's clock): as Kafka takes them.
+        ``on_delivery``: also called with this record's delivery report (after it is counted)."""
         if self._bucket is not None:
             wait = self._bucket.reserve()
             if wait > 0:
@@ -136,11 +149,10 @@ class BulkProducer:
             extra["headers"] = headers
         if timestamp:
             extra["timestamp"] = timestamp
+        callback = self._on_delivery if on_delivery is None else self._reporting(on_delivery)
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, on_delivery=self._on_delivery, **extra
-                )
+                self._producer.produce(topic, value=value, key=key, on_delivery=callback, **extra)
                 break
             except BufferError:
                 self._producer.poll(0.05)
