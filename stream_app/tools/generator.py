@@ -51,6 +51,15 @@ CUSTOMER_FRAUD_SHARE = 1.0 / 3.0
 CUSTOMER_FRAUD_FACTOR = 5.0
 TIME_MEAN_S = DAY_SECONDS / 2
 TIME_STD_S = 20_000.0
+TERMINALS_COMPROMISED_PER_DAY = 2.0  # per HANDBOOK_TERMINALS terminals
+CUSTOMERS_COMPROMISED_PER_DAY = 3.0  # per HANDBOOK_CUSTOMERS customers
+SCENARIO_NAMES = {
+    0: "genuine",
+    1: "amount over 220",
+    2: "compromised terminal",
+    3: "compromised card (5x amount)",
+}
+"""What each ``LabelledTransaction.scenario`` value stands for."""
 # Probability that a time-of-day draw falls inside the day (the rest is dropped).
 _P_IN_DAY = math.erf(TIME_MEAN_S / (TIME_STD_S * math.sqrt(2.0)))
 
@@ -58,6 +67,16 @@ _P_IN_DAY = math.erf(TIME_MEAN_S / (TIME_STD_S * math.sqrt(2.0)))
 def default_radius(n_terminals: int) -> float:
     """The handbook's radius (5 for 10,000 terminals), scaled to keep ~78 terminals in reach."""
     return min(HANDBOOK_RADIUS * math.sqrt(HANDBOOK_TERMINALS / n_terminals), GRID * math.sqrt(2))
+
+
+def handbook_terminal_rate(n_terminals: int) -> float:
+    """Terminals compromised per day in the handbook, scaled to ``n_terminals`` (2 per 10,000)."""
+    return TERMINALS_COMPROMISED_PER_DAY * n_terminals / HANDBOOK_TERMINALS
+
+
+def handbook_customer_rate(n_customers: int) -> float:
+    """Customers compromised per day in the handbook, scaled to ``n_customers`` (3 per 5,000)."""
+    return CUSTOMERS_COMPROMISED_PER_DAY * n_customers / HANDBOOK_CUSTOMERS
 
 
 def _terminals_in_reach(
@@ -129,12 +148,12 @@ class TransactionSimulator:
         self.seed = seed
         self.radius = default_radius(n_terminals) if radius is None else float(radius)
         self.compromised_terminals_per_day = (
-            2.0 * n_terminals / HANDBOOK_TERMINALS
+            handbook_terminal_rate(n_terminals)
             if compromised_terminals_per_day is None
             else float(compromised_terminals_per_day)
         )
         self.compromised_customers_per_day = (
-            3.0 * n_customers / HANDBOOK_CUSTOMERS
+            handbook_customer_rate(n_customers)
             if compromised_customers_per_day is None
             else float(compromised_customers_per_day)
         )

@@ -130,36 +130,106 @@ def pid_is_worker(pid: int) -> bool:
 
 # --- demo --------------------------------------------------------------------------------------
 
-DEMO_EVENTS = 300
-DEMO_SHOW = 5
+# A smaller world than the default (1,000 customers, 37 days) so the test stays near a minute;
+# the attack, the label delay and the models are the demo's own.
+DEMO_WORLD = ["--customers", "400", "--terminals", "800", "--history-days", "16", "--seed", "11"]
 
 
-def test_demo_runs_on_the_test_broker_and_cleans_up(app_env, kafka_bootstrap, tmp_path):
+def redrawn_live_truth(world: dict) -> dict[str, tuple[int, int]]:
+    """(label, scenario) of every live payment, from the generator redrawn with the world the
+    demo reports: the test's own ground truth, independent of the demo's bookkeeping."""
+    from datetime import timedelta
+
+    from stream_app.tools.demo_story import DemoWorld
+
+    params = {k: v for k, v in world.items() if k != "start"}
+    start = datetime.fromisoformat(world["start"])
+    live_from = start + timedelta(days=params["history_days"])
+    return {
+        item.event["event_id"]: (item.label, item.scenario)
+        for item in DemoWorld(**params).simulator(start)
+        if datetime.fromisoformat(item.event["event_time"]) >= live_from
+    }
+
+
+def test_demo_catches_injected_frauds_on_the_test_broker_and_cleans_up(
+    app_env, kafka_bootstrap, tmp_path
+):
     """The demo finds the session's broker answering on KAFKA_BOOTSTRAP_SERVERS and uses it
-    (it used to fail: `broker start` found the port taken), scores every event, stops its worker
-    and deletes its topics; it starts no broker of its own."""
+    (it used to fail: `broker start` found the port taken), trains its champion and challenger
+    into an empty registry, warms the state with weeks of payments and labels, then scores a live
+    day in which the generator injected frauds: it catches some of them, its counts agree with
+    the generator redrawn here and with the champion's thresholds, and its summary has every
+    part; it stops its worker and deletes its topics; it starts no broker of its own."""
     broker_home = tmp_path / "broker-home"
-    env = {**app_env, "STREAM_APP_BROKER_HOME": str(broker_home)}
+    models = tmp_path / "models"
+    summary_path = tmp_path / "summary.json"
+    env = {
+        **{k: v for k, v in app_env.items() if k != "STREAM_APP_CHAMPION"},
+        "STREAM_APP_BROKER_HOME": str(broker_home),
+        "STREAM_APP_MODELS_DIR": str(models),
+    }
     before = topic_names(kafka_bootstrap)
     started = time.monotonic()
     result = run_cli(
-        ["demo", "--events", str(DEMO_EVENTS), "--rate", "0", "--show", str(DEMO_SHOW)],
+        ["demo", *DEMO_WORLD, "--rate", "2000", "--summary-json", str(summary_path)],
         env,
-        timeout=360,
+        timeout=420,
     )
     out = result.stdout
-    print(out[-3000:], result.stderr[-3000:], f"demo took {time.monotonic() - started:.1f} s")
+    print(out[-6000:], result.stderr[-3000:], f"demo took {time.monotonic() - started:.1f} s")
     worker_pid = re.search(r"worker ready in [0-9.]+ s \(pid (\d+),", out)
     try:
         assert result.returncode == 0, result.stderr
         assert f"a Kafka broker already answers at {kafka_bootstrap}: using it" in out
-        assert f"{DEMO_EVENTS:,} of {DEMO_EVENTS:,} events scored" in out
-        assert f"Highest {DEMO_SHOW} scores" in out
-        rows = table_rows(out.split(f"Highest {DEMO_SHOW} scores", 1)[1])
-        assert len(rows) == DEMO_SHOW, rows
-        assert all(row[4] in ("approve", "review", "decline") for row in rows), rows
-        scores = [float(row[3]) for row in rows]
-        assert scores == sorted(scores, reverse=True)
+        summary = orjson.loads(summary_path.read_bytes())
+
+        # Every live payment scored once; the classes add up.
+        assert summary["scored"] == summary["live_events"] > 0
+        assert sum(summary["decisions"].values()) == summary["live_events"]
+        # The injected frauds are the generator's: redraw the world and compare.
+        truth = redrawn_live_truth(summary["world"])
+        assert len(truth) == summary["live_events"]
+        injected = sum(label for label, _ in truth.values())
+        assert summary["frauds"] == injected > 0
+        events = summary["events"]
+        assert all(truth[e["event_id"]] == (e["label"], e["scenario"]) for e in events)
+        assert sum(e["label"] for e in events) == injected  # every live fraud is listed
+        # Caught = declined or sent to review, from the listed decisions.
+        caught = [e for e in events if e["label"] and e["decision"] != "approve"]
+        assert summary["caught"] == len(caught) >= 1, summary["kinds"]
+        assert summary["caught"] + summary["missed"] == injected
+        declines = [e for e in events if e["decision"] == "decline"]
+        assert len(declines) == summary["decisions"]["decline"]
+        if declines:
+            precision = sum(e["label"] for e in declines) / len(declines)
+            assert summary["precision"]["decline"] == pytest.approx(precision)
+        # Each decision is the champion's thresholds applied to the score.
+        champion = max(v for v in list_versions(models) if v.endswith("-logreg"))
+        thresholds = read_manifest(models / champion).thresholds
+        for e in events:
+            expected = (
+                "decline"
+                if e["score"] >= thresholds["decline"]
+                else "review"
+                if e["score"] >= thresholds["review"]
+                else "approve"
+            )
+            assert e["decision"] == expected, (e, thresholds)
+        assert {v.rsplit("-", 1)[1] for v in list_versions(models)} == {"logreg", "hgb"}
+
+        # The summary's parts, with the figures of the JSON.
+        assert f"{summary['caught']} of {injected} injected frauds caught" in out
+        assert "Decisions (live window)" in out and "Frauds caught" in out
+        top = table_rows(out.split("Highest 3 scores", 1)[1].split("challenger", 1)[0])
+        scored_rows = [row for row in top if row[0]]
+        assert len(scored_rows) == 3, top
+        assert all(row[3] in ("approve", "review", "decline") for row in scored_rows)
+        assert re.search(r"challenger \S+-hgb agreed with the champion on [0-9.]+%", out), out
+        assert "Drift" in out
+        for command in ("stream-app tail scores", "stream-app top", "stream-app replay"):
+            assert command in out
+
         assert worker_pid is not None, out
         removed = re.search(r"removed this run's (\d+) topics \(prefix (demo-\S+\.)\)", out)
         assert removed is not None, out
