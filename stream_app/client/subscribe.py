@@ -250,7 +250,25 @@ class Subscription(Generic[R]):
                     key=None if key is None else key.decode("utf-8", "replace"),
                 )
             )
+        if self.until_end and self._ends:
+            self._drop_read_to_end()
         return out
+
+    def _drop_read_to_end(self) -> None:
+        """``until_end``: a partition whose position has reached its end is done, though its last
+        offsets were never handed out (transaction markers, aborted records: an exactly-once
+        worker writes both)."""
+        from confluent_kafka import TopicPartition
+
+        with self._lock:
+            if self._state != "open":
+                return
+            positions = self._consumer.position(
+                [TopicPartition(self.topic, partition) for partition in self._ends]
+            )
+        for tp in positions:
+            if tp.offset >= self._ends.get(tp.partition, tp.offset + 1):
+                del self._ends[tp.partition]
 
     def _store(self, partition: int, offset: int) -> None:
         """With a group: the record at ``offset`` has been taken; commit past it."""

@@ -4,11 +4,13 @@ offset or a time), replay a range into an evaluation; and the README's examples 
 
 import asyncio
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -32,7 +34,7 @@ from stream_app.tools.schedule import schedule
 from stream_app.tools.scorecard import ScorecardService, run_scorecard
 from stream_app.tools.worker_process import WorkerProcess
 from tests.integration.conftest import isolated_env
-from tests.kafka_reader import STAGE_INPUTS, read_topic, wait_processed
+from tests.kafka_reader import STAGE_INPUTS, read_to_end_offsets, read_topic, wait_processed
 
 pytestmark = pytest.mark.integration
 
@@ -228,6 +230,41 @@ def test_reading_from_an_offset_or_a_time(served):
     assert list(served.client.scores(start=future, until_end=True)) == []
     past = datetime(2000, 1, 1, tzinfo=UTC)
     assert len(list(served.client.scores(start=past, until_end=True))) == N
+
+
+def test_until_end_stops_past_transaction_markers_and_aborted_records(served, kafka_bootstrap):
+    """An exactly-once worker writes its outputs in transactions: each partition's last offset is
+    a commit marker no consumer is handed, and aborted records are skipped. ``until_end`` must
+    still end, with exactly the committed records."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"cltx-{tag}.")
+    topic = settings.topic("scores")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=30)
+    served_scores = read_to_end_offsets(kafka_bootstrap, served.settings.topic("scores"))
+    envelopes = [m.value() for m in served_scores]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"cltx-{tag}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i, value in enumerate(envelopes[:12]):
+        producer.produce(topic, value, key=f"k{i}")
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    for i, value in enumerate(envelopes[12:16]):
+        producer.produce(topic, value, key=f"k{i}")
+    producer.abort_transaction(30)
+
+    began = time.monotonic()
+    got = list(StreamClient(settings).scores(start="earliest", until_end=True, timeout=30))
+    assert time.monotonic() - began < 20  # ended at the end, not by the idle timeout
+    assert [s.event_id for s in got] != [] and len(got) == 12
+    assert {s.event_id for s in got} == {
+        ScoreEnvelope.from_dict(orjson.loads(v)).event_id for v in envelopes[:12]
+    }
+    admin.delete_topics([topic])
 
 
 def test_replaying_a_range_into_an_evaluation_gives_the_metrics(
