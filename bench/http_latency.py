@@ -15,7 +15,8 @@ terminals:
 3. **drain**: ``--backlog`` transactions published at once, scored as fast as the worker can,
    without and then with the HTTP load: the stream's throughput and its cost.
 
-Prints and writes ``bench/results/http_latency.json``: HTTP p50/p90/p99/max, the stream's
+Prints and writes ``bench/results/http_latency.json``: HTTP p50/p90/p99/max (and the API's own
+time inside the worker, from its ``Server-Timing`` header), the stream's
 end-to-end latency (``latency_ms`` of its envelopes) per phase, the worker's CPU per phase, and
 the drain throughput with and without the HTTP load. The publisher runs in a process of its own.
 
@@ -121,6 +122,7 @@ class HttpLoad:
         self.rate = rate
         self.bodies = bodies
         self.latencies_ms: list[float] = []
+        self.service_ms: list[float] = []  # the API's own time (its Server-Timing header)
         self.statuses: dict[str, int] = {}
 
     async def _one(self, session: aiohttp.ClientSession, body: bytes | None, due: float) -> None:
@@ -129,6 +131,9 @@ class HttpLoad:
             async with request as response:
                 payload = await response.read()
                 status = str(response.status)
+                timing = response.headers.get("Server-Timing", "")
+                if timing.startswith("app;dur="):
+                    self.service_ms.append(float(timing[8:]))
                 if response.status != 200 and body is not None:
                     status += " " + str(orjson.loads(payload).get("reason"))
         except aiohttp.ClientError as exc:
@@ -271,6 +276,8 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
             entry = {"wall_s": wall, "worker_cpu_s": cpu_seconds(pid) - cpu}
             entry["worker_cpu_share"] = entry["worker_cpu_s"] / wall
             entry["http" if http else "healthz_probe"] = percentiles(load.latencies_ms)
+            if load.service_ms:
+                entry["http_service"] = percentiles(load.service_ms)
             entry["http_statuses"] = load.statuses
             result[name] = entry
             print(f"{name}: {json.dumps(entry)}", flush=True)
@@ -317,7 +324,9 @@ def main() -> None:
     print(
         f"\nwhat-if at {args.http_rate:.0f}/s with the stream at {args.rate:.0f}/s: "
         f"p50 {h['http']['p50_ms']:.1f} ms, p99 {h['http']['p99_ms']:.1f} ms, "
-        f"max {h['http']['max_ms']:.1f} ms, statuses {h['http_statuses']}\n"
+        f"max {h['http']['max_ms']:.1f} ms, statuses {h['http_statuses']}; the API's own time "
+        f"(Server-Timing) p50 {h['http_service']['p50_ms']:.2f} ms, "
+        f"p99 {h['http_service']['p99_ms']:.2f} ms\n"
         f"GET /healthz at 20/s with the stream alone (the event loop's own delay): p50 "
         f"{s['healthz_probe']['p50_ms']:.1f} ms, p99 {s['healthz_probe']['p99_ms']:.1f} ms\n"
         f"stream latency p50/p99: {s['envelopes']['p50_ms']:.0f}/{s['envelopes']['p99_ms']:.0f} ms "

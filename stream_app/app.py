@@ -196,7 +196,7 @@ def create_app(
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,  # the canonical URL the API forwards to
         autodiscover=False,
         TableManager=SeekFirstTableManager,  # seeks, then resumes (faust_ext.recovery)
         **extra,

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the web server binds (0.0.0.0 in containers)."
     )
     web_enabled: bool = Field(True, description="Run the Faust web server.")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Host name or address other workers reach this one's web port at: its "
+        "canonical URL, which Faust's assignment shares with the group and the HTTP API "
+        "forwards requests to (127.0.0.1 for workers on one machine; the pod or host name "
+        "otherwise).",
+    )
     api_enabled: bool = Field(
         True,
         description="Serve the HTTP API on the web port: /v1/customers|terminals/{id}/features, "

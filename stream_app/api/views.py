@@ -36,14 +36,22 @@ def _respond(view: web.View, status: int, body: Any, headers: dict[str, str]) ->
 async def _answer(
     view: web.View, me: str, work: Callable[[], Awaitable[web.Response | dict[str, Any]]]
 ) -> web.Response:
-    """``work()``'s dict as JSON (200), its response as is, or its problem."""
+    """``work()``'s dict as JSON (200), its response as is, or its problem; with a
+    ``Server-Timing`` header: the milliseconds from the handler's start to its answer (what the
+    API itself took, without the time the request waited for the event loop)."""
+    started = time.perf_counter()
     try:
         result = await work()
     except ApiProblem as problem:
-        return _respond(view, problem.status, problem.body(), {**problem.headers(), SERVED_BY: me})
-    if isinstance(result, dict):
-        return _respond(view, 200, result, {SERVED_BY: me})
-    return result
+        response = _respond(
+            view, problem.status, problem.body(), {**problem.headers(), SERVED_BY: me}
+        )
+    else:
+        response = (
+            _respond(view, 200, result, {SERVED_BY: me}) if isinstance(result, dict) else result
+        )
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
+    return response
 
 
 def install_api(app: Any, service: ApiService) -> None:

@@ -20,6 +20,7 @@ third one causes the answer is 503 with ``Retry-After``, never a 200 with other 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.error
@@ -34,7 +35,7 @@ import orjson
 import pytest
 
 from stream_app.client.http import HttpClient, NotFound, Rejected
-from stream_app.config import Settings
+from stream_app.config import REPO_ROOT, Settings
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.state import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from stream_app.io.partitioning import expected_partition
@@ -350,6 +351,17 @@ def test_openapi_document_validates_both_paths_envelopes(setup: Setup):
         envelope(orjson.loads(message.value))
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
         envelope({**orjson.loads(streamed[0].value), "score": 2.0})
+
+
+def test_the_readme_example_runs(setup: Setup):
+    """The fenced python block of the README's "Ask the live state" section, against the
+    worker (its URL for the README's default one)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Ask the live state / score synchronously", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the section should hold one python example"
+    code = blocks[0].replace("http://127.0.0.1:6066", setup.url)
+    exec(compile(code, "README.md (Ask the live state)", "exec"), {})
 
 
 # --- two workers -----------------------------------------------------------------------------
