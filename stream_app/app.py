@@ -65,6 +65,7 @@ from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner
+from stream_app.pipeline.floors import CommitFloors
 from stream_app.pipeline.heap import HeapKeeper
 from stream_app.pipeline.routing import Reroute, Routing
 from stream_app.pipeline.scoring_stage import ScoringStage
@@ -251,6 +252,7 @@ def create_app(
         settings.max_message_bytes,
         topic_index={topic(TRANSACTIONS): 0, transactions_rerouted: 1},
         routing=Routing(settings.partitions, transactions_rerouted if rerouting else None),
+        floors=(customer_floors := CommitFloors()),
     )
     scoring_stage = ScoringStage(
         terminals,
@@ -264,6 +266,7 @@ def create_app(
         topic_index={by_terminal: 0},
         label_routing=Routing(settings.partitions, labels_rerouted if rerouting else None),
         forward_routing=Routing(settings.partitions, by_terminal),
+        floors=(terminal_floors := CommitFloors()),
     )
     live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
 
@@ -442,6 +445,9 @@ def create_app(
         lock=lock,
     )
     engine.reset_hooks += [customers.clear, terminals.clear, last_committed.clear]
+    # Replay floors (stream_app.pipeline.floors): what each stage may evict follows its commits.
+    engine.reset_hooks += [customer_floors.reset, terminal_floors.reset]
+    engine.commit_hooks += [customer_floors.committed, terminal_floors.committed]
     # What the terminal stage has committed of the repartition topic is deleted (its records
     # carry source timestamps, so it has no time-based retention: stream_app.outputs.purge).
     if settings.repartition_purge_s > 0 and delete_records_safe():

@@ -347,9 +347,15 @@ class CustomerState:
         retention_s: float,
         event_id: str | None = None,
         source: int = 0,
+        horizon_end: float | None = None,
     ) -> bool:
         """Add a transaction unless ``offset`` of ``source`` was applied already; returns whether
-        it added. ``offset`` < 0: no position (the offline builder)."""
+        it added. ``offset`` < 0: no position (the offline builder).
+
+        Samples older than ``horizon_end - retention_s`` are evicted; ``horizon_end`` defaults
+        to the newest sample. The live stage passes its replay floor instead
+        (:mod:`stream_app.pipeline.floors`): a record read again after a crash needs the samples
+        its window reaches back to, however far ahead of it the recovered state is."""
         if offset >= 0 and self.seen(offset, source):
             return False
         times = self.t
@@ -371,7 +377,8 @@ class CustomerState:
         if offset >= 0:
             self.o[source] = offset
             self.o.pop(LEGACY_SOURCE, None)
-        cutoff = times[-1] - retention_s
+        newest = times[-1]
+        cutoff = (newest if horizon_end is None else min(horizon_end, newest)) - retention_s
         if times[0] <= cutoff:
             dropped = bisect_right(times, cutoff)
             del times[:dropped]

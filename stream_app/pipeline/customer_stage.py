@@ -16,6 +16,10 @@ applied before it (``CustomerState.replayed_values``); one dead-lettered as a du
 late is dead-lettered again with the same reason and message, never forwarded (the state
 remembers those records, ``CustomerState.dead_lettered``).
 
+A customer's state evicts samples relative to the partition's replay floor, not its newest
+sample (:mod:`stream_app.pipeline.floors`): whatever is read again after a crash still finds the
+samples its window needs. Each forward carries that floor, for the terminal stage's eviction.
+
 A record on another partition than its key's (a producer with another partitioner) never meets
 the state of that partition: it is rerouted to its key's partition of ``transactions.rerouted``,
 which this stage also reads, or dead-lettered as ``misrouted_key``
@@ -36,8 +40,11 @@ from stream_app.io.codecs import Transaction, decode_transaction
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import encode_forward
 from stream_app.io.records import InputRecord, RecordLike
+from stream_app.pipeline.floors import CommitFloors
 from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
+
+_INF = float("inf")
 
 __all__ = ["CustomerStage", "DeadLetter", "Forward", "InputRecord", "StageOutput"]
 
@@ -154,10 +161,13 @@ class CustomerStage:
         max_message_bytes: int,
         topic_index: Mapping[str, int] | None = None,
         routing: Routing | None = None,
+        floors: CommitFloors | None = None,
     ) -> None:
         """``topic_index``: the index of each input topic in the states' source ids (default:
         every topic is the first). ``routing``: how records on the wrong partition for their
-        key are handled (None: not checked, every record is taken as partitioned right)."""
+        key are handled (None: not checked, every record is taken as partitioned right).
+        ``floors``: the replay floors the worker's commits update (None: no commits, as offline
+        and in tools: states evict from their newest sample and forwards carry no floor)."""
         self.states: StateStore[CustomerState] = (
             states if isinstance(states, StateStore) else StateStore(CustomerState, states)
         )
@@ -166,6 +176,8 @@ class CustomerStage:
         self.max_message_bytes = max_message_bytes
         self.topic_index = dict(topic_index or {})
         self.routing = routing
+        self.floors = floors
+        self._floor: dict[int, float | None] = {}  # partition -> floor, for the current batch
 
     def decode(
         self, records: Sequence[RecordLike], now: float | None = None
@@ -185,15 +197,50 @@ class CustomerStage:
         if items is None:
             items = self.decode(records)
         out = StageOutput()
+        floors = self.floors
+        self._floor.clear()  # floors change only at commits, between batches
+        ends: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after the last
+        newest: dict[tuple[str, int], float] = {}  # ... and its newest transaction
         for record, item in zip(records, items, strict=True):
             try:
                 if type(item) is Rejection:
                     out.dead_letters.append(DeadLetter(record, item))
-                else:
-                    self._one(record, item, out)  # type: ignore[arg-type]
+                    continue
+                tx: Transaction = item  # type: ignore[assignment]
+                if floors is not None:
+                    tp = (record.topic, record.partition)
+                    ends[tp] = record.offset + 1
+                    if tx.ts > newest.get(tp, -_INF):
+                        newest[tp] = tx.ts
+                self._one(record, tx, out)
             except Exception as exc:  # the worker never crashes on input
                 out.dead_letters.append(DeadLetter(record, processing_error(exc)))
+        if floors is not None:
+            for (topic, partition), end in ends.items():
+                floors.advance(topic, partition, end, newest[topic, partition])
         return out
+
+    def eviction_horizon(self, partition: int) -> float | None:
+        """What a customer state on input ``partition`` evicts relative to: its replay floor
+        (-inf before the partition's first commit: nothing), or None (its newest sample) when
+        the stage keeps no floors."""
+        if self.floors is None:
+            return None
+        floor = self.replay_floor(partition)
+        return -_INF if floor is None else floor
+
+    def replay_floor(self, partition: int) -> float | None:
+        """The replay floor of input ``partition`` (None: no floors kept, or none yet)."""
+        if partition in self._floor:
+            return self._floor[partition]
+        floors = self.floors
+        if floors is None:
+            value = None
+        else:
+            low = floors.partition_floor(partition)
+            value = None if low == float("-inf") else low
+        self._floor[partition] = value
+        return value
 
     def flush(self) -> int:
         """Write the changed states back (tests, tools: the worker flushes at checkpoints)."""
@@ -256,7 +303,15 @@ class CustomerStage:
                 state.record_dead_letter(offset, Reason.TOO_LATE.value, source)
                 states.changed(customer_id, partition)
                 return
-            state.apply(tx.ts, tx.amount, offset, self.retention.customer_s, tx.event_id, source)
+            state.apply(
+                tx.ts,
+                tx.amount,
+                offset,
+                self.retention.customer_s,
+                tx.event_id,
+                source,
+                horizon_end=self.eviction_horizon(partition),
+            )
             states.changed(customer_id, partition)
             values = state.feature_values(tx.ts)
         features = event_feature_values(tx.amount, tx.ts)
@@ -275,6 +330,7 @@ class CustomerStage:
                     partition,
                     record.offset,
                     features,
+                    self.replay_floor(partition),
                 ),
                 timestamp,
             )

@@ -36,6 +36,7 @@ from stream_app.pipeline.customer_stage import (
     processing_error,
     routed_away,
 )
+from stream_app.pipeline.floors import CommitFloors
 from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
 from stream_app.scoring.envelope import EnvelopeWriter
@@ -115,11 +116,14 @@ class ScoringStage:
         topic_index: Mapping[str, int] | None = None,
         label_routing: Routing | None = None,
         forward_routing: Routing | None = None,
+        floors: CommitFloors | None = None,
     ) -> None:
         """``label_routing``: how labels on the wrong partition for their terminal are handled
         (None: not checked); its reroute topic is read as labels too. ``forward_routing``: the
         same for repartition records (on the wrong partition only after ``topics grow``; they go
-        back to the repartition topic itself, at their terminal's partition)."""
+        back to the repartition topic itself, at their terminal's partition). ``floors``: the
+        replay floors the worker's commits update (:meth:`eviction_horizon`); None (offline, in
+        tools, in tests of one pass) evicts from the newest event times seen."""
         self.states: StateStore[TerminalState] = (
             states if isinstance(states, StateStore) else StateStore(TerminalState, states)
         )
@@ -132,6 +136,11 @@ class ScoringStage:
         # each of those sub-streams is in event-time order, so the least advanced one is the
         # low watermark that bounds eviction for the terminals of that input partition.
         self._source_time: dict[int, dict[int, float]] = {}
+        # The highest replay floor each transactions partition announced (in its forwards) per
+        # input partition; floors only rise, so a record from that source comes at or after it
+        # (less the lateness). See eviction_horizon.
+        self._source_floor: dict[int, dict[int, float]] = {}
+        self.floors = floors
         self.retention = retention
         self.labels_topic = labels_topic
         self.max_message_bytes = max_message_bytes
@@ -175,6 +184,10 @@ class ScoringStage:
         states = self.states
         terminal_s = self.retention.terminal_s
         source_time = self._source_time
+        source_floor = self._source_floor
+        floors = self.floors
+        taken: dict[tuple[str, int], int] = {}  # forwards' (topic, partition) -> offset end
+        horizons: dict[int, float] = {}  # input partition -> eviction horizon, this batch
         for record, item in zip(records, items, strict=True):
             try:
                 kind = type(item)
@@ -199,6 +212,17 @@ class ScoringStage:
                         seen = source_time[partition] = {}
                     if ts > seen.get(fwd.source_partition, float("-inf")):
                         seen[fwd.source_partition] = ts
+                    if floors is not None:
+                        taken[record.topic, partition] = record.offset + 1
+                        if fwd.floor is not None:
+                            announced = source_floor.get(partition)
+                            if announced is None:
+                                announced = source_floor[partition] = {}
+                            if fwd.floor > announced.get(fwd.source_partition, float("-inf")):
+                                announced[fwd.source_partition] = fwd.floor
+                    horizon = horizons.get(partition)
+                    if horizon is None:
+                        horizon = horizons[partition] = self.eviction_horizon(partition)
                     held = state.reused(ts, fwd.event_id, fwd.customer_id)
                     if held is not None:
                         out.dead_letters.append(DeadLetter(record, reused_forward(fwd, *held)))
@@ -208,7 +232,7 @@ class ScoringStage:
                         fwd.event_id,
                         offset,
                         terminal_s,
-                        horizon_end=self.eviction_horizon(partition),
+                        horizon_end=horizon,
                         source=source,
                         customer_id=fwd.customer_id,
                     ):
@@ -228,6 +252,9 @@ class ScoringStage:
                 out.dead_letters.append(DeadLetter(record, processing_error(exc)))
         if rows:
             self._score(out, events, rows, event_ts)
+        if floors is not None:
+            for (topic, partition), end in taken.items():
+                floors.mark(topic, partition, end, self.floor_horizon(partition))
         return out
 
     def _score(
@@ -263,6 +290,36 @@ class ScoringStage:
 
     def eviction_horizon(self, partition: int) -> float:
         """The event time that terminal state on input ``partition`` may be evicted relative to.
+
+        With replay floors (the worker): :meth:`floor_horizon` as it was at the input
+        partition's last committed offset (-inf before its first commit). Every forward after
+        that offset, and every forward the customer stage may still send again after a crash of
+        its own, comes at or after it less the lateness: nothing their windows need is evicted,
+        however far ahead of them the recovered state is. Without floors:
+        :meth:`time_horizon`.
+        """
+        floors = self.floors
+        if floors is None:
+            return self.time_horizon(partition)
+        return floors.partition_floor(partition)
+
+    def floor_horizon(self, partition: int) -> float:
+        """The least replay floor the transactions partitions announced in the forwards taken
+        from input ``partition`` so far: once every one has announced one, the lowest of those
+        within ``max_source_skew_s`` of the highest (an idle or stuck partition must not let
+        state grow without bound); until then the highest less ``max_source_skew_s``. -inf when
+        none has announced one."""
+        announced = self._source_floor.get(partition)
+        if not announced:
+            return float("-inf")
+        top = max(announced.values())
+        valve = top - self.max_source_skew_s
+        if len(announced) < self.source_partitions:
+            return valve
+        return min(f for f in announced.values() if f >= valve)
+
+    def time_horizon(self, partition: int) -> float:
+        """The eviction horizon from event times alone (no commits: one pass over a stream).
 
         The partition's low watermark (the least advanced transactions partition's newest event
         time among the records it carried) once every transactions partition has been seen on
