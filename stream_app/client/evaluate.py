@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError
-from stream_app.tools.report import CP_KEY, ReportFiles
+
+if TYPE_CHECKING:  # the evaluation tools load pandas and scikit-learn: only when evaluating
+    from stream_app.tools.report import ReportFiles
 
 Bound = int | str | date | datetime
 """One end of a range: an offset (the same in every partition), a day (as the end: the whole
@@ -65,6 +67,8 @@ class Evaluation:
     @classmethod
     def from_files(cls, files: ReportFiles) -> Evaluation:
         """From the outputs' ``metrics.json`` document."""
+        from stream_app.tools.report import CP_KEY
+
         document = files.document
         roles = {m["version"]: m["role"] for m in document["models"]}
         models = {
