@@ -164,20 +164,32 @@ class ApiService:
         _, partition = self.route(self.tables[entity], entity_key(entity, tx), forwarded=True)
         return {"values": self.local_what_if(entity, tx, partition), "partition": partition}
 
-    async def _what_if(self, entity: Entity, tx: Transaction, raw: bytes) -> list[float]:
-        owner, partition = self.route(self.tables[entity], entity_key(entity, tx), False)
-        if owner is None:
-            return self.local_what_if(entity, tx, partition)
+    async def _remote_what_if(self, owner: str, entity: Entity, raw: bytes) -> list[float]:
         path = INTERNAL_WHAT_IF.format(entity=entity.value)
         answer = await self.forwarder.post_json(owner, path, raw)
         return [float(v) for v in answer["values"]]
 
     async def score(self, raw: bytes, arrived_ms: float, with_features: bool) -> dict[str, Any]:
-        """The what-if envelope of the transaction in ``raw``: no state changes anywhere."""
+        """The what-if envelope of the transaction in ``raw``: no state changes anywhere.
+
+        The parts this worker owns are computed at once, without handing the event loop over
+        (a task per part would queue each behind the stages' next micro-batch); the others are
+        asked of their owners concurrently."""
         tx = self.decode(raw)
-        customer, terminal = await asyncio.gather(
-            self._what_if(Entity.CUSTOMER, tx, raw), self._what_if(Entity.TERMINAL, tx, raw)
-        )
+        parts: dict[Entity, list[float]] = {}
+        remote: dict[Entity, str] = {}
+        for entity, table in self.tables.items():
+            owner, partition = self.route(table, entity_key(entity, tx), False)
+            if owner is None:
+                parts[entity] = self.local_what_if(entity, tx, partition)
+            else:
+                remote[entity] = owner
+        if remote:
+            answers = await asyncio.gather(
+                *(self._remote_what_if(owner, entity, raw) for entity, owner in remote.items())
+            )
+            parts.update(zip(remote, answers, strict=True))
+        customer, terminal = parts[Entity.CUSTOMER], parts[Entity.TERMINAL]
         return score_envelope(
             self.state.champion(),
             tx,
