@@ -6,6 +6,7 @@ Starts its own Kafka broker (free ports, temporary directory, stopped by pid; or
 transactions, then runs three phases, each on new transactions of the same customers and
 terminals:
 
+0. **HTTP alone**: the what-ifs of phase 2 with no stream (the API path by itself);
 1. **stream**: ``--rate`` transactions/s for ``--seconds`` s, no what-if (a probe: ``GET /healthz``
    at 20/s, the event loop's own delay);
 2. **stream + HTTP**: the same, plus ``POST /v1/score`` (what-if) at ``--http-rate`` requests/s
@@ -282,6 +283,7 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
             result[name] = entry
             print(f"{name}: {json.dumps(entry)}", flush=True)
 
+        phase("http_alone", [], args.rate, http=True)
         phase("stream", phase1, args.rate, http=False)
         phase("stream_http", phase2, args.rate, http=True)
         phase("drain", drain1, 0, http=False)
@@ -321,8 +323,14 @@ def main() -> None:
                 broker.stop()
     s, h = result["stream"], result["stream_http"]
     d, dh = result["drain"], result["drain_http"]
+    a = result["http_alone"]
     print(
-        f"\nwhat-if at {args.http_rate:.0f}/s with the stream at {args.rate:.0f}/s: "
+        f"\nwhat-if at {args.http_rate:.0f}/s, no stream: p50 {a['http']['p50_ms']:.1f} ms, "
+        f"p99 {a['http']['p99_ms']:.1f} ms (the API's own time p99 "
+        f"{a['http_service']['p99_ms']:.2f} ms)"
+    )
+    print(
+        f"what-if at {args.http_rate:.0f}/s with the stream at {args.rate:.0f}/s: "
         f"p50 {h['http']['p50_ms']:.1f} ms, p99 {h['http']['p99_ms']:.1f} ms, "
         f"max {h['http']['max_ms']:.1f} ms, statuses {h['http_statuses']}; the API's own time "
         f"(Server-Timing) p50 {h['http_service']['p50_ms']:.2f} ms, "

@@ -14,6 +14,7 @@ The README's "Python client" section shows each; its examples run in the tests.
 """
 
 from stream_app.client.evaluate import Evaluation, ModelMetrics, evaluate_served, replay_range
+from stream_app.client.http import HttpClient as HttpClient  # the worker's HTTP API (issue 17)
 from stream_app.client.publish import (
     Delivery,
     DeliveryFailed,
