@@ -25,6 +25,8 @@ subject)
 ``stream_app_challenger_info`` (version, sha256)  the shadow challenger, when there is one
 ``stream_app_consumer_lag`` (topic, partition)    records between the log end and the worker's
                                                   read position (refreshed on scrape)
+``stream_app_last_score_timestamp_seconds``       Unix time of the latest batch of envelopes (the
+                                                  worker's start until the first one)
 ================================================  ==========================================
 
 The hot path updates per batch: a few counter increments and one ``observe`` per histogram. The
@@ -324,6 +326,13 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.last_score = Gauge(
+            "stream_app_last_score_timestamp_seconds",
+            "Unix time at which this worker last produced score envelopes (its start until the "
+            "first): time() minus it is how long no payment was scored.",
+            registry=r,
+        )
+        self.last_score.set(time.time())
 
         # Children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._consumed = {s: self.consumed.labels(stage=s) for s in STAGES}
@@ -417,6 +426,7 @@ class WorkerMetrics:
         """The scoring result of a batch: envelope count, step time, end-to-end latencies."""
         if scored:
             self._scored_child(model_version).inc(scored)
+            self.last_score.set(time.time())
         if scoring_seconds is not None:
             self.scoring_seconds.observe(scoring_seconds)
         if latencies_s is not None:

@@ -51,6 +51,8 @@ SCRAPE_JOBS = {
 #: Metric families the dashboard may leave out (name as collected, without _total/_info).
 NOT_ON_DASHBOARD = {"stream_app_drift_records"}
 GRID_COLUMNS = 24
+#: Labels Prometheus adds to every scraped series (the target's).
+TARGET_LABELS = {"instance", "job"}
 
 # A metric name in PromQL: not preceded by an identifier character (so not a label value's tail).
 METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])stream_app_[A-Za-z0-9_:]+")
@@ -173,7 +175,14 @@ def populated_worker() -> WorkerMetrics:
     m.scored_batch("v-champion", 3, scoring_seconds=0.01, latencies_s=[0.1, 0.2])
     m.label_outcomes(applied=1, unmatched=1)
     m.shadow_outcomes(agreed=1, disagreed=1, skipped=1)
-    m.drift([{"statistic": "psi", "subject": "amount", "value": 0.3, "alert": True}])
+    m.drift(
+        [
+            {"statistic": "psi", "subject": "amount", "value": 0.3, "alert": True},
+            {"statistic": "psi", "subject": "score", "value": 0.1, "alert": False},
+            {"statistic": "adwin", "subject": "score", "value": 1, "alert": True},
+            {"statistic": "page_hinkley", "subject": "score", "value": 0, "alert": False},
+        ]
+    )
     m.refresh_table_keys({"customers": [1, 2]})
     m.set_lag({("transactions", 0): 5})
     m.set_stalled({"customer": False})
@@ -467,7 +476,7 @@ def test_dashboard_labels_are_labels_of_its_metrics(
     for title, target in expressions(dashboard):
         expr = target["expr"]
         families = {exposed.names[n] for n in METRIC_NAME.findall(expr) if n in exposed.names}
-        labels = set().union(*(exposed.labels[f] for f in families))
+        labels = set().union(*(exposed.labels[f] for f in families)) | TARGET_LABELS
         if any(exposed.families[f] == "histogram" for f in families):
             labels.add("le")
         for name, matchers in SELECTOR.findall(expr):
@@ -543,7 +552,18 @@ def test_prometheus_loads_the_mounted_alert_rules(
 def test_alert_rules_use_metrics_the_code_exposes_and_say_what_to_do(exposed: Exposed) -> None:
     rules = alert_rules()
     names = {rule["alert"] for rule in rules}
-    assert {"StreamAppStalled", "StreamAppInputDeleted", "StreamAppWorkerDown"} <= names
+    assert {
+        "StreamAppStalled",
+        "StreamAppInputDeleted",
+        "StreamAppWorkerDown",
+        "StreamAppNoScores",
+        "StreamAppFeatureDrift",
+        "StreamAppScoreDistributionShift",
+        "StreamAppAveragePrecisionLow",
+        "StreamAppLagGrowing",
+        "StreamAppDeadLetters",
+        "StreamAppChallengerStalled",
+    } <= names
     used: set[str] = set()
     for rule in rules:
         expr = rule["expr"]
@@ -554,5 +574,12 @@ def test_alert_rules_use_metrics_the_code_exposes_and_say_what_to_do(exposed: Ex
         for name, matchers in SELECTOR.findall(expr):
             for label, _, _ in MATCHER.findall(matchers):
                 assert label in exposed.labels[exposed.names[name]], (rule["alert"], label)
-    # The liveness and lost-input signals each have an alert.
-    assert {"stream_app_stalled", "stream_app_input_skipped"} <= used
+    # The liveness, lost-input, model-health and quality signals each have an alert.
+    assert {
+        "stream_app_stalled",
+        "stream_app_input_skipped",
+        "stream_app_last_score_timestamp_seconds",
+        "stream_app_drift_alerting",
+        "stream_app_drift_alerts",
+        "stream_app_scorecard_metric",
+    } <= used
