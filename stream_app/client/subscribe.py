@@ -17,8 +17,9 @@ Two ways to say where to start:
   timestamp). Nothing is committed, so no group's offsets move (as ``stream-app tail``).
 
 It ends after ``limit`` records, when nothing has arrived for ``timeout`` seconds, or, with
-``until_end``, at the log end each partition had when the subscription opened; otherwise it
-follows the topic until the loop stops. A subscription is read once and closes when its loop
+``until_end``, at the log end each partition had when the subscription opened (of an
+exactly-once worker's topics: what was committed by then); otherwise it follows the topic until
+the loop stops. A subscription is read once and closes when its loop
 ends, however it ends.
 """
 

@@ -1,6 +1,6 @@
-"""The Python client on the real broker: publish through it, a worker (with a challenger in
-shadow) scores, read every output back as typed objects (sync, async, in a group, from an
-offset or a time), replay a range into an evaluation; and the README's examples run."""
+"""The Python client on the real broker: publish through it, two workers (each with a
+challenger in shadow) score, read every output back as typed objects (sync, async, in a group,
+from an offset or a time), replay a range into an evaluation; and the README's examples run."""
 
 import asyncio
 import re
@@ -13,6 +13,8 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 from sklearn.metrics import roc_auc_score
 
 from stream_app.client import (
@@ -33,8 +35,14 @@ from stream_app.tools.generator import simulate
 from stream_app.tools.schedule import schedule
 from stream_app.tools.scorecard import ScorecardService, run_scorecard
 from stream_app.tools.worker_process import WorkerProcess
-from tests.integration.conftest import isolated_env
-from tests.kafka_reader import STAGE_INPUTS, read_to_end_offsets, read_topic, wait_processed
+from tests.integration.conftest import free_port, isolated_env
+from tests.kafka_reader import (
+    STAGE_INPUTS,
+    end_offsets,
+    read_to_end_offsets,
+    read_topic,
+    wait_processed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +59,14 @@ class Served:
     report: PublishReport
     rejected: list[RecordRejected]
     days: tuple[date, date]
+    members: list
 
 
 @pytest.fixture(scope="module")
 def served(kafka_bootstrap, models_dir, champion_version, challenger_version, tmp_path_factory):
-    """A worker with a challenger in shadow and day-long drift windows, fed N transactions and
-    their labels through the client (with two bad records among them); stopped at the end."""
+    """Two workers in one group, each with a challenger in shadow and 200-event drift windows,
+    fed N transactions and their labels through the client (with two bad records among them);
+    stopped at the end."""
     home = tmp_path_factory.mktemp("client")
     env = {
         **isolated_env(kafka_bootstrap, models_dir, champion_version, home, prefix="cl"),
@@ -79,10 +89,22 @@ def served(kafka_bootstrap, models_dir, champion_version, challenger_version, tm
     # inside transactions; the scorecard and the evaluations need both classes).
     items = [(item.event, int(i % 20 == 3)) for i, item in enumerate(items)]
     truth = {event["event_id"]: label for event, label in items}
-    worker = WorkerProcess(home / "worker", env)
-    worker.start()
+    workers = [
+        WorkerProcess(
+            home / name,
+            {
+                **env,
+                "STREAM_APP_WEB_PORT": str(free_port()),
+                "STREAM_APP_STATE_DIR": str(home / name / "state"),
+            },
+        )
+        for name in ("w1", "w2")
+    ]
     try:
-        worker.wait_ready()
+        for worker in workers:
+            worker.start()
+            worker.wait_ready()
+        members = stable_members(kafka_bootstrap, settings.app_id, 2)
         client = StreamClient(settings)
         with client.publisher() as publisher:
             records = list(schedule(items))
@@ -103,9 +125,25 @@ def served(kafka_bootstrap, models_dir, champion_version, challenger_version, tm
             kafka_bootstrap, settings.app_id, [settings.topic(t) for t in STAGE_INPUTS], 180
         )
         last_day = max(datetime.fromisoformat(e["event_time"]) for e, _ in items).date()
-        yield Served(client, settings, truth, report, rejected, (START.date(), last_day))
+        yield Served(client, settings, truth, report, rejected, (START.date(), last_day), members)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def stable_members(bootstrap: str, group: str, count: int, timeout: float = 90.0) -> list:
+    """The members of ``group`` once it is stable with ``count`` members that hold partitions
+    (the second worker's join has been rebalanced: publishing then meets no rebalance)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        group_info = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        members = [m for m in group_info.members if m.assignment.topic_partitions]
+        if group_info.state == ConsumerGroupState.STABLE and len(members) == count:
+            return members
+        if time.monotonic() > deadline:
+            raise AssertionError(f"group {group}: {group_info.state}, {len(members)} members")
+        time.sleep(0.5)
 
 
 def test_publishing_reports_each_record_on_its_murmur2_partition(served):
@@ -119,6 +157,20 @@ def test_publishing_reports_each_record_on_its_murmur2_partition(served):
         assert delivery.partition == expected_partition(delivery.key.encode(), 3)
         assert delivery.offset >= 0
     assert {d.event_id for d in report.deliveries} == set(served.truth)
+
+
+def test_two_workers_share_the_input_and_every_key_arrives_where_its_state_is(served):
+    """Each worker owns some partitions of ``transactions``; the client's keys and murmur2
+    partitions are the ones the workers check, so nothing had to be rerouted."""
+    transactions = served.settings.topic("transactions")
+    owned = [
+        {tp.partition for tp in m.assignment.topic_partitions if tp.topic == transactions}
+        for m in served.members
+    ]
+    assert all(owned) and set().union(*owned) == {0, 1, 2}
+    bootstrap = served.settings.kafka_bootstrap_servers
+    for topic in ("transactions.rerouted", "labels.rerouted"):
+        assert read_to_end_offsets(bootstrap, served.settings.topic(topic)) == []
 
 
 def test_a_rejected_record_says_its_reason_and_never_reaches_the_topics(served):
@@ -181,9 +233,19 @@ def test_scores_come_back_as_typed_objects_sync_and_async(served):
 
 
 def test_drift_and_metrics_come_back_as_typed_objects(served, models_dir, champion_version):
-    # Per window: PSI and KS per non-calendar feature, the score's PSI, the detector.
+    # Each worker closes a window per WINDOW events it scored (those of the partitions of
+    # transactions.by-terminal it owns); per window: PSI and KS per non-calendar feature, the
+    # score's PSI, the detector.
+    by_terminal = served.settings.topic("transactions.by-terminal")
+    ends = end_offsets(served.settings.kafka_bootstrap_servers, by_terminal)
+    windows = sum(
+        sum(ends[tp.partition] for tp in m.assignment.topic_partitions if tp.topic == by_terminal)
+        // WINDOW
+        for m in served.members
+    )
     features = ScoringModel.load(models_dir / champion_version).features
-    expected = (N // WINDOW) * (2 * (len(features) - 2) + 2)
+    expected = windows * (2 * (len(features) - 2) + 2)
+    assert windows >= 1
     drift = list(served.client.drift(start="earliest", limit=expected, timeout=60))
     assert len(drift) == expected
     assert all(isinstance(d, DriftRecord) for d in drift)
@@ -232,12 +294,38 @@ def test_reading_from_an_offset_or_a_time(served):
     assert len(list(served.client.scores(start=past, until_end=True))) == N
 
 
+def wait_markers_written(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+    """Until every partition's last stable offset is its log end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    def ends(isolation: str) -> list[int]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"ends-{uuid.uuid4().hex}",
+                "isolation.level": isolation,
+            }
+        )
+        try:
+            return [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(3)
+            ]
+        finally:
+            consumer.close()
+
+    deadline = time.monotonic() + timeout
+    while ends("read_committed") != ends("read_uncommitted"):
+        assert time.monotonic() < deadline, "transaction markers not written"
+        time.sleep(0.2)
+
+
 def test_until_end_stops_past_transaction_markers_and_aborted_records(served, kafka_bootstrap):
     """An exactly-once worker writes its outputs in transactions: each partition's last offset is
     a commit marker no consumer is handed, and aborted records are skipped. ``until_end`` must
     still end, with exactly the committed records."""
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"cltx-{tag}.")
@@ -256,6 +344,9 @@ def test_until_end_stops_past_transaction_markers_and_aborted_records(served, ka
     for i, value in enumerate(envelopes[12:16]):
         producer.produce(topic, value, key=f"k{i}")
     producer.abort_transaction(30)
+    # The coordinator writes the markers after answering: until the last one is in, a
+    # read_committed reader's end (the last stable offset) is short of the log end.
+    wait_markers_written(kafka_bootstrap, topic)
 
     began = time.monotonic()
     got = list(StreamClient(settings).scores(start="earliest", until_end=True, timeout=30))
