@@ -5,14 +5,27 @@ terminal's (``FEATURE_NAMES`` order, as the stages build it); the champion score
 same ``score_batch`` and the envelope comes from the same ``EnvelopeWriter``, so the envelope is
 the ``scores`` topic's schema (``schemas/score_envelope.schema.json``) on both paths.
 ``latency_ms`` runs from the request's arrival.
+
+One row at a time, scikit-learn's ``predict_proba`` spends about 2 ms validating its input
+(two estimators' checks) for microseconds of arithmetic; the stream pays that once per
+micro-batch, a what-if once per request. For the project's logistic pipeline (``StandardScaler``
+then a binary ``LogisticRegression``) :func:`one_row_model` does the pipeline's own arithmetic,
+in its order (``(x - mean) / scale``, ``@ coef.T + intercept``, ``scipy.special.expit``), so the
+score is the one the stream computes, bit for bit (``tests/unit/test_api.py`` checks it); any
+other model is scored by its own ``predict_proba``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import special
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from stream_app.features.definitions import event_feature_values
 from stream_app.io.codecs import Transaction
@@ -40,6 +53,46 @@ def score_envelope(
 ) -> dict[str, Any]:
     """The envelope ``model`` gives ``tx`` with the feature vector ``row``."""
     X = ScoringStage.matrix(np.array([row], dtype=np.float64), model.features)
-    scores = model.score_batch(X)
+    scores = one_row_model(model).score_batch(X)
     event = ScoredEvent(tx.event_id, tx.customer_id, tx.terminal_id, tx.event_time, arrived_ms)
     return EnvelopeWriter(model, with_features).objects([event], X, scores)[0]
+
+
+_ONE_ROW: dict[tuple[str, str], ScoringModel] = {}
+
+
+def one_row_model(model: ScoringModel) -> ScoringModel:
+    """``model``, or for the logistic pipeline a copy whose ``predict`` is the pipeline's
+    arithmetic without scikit-learn's per-call input validation (same result)."""
+    key = (model.version, model.sha256)
+    fast = _ONE_ROW.get(key)
+    if fast is None:
+        fast = _ONE_ROW[key] = _without_validation(model)
+    return fast
+
+
+def _without_validation(model: ScoringModel) -> ScoringModel:
+    estimator = model.estimator
+    steps = getattr(estimator, "named_steps", None)
+    if not isinstance(estimator, Pipeline) or steps is None or len(steps) != 2:
+        return model
+    scaler, clf = steps.get("scaler"), steps.get("clf")
+    if (
+        type(scaler) is not StandardScaler
+        or type(clf) is not LogisticRegression
+        or not (scaler.with_mean and scaler.with_std)
+        or len(clf.classes_) != 2
+    ):
+        return model
+    mean, scale = scaler.mean_, scaler.scale_
+    coef_t, intercept = clf.coef_.T, clf.intercept_
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        z = np.array(X, dtype=np.float64, order="C")
+        z -= mean
+        z /= scale
+        return np.asarray(special.expit((z @ coef_t + intercept).reshape(-1)), dtype=np.float64)
+
+    fast = copy.copy(model)
+    fast.predict = predict  # type: ignore[method-assign]
+    return fast

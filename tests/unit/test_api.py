@@ -3,6 +3,8 @@ the OpenAPI document, query parameters, the client's errors."""
 
 from __future__ import annotations
 
+import copy
+
 import fastjsonschema
 import pytest
 
@@ -137,3 +139,42 @@ def test_client_errors_carry_the_reason_and_retry_after():
     rejected = _error(422, {}, b'{"reason":"missing_field","message":"amount"}')
     assert isinstance(rejected, Rejected) and rejected.reason == "missing_field"
     assert isinstance(_error(404, {}, b"not json"), NotFound)
+
+
+def test_one_row_scores_equal_the_models_own_bit_for_bit(tmp_path):
+    """The what-if's logistic fast path gives what predict_proba gives (the stream's score),
+    exactly; another model is scored by its own predict_proba."""
+    import numpy as np
+
+    from stream_app.api.scoring import (
+        _without_validation,
+        feature_row,
+        one_row_model,
+        score_envelope,
+    )
+    from stream_app.scoring.envelope import EnvelopeWriter, ScoredEvent
+    from stream_app.scoring.model import ScoringModel
+    from tests.unit.conftest import make_version
+
+    model = ScoringModel.load(make_version(tmp_path, "logreg"))
+    fast = one_row_model(model)
+    assert fast is not model and one_row_model(model) is fast
+    other = copy.copy(model)
+    other.estimator = model.estimator.named_steps["clf"]  # not the pipeline: left as it is
+    assert _without_validation(other) is other
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(3000, len(model.features))) * rng.choice([0.1, 3, 300], size=(3000, 1))
+    rows += 10
+    for row in rows[:300]:
+        one = row[np.newaxis, :]
+        assert fast.predict(one).tolist() == model.predict(one).tolist()
+    assert fast.predict(rows).tolist() == model.predict(rows).tolist()
+    event = tx("e", T0 + 7200, 50.0)
+    row = feature_row(event, [1.0, 50.0, 2.0, 40.0, 3.0, 30.0], [4.0, 0.25, 9.0, 0.1, 20.0, 0.05])
+    envelope = score_envelope(model, event, row, 0.0)
+    X = np.array([row])
+    expected = EnvelopeWriter(model).objects(
+        [ScoredEvent("e", "c1", "t1", event.event_time, 0.0)], X, model.score_batch(X)
+    )[0]
+    for name in ("score", "decision", "uncertainty", "explanation", "feature_hash"):
+        assert envelope[name] == expected[name], name
