@@ -294,6 +294,8 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
             result[name]["envelopes"] = stream_latency(bootstrap, settings, set(part_ids))
     finally:
         worker.stop()
+        if args.worker_log:
+            Path(args.worker_log).write_text(worker.log_text(since_start=False))
     return result
 
 
@@ -308,6 +310,7 @@ def main() -> None:
         "--drain-http-s", type=float, default=10.0, help="seconds of HTTP load during the drain"
     )
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--worker-log", help="copy the worker's log to this file at the end")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         home = Path(tmp)
