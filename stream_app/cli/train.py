@@ -38,8 +38,24 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (generator and estimator).")] = 7,
     customers: Annotated[int, typer.Option(help="Simulated customers.")] = 1000,
     terminals: Annotated[int, typer.Option(help="Simulated terminals.")] = 2000,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Why this model was trained, for the audit trail (models.audit). Default: the "
+            "training data and the test metrics.",
+            show_default=False,
+        ),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Who trains it (default: the OS user as user@host).", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    """Train with the worker's feature code, evaluate on the handbook protocol, register."""
+    """Train with the worker's feature code, evaluate on the handbook protocol, register (and
+    record the registration in the audit topic models.audit, unless --out writes elsewhere)."""
     from rich.console import Console
 
     from stream_app.config import get_settings
@@ -97,3 +113,13 @@ def train(
         f"AUC ROC {m['auc_roc']:.3f} · AP {m['average_precision']:.3f} · "
         f"CP@100 {m['card_precision_at_100']:.3f}"
     )
+    if out is None:
+        from stream_app.cli.models import audit_registration
+        from stream_app.scoring.registry import read_manifest
+
+        default = (
+            f"trained by stream-app train --model {model} on {tag}: test AUC "
+            f"{m['auc_roc']:.3f}, AP {m['average_precision']:.3f}"
+        )
+        sha256 = read_manifest(result.path).sha256
+        typer.echo(audit_registration(result.version, sha256, reason or default, by))

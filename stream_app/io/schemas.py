@@ -31,6 +31,7 @@ SCHEMA_NAMES = (
     "drift_record",
     "metrics_record",
     "dead_letter",
+    "model_audit",
 )
 
 

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,22 +283,20 @@ def _partitions(consumer: Any, topic: str, timeout: float) -> list[int] | None:
     return sorted(meta.partitions)
 
 
-def read_latest(settings: Settings, timeout: float = 15.0) -> Published | None:
-    """The latest valid assignment of this group on the topic, read once from its beginning;
-    None when there is none (no topic, no record of this group, or a tombstone last)."""
+def read_to_end(settings: Settings, topic: str, timeout: float = 15.0) -> Iterator[Any]:
+    """Every record of ``topic`` from its first offset to the end it has now (confluent-kafka
+    messages), read with a consumer of its own (manual assignment, nothing committed); nothing
+    when the topic does not exist. :class:`KafkaAccessError` when it cannot be read in time."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-    topic = settings.topic(ASSIGNMENT_TOPIC)
-    key = settings.app_id.encode()
     consumer = _consumer(settings)
-    latest: Published | None = None
     try:
         try:
             partitions = _partitions(consumer, topic, timeout)
         except KafkaException as exc:
             raise KafkaAccessError(f"cannot read {topic}: {exc}") from exc
         if not partitions:
-            return None
+            return
         end: dict[int, int] = {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
@@ -315,28 +313,45 @@ def read_latest(settings: Settings, timeout: float = 15.0) -> Published | None:
             partition, offset = msg.partition(), msg.offset()
             if partition in end and offset + 1 >= end[partition]:
                 del end[partition]
-            if msg.key() != key:
-                continue
-            value = msg.value()
-            if value is None:
-                latest = None
-                continue
-            try:
-                latest = Published(decode(value), offset, partition, msg.timestamp()[1])
-            except AssignmentError as exc:
-                log.error("%s[%d]@%d is not a valid assignment: %s", topic, partition, offset, exc)
+            yield msg
     finally:
         consumer.close()
+
+
+def read_latest(settings: Settings, timeout: float = 15.0) -> Published | None:
+    """The latest valid assignment of this group on the topic, read once from its beginning;
+    None when there is none (no topic, no record of this group, or a tombstone last)."""
+    topic = settings.topic(ASSIGNMENT_TOPIC)
+    key = settings.app_id.encode()
+    latest: Published | None = None
+    for msg in read_to_end(settings, topic, timeout):
+        if msg.key() != key:
+            continue
+        partition, offset, value = msg.partition(), msg.offset(), msg.value()
+        if value is None:
+            latest = None
+            continue
+        try:
+            latest = Published(decode(value), offset, partition, msg.timestamp()[1])
+        except AssignmentError as exc:
+            log.error("%s[%d]@%d is not a valid assignment: %s", topic, partition, offset, exc)
     return latest
 
 
-def publish(settings: Settings, assignment: Assignment, timeout: float = 30.0) -> int:
-    """Write ``assignment`` to the topic (acks=all, idempotent); its offset."""
+def produce_one(
+    settings: Settings, topic: str, key: bytes, value: bytes, timeout: float = 30.0
+) -> int:
+    """Write one record (acks=all, idempotent) and wait for it; its offset.
+    :class:`KafkaAccessError` says why it could not be written."""
     from confluent_kafka import KafkaException, Producer
 
-    topic = settings.topic(ASSIGNMENT_TOPIC)
     producer = Producer(
-        {**settings.kafka_client_config(), "acks": "all", "enable.idempotence": True}
+        {
+            **settings.kafka_client_config(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+        }
     )
     result: dict[str, Any] = {}
 
@@ -344,15 +359,21 @@ def publish(settings: Settings, assignment: Assignment, timeout: float = 30.0) -
         result["err"], result["offset"] = err, msg.offset() if err is None else None
 
     try:
-        producer.produce(topic, encode(assignment), settings.app_id.encode(), on_delivery=delivered)
+        producer.produce(topic, value, key, on_delivery=delivered)
     except KafkaException as exc:
-        raise KafkaAccessError(f"cannot publish to {topic}: {exc}") from exc
-    producer.flush(timeout)
+        raise KafkaAccessError(f"cannot write to {topic}: {exc}") from exc
+    producer.flush(timeout + 5)
     if "err" not in result:
         raise KafkaAccessError(f"{topic}: no delivery report within {timeout:.0f} s")
     if result["err"] is not None:
-        raise KafkaAccessError(f"cannot publish to {topic}: {result['err']}")
+        raise KafkaAccessError(f"cannot write to {topic}: {result['err']}")
     return int(result["offset"])
+
+
+def publish(settings: Settings, assignment: Assignment, timeout: float = 30.0) -> int:
+    """Write ``assignment`` to the topic (acks=all, idempotent); its offset."""
+    topic = settings.topic(ASSIGNMENT_TOPIC)
+    return produce_one(settings, topic, settings.app_id.encode(), encode(assignment), timeout)
 
 
 class AssignmentFollower:

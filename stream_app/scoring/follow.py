@@ -95,7 +95,8 @@ def install_model_watch(app: Any, settings: Settings, live: LiveModels) -> None:
                     seen = published.offset
                     audit = published.assignment.audit
                     log.info(
-                        "model assignment %s@%d (%s %s %s by %s at %s): champion %s, challenger %s",
+                        "model assignment %s@%d (%s %s %s by %s at %s, audit record %s: %s): "
+                        "champion %s, challenger %s",
                         topic,
                         published.offset,
                         audit.get("action"),
@@ -103,6 +104,8 @@ def install_model_watch(app: Any, settings: Settings, live: LiveModels) -> None:
                         audit.get("version"),
                         audit.get("by"),
                         audit.get("at"),
+                        audit.get("id", "none"),
+                        audit.get("reason", "no reason given"),
                         *published.assignment.versions().values(),
                     )
                 live.source = topic

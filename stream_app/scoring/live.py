@@ -160,6 +160,7 @@ class LiveModels:
         """Swap every followed role whose version differs from ``serving``; what changed."""
         loop = asyncio.get_running_loop()
         changes: list[str] = []
+        latest = serving.history[-1] if serving.history else {}
         for role in ("champion", "challenger"):
             wanted = serving.get(role)
             current = self.champion if role == "champion" else self.challenger
@@ -189,11 +190,14 @@ class LiveModels:
             await self._swap(role, model)
             changes.append(f"{role} {current.version if current else None} -> {wanted}")
             log.info(
-                "%s now %s%s (was %s)",
+                "%s now %s%s (was %s; serving.json by %s; audit record %s: %s)",
                 role,
                 wanted,
                 f" (sha256 {model.sha256[:12]})" if model is not None else "",
                 current.version if current is not None else None,
+                latest.get("by", "?"),
+                latest.get("id", "none"),
+                latest.get("reason", "no reason given"),
             )
         return changes
 
@@ -268,7 +272,7 @@ class LiveModels:
             self.refused.pop(role, None)
             changes.append(f"{role} {served} -> {wanted}")
             log.info(
-                "%s now %s%s (was %s; assignment %s@%d by %s)",
+                "%s now %s%s (was %s; assignment %s@%d by %s; audit record %s: %s)",
                 role,
                 wanted,
                 f" (sha256 {model.sha256[:12]})" if model is not None else "",
@@ -276,6 +280,8 @@ class LiveModels:
                 ASSIGNMENT_TOPIC,
                 published.offset,
                 assignment.audit.get("by", "?"),
+                assignment.audit.get("id", "none"),
+                assignment.audit.get("reason", "no reason given"),
             )
         if self.in_step_at is None and all(self.in_step().values()):
             self.in_step_at = time.time()

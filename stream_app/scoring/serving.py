@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,11 +132,13 @@ def promote(
     current: Serving | None = None,
     by: str | None = None,
     write: bool = True,
+    audit: Mapping[str, str] | None = None,
 ) -> Serving:
     """Make ``version`` serve ``role`` (None: no challenger) once it loads hash-verified.
 
     ``current``: the assignment to change (the control topic's), instead of the file's;
-    ``by`` (user@host) goes into the history entry; ``write=False`` leaves the file as it is."""
+    ``by`` (user@host) goes into the history entry, and so does ``audit`` (the audit record's
+    ``id`` and ``reason``); ``write=False`` leaves the file as it is."""
     from stream_app.scoring.model import ScoringModel
 
     if version is None and role == "champion":
@@ -153,6 +156,7 @@ def promote(
             "at": _now(),
         }
         | ({"by": by} if by else {})
+        | dict(audit or {})
     )
     return _set(models_dir, serving, role, version, write)
 
@@ -172,9 +176,10 @@ def rollback(
     current: Serving | None = None,
     by: str | None = None,
     write: bool = True,
+    audit: Mapping[str, str] | None = None,
 ) -> Serving:
     """Serve ``role`` with the version it had before its latest promotion (``current``, ``by``,
-    ``write``: as for :func:`promote`)."""
+    ``write``, ``audit``: as for :func:`promote`)."""
     from stream_app.scoring.model import ScoringModel
 
     serving = _copy(current) if current is not None else read_serving(models_dir)
@@ -203,6 +208,7 @@ def rollback(
     serving.history.append(
         {"role": role, "version": target, "previous": now, "action": "rollback", "at": _now()}
         | ({"by": by} if by else {})
+        | dict(audit or {})
     )
     return _set(models_dir, serving, role, target, write)
 

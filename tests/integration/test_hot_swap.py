@@ -113,7 +113,7 @@ def test_promote_and_rollback_swap_models_while_events_stream(
         streaming = threading.Thread(target=stream)
         streaming.start()
         time.sleep(1.0)
-        result = models_cli(env, "promote", challenger_version)
+        result = models_cli(env, "promote", challenger_version, "--reason", "test")
         assert result.returncode == 0, result.stderr
         assert f"champion: {champion_version} -> {challenger_version}" in result.stdout
         wait_for_log(worker, f"champion now {challenger_version}")
@@ -123,20 +123,20 @@ def test_promote_and_rollback_swap_models_while_events_stream(
         assert published[0] - PHASE > AFTER_SWAP and published[0] < 3 * PHASE
 
         # 3. shadow the old champion as challenger; a tampered copy is refused
-        result = models_cli(env, "promote", "--challenger", champion_version)
+        result = models_cli(env, "promote", "--challenger", champion_version, "--reason", "test")
         assert result.returncode == 0, result.stderr
         wait_for_log(worker, f"challenger now {champion_version}")
         bad = registry / "tampered"
         shutil.copytree(registry / champion_version, bad)
         (bad / "model.joblib").write_bytes(b"\x80\x04not the model")
-        result = models_cli(env, "promote", "tampered")
+        result = models_cli(env, "promote", "tampered", "--reason", "test")
         assert result.returncode == 1 and "SHA-256" in result.stderr
         publish(records[bounds[1] : bounds[1] + PHASE])
         bounds.append(bounds[1] + PHASE)
         read_topic(kafka_bootstrap, scores_topic, expect=bounds[2], settle=0)
 
         # 4. roll the champion back
-        result = models_cli(env, "rollback")
+        result = models_cli(env, "rollback", "--reason", "test")
         assert result.returncode == 0, result.stderr
         wait_for_log(worker, f"champion now {champion_version}")
         publish(records[bounds[2] :])

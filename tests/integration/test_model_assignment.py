@@ -137,7 +137,7 @@ def test_one_assignment_for_workers_in_two_directories(
     scores_topic = app_settings.topic("scores")
 
     # The group's first assignment, published from the registry's machine.
-    result = models_cli(publisher, "promote", champion_version)
+    result = models_cli(publisher, "promote", champion_version, "--reason", "test")
     assert result.returncode == 0, result.stderr
     assert f"{app_settings.topic('models.assignment')}@0 for group" in result.stdout
     assert f"from {base}{champion_version}/" in result.stdout
@@ -211,7 +211,7 @@ def test_one_assignment_for_workers_in_two_directories(
         scores = read_topic(kafka_bootstrap, scores_topic, expect=PHASE, settle=0)
         assert {orjson.loads(m.value())["model_version"] for m in scores} == {champion_version}
         # 2. one promote, published once, reaches both workers within the watch interval
-        result = models_cli(publisher, "promote", challenger_version)
+        result = models_cli(publisher, "promote", challenger_version, "--reason", "test")
         assert result.returncode == 0, result.stderr
         reached = {}
         for name in home:
@@ -241,7 +241,7 @@ def test_one_assignment_for_workers_in_two_directories(
 
         # 3. a tampered copy in A's directory: A refuses the rollback, B takes it
         (home["a"] / "models" / champion_version / "model.joblib").write_bytes(TAMPERED)
-        result = models_cli(publisher, "rollback")
+        result = models_cli(publisher, "rollback", "--reason", "test")
         assert result.returncode == 0, result.stderr
         assert f"champion: {challenger_version} -> {champion_version} (rollback;" in result.stdout
         published_at = time.monotonic()
