@@ -10,6 +10,7 @@ transaction's time, so every label is applied); then:
   transaction, and leaves both states as they were;
 * ``record=true`` answers with the envelope the stream published (found once on ``scores``),
   equal to the what-if asked just before; recording it again is the stream's ``duplicate_event``;
+  no envelope within the timeout is a 504 naming where the transaction was published;
 * bad input gets 422 with the dead-letter reason codes, on both paths;
 * ``/openapi.json``'s schemas validate the envelopes of both paths and the stream's.
 
@@ -34,7 +35,7 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_app.client.http import HttpClient, NotFound, Rejected
+from stream_app.client.http import HttpClient, NotFound, RecordTimeout, Rejected
 from stream_app.config import REPO_ROOT, Settings
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.state import CUSTOMER_FEATURES, TERMINAL_FEATURES
@@ -233,6 +234,8 @@ def test_record_true_answers_with_the_streams_envelope(setup: Setup):
             api.score(tx, record=True, timeout=20)
         with pytest.raises(Rejected) as what_if_again:
             api.score(tx)
+        with pytest.raises(RecordTimeout) as late:  # published, but not scored within 1 ms
+            api.score(_transaction(setup.stream, 2.5, "recorded-2"), record=True, timeout=0.001)
     assert recorded.mode == "recorded"
     validate("score_envelope", recorded.envelope)
     assert recorded.envelope["event_id"] == "recorded-1"
@@ -249,6 +252,8 @@ def test_record_true_answers_with_the_streams_envelope(setup: Setup):
     assert "recorded-1" in {s["event_id"] for s in customer.samples or []}
     assert again.value.reason == "duplicate_event"
     assert what_if_again.value.reason == "duplicate_event"
+    assert late.value.status == 504 and late.value.reason == "record_timeout"
+    assert "partition" in late.value.message and "offset" in late.value.message
     print(f"\nrecorded and answered in {took * 1000:.0f} ms: {recorded.decision}")
 
 
