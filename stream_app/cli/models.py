@@ -1,27 +1,29 @@
-"""``stream-app models list|promote|rollback``: the registry and which versions serve."""
+"""``stream-app models list|promote|rollback|assignment|register|history``: the registry, which
+versions serve, and the audit trail."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 if TYPE_CHECKING:
-    from stream_app.scoring.serving import Serving
+    from stream_app.scoring.serving import Role, Serving
 
 EXIT_ERROR = 1
 
 app = typer.Typer(
-    help="The model registry: list versions, promote one to champion or challenger, roll back. "
-    "Running workers that do not pin a role swap within STREAM_APP_MODEL_WATCH_INTERVAL_S.",
+    help="The model registry: list versions, promote one to champion or challenger, roll back, "
+    "and the audit trail of every change (history). Running workers that do not pin a role swap "
+    "within STREAM_APP_MODEL_WATCH_INTERVAL_S.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-def _role(challenger: bool) -> str:
+def _role(challenger: bool) -> Role:
     return "challenger" if challenger else "champion"
 
 
@@ -74,8 +76,8 @@ REASON_HELP = "Why, for the audit trail (models.audit): required."
 def _apply(
     change: Callable[..., Serving],
     what: str,
-    action: str,
-    role: str,
+    action: Literal["promote", "rollback"],
+    role: Role,
     *args: Any,
     by: str | None,
     reason: str,
@@ -153,12 +155,12 @@ def _apply(
         )
         raise typer.Exit(EXIT_ERROR) from exc
     last = serving.history[-1]
-    before = published.assignment.get(role) if published is not None else None  # type: ignore[arg-type]
+    before = published.assignment.get(role) if published is not None else None
     source_side = side(settings.models_dir, last.get("previous"))
     if before is not None and source_side is not None and before.version == source_side["version"]:
         source_side["sha256"] = before.sha256  # what the workers were told to serve
     record = AuditRecord.new(
-        action,  # type: ignore[arg-type]
+        action,
         settings.app_id,
         by=by,
         reason=reason,
@@ -207,7 +209,6 @@ def promote(
     to the control topic models.assignment (with its URI under STREAM_APP_MODELS_URI and its
     hashes) and written to models/serving.json; who, when, from which version to which and
     why go to the audit topic models.audit (`stream-app models history`)."""
-    from stream_app.scoring.serving import Role
     from stream_app.scoring.serving import promote as do_promote
 
     role: Role = "challenger" if challenger else "champion"
