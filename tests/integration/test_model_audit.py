@@ -124,6 +124,10 @@ def test_promote_rollback_and_registration_are_audited(
     # the assignment carries the last record's id for every worker that follows it
     result = cli(env, "models", "assignment")
     assert result.returncode == 0 and f'"id": "{rolled}"' in result.stdout, result.stdout
+    # publishing serving.json as the assignment is audited too (a default reason)
+    result = cli(env, "models", "assignment", "--publish")
+    assert result.returncode == 0, result.stderr
+    republished = audit_id(result.stdout)
 
     # 4. registration: `stream-app train` records the version it registers (default reason)...
     result = cli(
@@ -153,13 +157,20 @@ def test_promote_rollback_and_registration_are_audited(
 
     # The topic: compacted, one partition, a record per change keyed by its id, schema-valid.
     topic = app_settings.topic("models.audit")
-    messages = read_topic(kafka_bootstrap, topic, expect=5, settle=1.0)
+    messages = read_topic(kafka_bootstrap, topic, expect=6, settle=1.0)
     records = [orjson.loads(m.value()) for m in messages]
     for message, record in zip(messages, records, strict=True):
         validate("model_audit", record)
         assert message.key().decode() == record["id"]
-    assert [r["id"] for r in records] == [promoted, shadowed, rolled, trained, registered]
-    first, second, third, fourth, fifth = records
+    assert [r["id"] for r in records] == [
+        promoted,
+        shadowed,
+        rolled,
+        republished,
+        trained,
+        registered,
+    ]
+    first, second, third, published, fourth, fifth = records
     assert first["action"] == "promote" and first["role"] == "champion"
     assert first["from"] == {"version": champion_version, "sha256": sha[champion_version]}
     assert first["to"] == {"version": challenger_version, "sha256": sha[challenger_version]}
@@ -175,6 +186,13 @@ def test_promote_rollback_and_registration_are_audited(
         champion_version,
     )
     assert third["reason"] == "declines doubled overnight"
+    assert (published["action"], published["role"], published["to"]["version"]) == (
+        "publish",
+        None,
+        champion_version,
+    )
+    assert published["reason"] == "models/serving.json published as the group's assignment"
+    assert published["assignment"].startswith(app_settings.topic("models.assignment") + "@")
     assert (fourth["action"], fourth["by"], fourth["from"], fourth["assignment"]) == (
         "register",
         "ci",
@@ -194,8 +212,8 @@ def test_promote_rollback_and_registration_are_audited(
     result = cli(env, "models", "history")
     assert result.returncode == 0, result.stderr
     table = result.stdout
-    assert f"{topic} (group {app_settings.app_id}): 5 record(s)" in table
-    for record_id in (promoted, shadowed, rolled, trained, registered):
+    assert f"{topic} (group {app_settings.app_id}): 6 record(s)" in table
+    for record_id in (promoted, shadowed, rolled, republished, trained, registered):
         assert record_id in table
     assert f"{champion_version} ({sha[champion_version][:12]})" in table
     assert "declines doubled overnight" in table and "rollback champion" in table
@@ -210,7 +228,7 @@ def test_promote_rollback_and_registration_are_audited(
     result = cli(other, "models", "history")
     assert result.returncode == 0 and "no audit records of group" in result.stdout
     result = cli(other, "models", "history", "--all-groups", "--json")
-    assert len(result.stdout.splitlines()) == 5
+    assert len(result.stdout.splitlines()) == 6
     help_text = cli(env, "models", "history", "--help").stdout
     assert "--all-groups" in help_text and "--limit" in help_text and "--json" in help_text
     print(f"promote applied by the worker {applied_after_s:.1f} s after the command started")
