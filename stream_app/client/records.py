@@ -95,6 +95,8 @@ class ScoreEnvelope:
     scored_at: str
     latency_ms: float
     features: dict[str, float] | None = None
+    data_contract: str | None = None
+    data_contract_version: int | None = None
 
     @property
     def event_at(self) -> datetime:
@@ -136,6 +138,8 @@ class ScoreEnvelope:
             scored_at=obj["scored_at"],
             latency_ms=float(obj["latency_ms"]),
             features=obj.get("features"),
+            data_contract=obj.get("data_contract"),
+            data_contract_version=obj.get("data_contract_version"),
         )
 
 

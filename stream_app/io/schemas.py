@@ -99,6 +99,20 @@ def validator(name: str) -> Validator:
         raise SchemaError(f"Schema {name} does not compile: {exc}") from exc
 
 
+@cache
+def data_contract(name: str = "transaction") -> tuple[str, int]:
+    """``($id, schema_version)`` of the input schema ``name``: the data contract a score
+    envelope says its transaction was validated against. Read once per process."""
+    schema = load_schema(name)
+    version = schema.get("properties", {}).get("schema_version", {}).get("const")
+    if not isinstance(schema.get("$id"), str) or not isinstance(version, int):
+        raise SchemaError(
+            f"schemas/{name}.schema.json needs an $id and a schema_version const to name the "
+            "data contract in the score envelope; restore them from the repository."
+        )
+    return schema["$id"], version
+
+
 def validate(name: str, obj: Any) -> None:
     """Validate ``obj`` against schema ``name`` (raises ``ValidationError``)."""
     validator(name)(obj)

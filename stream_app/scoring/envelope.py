@@ -4,6 +4,7 @@
 tests); :class:`EnvelopeWriter` gives the scoring stage their bytes, with what is the same for
 every event of a batch (the model's version, hash and data tag, the methods, the time of
 scoring) computed once per batch and every per-event column converted from numpy in one call.
+The data contract (the input schema's ``$id`` and version) is a constant of the process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from stream_app.io.schemas import data_contract
 from stream_app.scoring.model import BatchScores, ScoringModel
 
 
@@ -89,6 +91,8 @@ class EnvelopeWriter:
         self.model = model
         self.emit_features = emit_features
         self.names = list(model.features)
+        # A constant of the process: the input schema every transaction was validated against.
+        self.contract, self.contract_version = data_contract("transaction")
 
     def objects(
         self,
@@ -116,6 +120,7 @@ class EnvelopeWriter:
         contribution = scores.contribution.tolist()
         hashes = scores.feature_hash
         rows = X.tolist() if self.emit_features else None
+        contract, contract_version = self.contract, self.contract_version
         out: list[dict[str, Any]] = []
         for i, event in enumerate(events):
             envelope: dict[str, Any] = {
@@ -143,6 +148,8 @@ class EnvelopeWriter:
                 "feature_hash": hashes[i],
                 "scored_at": scored_at,
                 "latency_ms": max(0.0, now_ms - event.arrived_ms),
+                "data_contract": contract,
+                "data_contract_version": contract_version,
             }
             if rows is not None:
                 envelope["features"] = dict(zip(names, rows[i], strict=True))

@@ -40,6 +40,9 @@ def test_1000_events_give_1000_valid_envelopes(worker, app_settings, kafka_boots
     for message, envelope in zip(scores, envelopes, strict=True):
         validate("score_envelope", envelope)
         assert message.key().decode() == envelope["customer_id"]
+        # which input contract produced it
+        assert envelope["data_contract"] == "https://stream-app.dev/schemas/transaction.schema.json"
+        assert envelope["data_contract_version"] == 1
     assert read_topic(kafka_bootstrap, app_settings.topic("transactions.dlq"), 0, **done) == []
 
 

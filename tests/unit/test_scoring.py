@@ -93,3 +93,8 @@ def test_envelopes_are_schema_valid_and_ordered(model, X):
         assert envelope["model_sha256"] == model.sha256
         assert list(envelope["features"]) == list(FEATURE_NAMES)
         assert len(envelope["explanation"]["contributions"]) == 3
+        # the input contract it was validated against: the transaction schema's $id and version
+        assert envelope["data_contract"] == "https://stream-app.dev/schemas/transaction.schema.json"
+        assert envelope["data_contract_version"] == 1
+    old = {k: v for k, v in envelopes[0].items() if not k.startswith("data_contract")}
+    validate("score_envelope", old)  # envelopes written before the fields still validate
