@@ -505,14 +505,60 @@ def try_next() -> list[str]:
     ]
 
 
-def http_calls(settings: Settings, worker_url: str) -> list[str]:
-    """The summary's lines for the worker's HTTP endpoints (one interactive query, one
-    synchronous score, and their commands to try next), called while the demo's worker still
-    runs and answers at ``worker_url``.
+def http_calls(worker_url: str, story: Plan, result: Outcome) -> list[str]:
+    """The summary's lines for the worker's HTTP API, called while the demo's worker still runs
+    at ``worker_url``: the live features of the customer behind the highest score (one
+    interactive query), and a what-if score of that customer paying the same amount again at
+    the same terminal a minute after the live window (one synchronous score, nothing recorded),
+    with the curl commands that repeat them. An API error is printed, not raised: the summary
+    above it stands."""
+    import orjson
 
-    Empty until `GET /v1/customers/{id}/features` and `POST /v1/score` exist (issue 17, items 1
-    and 2): whoever adds them adds the calls here; nothing is printed meanwhile."""
-    return []
+    from stream_app.client.http import ApiError, HttpClient
+
+    payments = [orjson.loads(r.value) for r in story.live if r.topic == "transactions"]
+    if not result.top or not payments:
+        return []
+    top_id = result.top[0]["event_id"]
+    payment = next((p for p in payments if p["event_id"] == top_id), None)
+    if payment is None:
+        return []
+    latest = max(p["event_time"] for p in payments)
+    when = datetime.fromisoformat(latest) + timedelta(minutes=1)
+    what_if = {
+        **payment,
+        "event_id": f"what-if-{top_id}",
+        "event_time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    customer = payment["customer_id"]
+    lines = ["[bold]Ask the live state[/] (the worker's HTTP API):"]
+    try:
+        with HttpClient(worker_url, timeout=10.0, retries=3) as client:
+            state = client.customer_features(customer)
+            shown = ", ".join(
+                f"{name.removeprefix('CUSTOMER_ID_')}={value:.4g}"
+                for name, value in state.features.items()
+                if name.endswith("1DAY_WINDOW") or name.endswith("30DAY_WINDOW")
+            )
+            lines.append(
+                f"  GET /v1/customers/{customer}/features -> as of event time {state.event_time} "
+                f"(partition {state.partition}, served by {state.served_by}): {shown}"
+            )
+            scored = client.score(what_if)
+            reasons = ", ".join(
+                f"{c['feature']} {c['contribution']:+.2f}"
+                for c in scored.envelope["explanation"]["contributions"][:3]
+            )
+            lines.append(
+                f"  POST /v1/score (what-if: {customer} pays {payment['amount']:.2f} again at "
+                f"{payment['terminal_id']}, nothing recorded) -> score {scored.score:.4f}, "
+                f"{scored.decision} ({reasons})"
+            )
+    except (ApiError, OSError) as exc:
+        lines.append(f"  the HTTP API did not answer as expected: {exc}")
+    lines.append(f"  try: curl {worker_url}/v1/customers/{customer}/features")
+    lines.append(f"       curl -X POST {worker_url}/v1/score -d '{orjson.dumps(what_if).decode()}'")
+    return lines
 
 
 def print_summary(
@@ -663,7 +709,7 @@ def demo(
         drain_shadow(collector, f"{worker_url}/metrics", collector.scored, wait_s=15.0)
         result = outcome(story, collector.live, collector.shadows, collector.drift, champion, show)
         console.rule("[bold]8 · Summary")
-        print_summary(console, story, result, http_calls(settings, worker_url))
+        print_summary(console, story, result, http_calls(worker_url, story, result))
         console.print(
             f"{result.scored:,} of {result.live_events:,} live payments scored in {live_s:.0f} s, "
             f"latency p50 {result.latency_ms['p50']:.0f} ms, p99 {result.latency_ms['p99']:.0f} ms"

@@ -227,6 +227,15 @@ def test_demo_catches_injected_frauds_on_the_test_broker_and_cleans_up(
         assert all(row[3] in ("approve", "review", "decline") for row in scored_rows)
         assert re.search(r"challenger \S+-hgb agreed with the champion on [0-9.]+%", out), out
         assert "Drift" in out
+        # One interactive query and one synchronous (what-if) score on the worker's HTTP API.
+        query = re.search(r"GET /v1/customers/(\S+)/features -> as of event time (\S+)", out)
+        assert query is not None, out
+        assert re.search(
+            r"POST /v1/score \(what-if: \S+ pays [0-9.]+ again at \S+, nothing recorded\) -> "
+            r"score [0-9.]+, (approve|review|decline)",
+            out,
+        ), out
+        assert "did not answer as expected" not in out
         for command in ("stream-app tail scores", "stream-app top", "stream-app replay"):
             assert command in out
 
