@@ -142,6 +142,10 @@ class BatchEngine:
         # records between were deleted (retention) or were only transaction markers.
         self.gap_topics: frozenset[str] = frozenset()
         self.gaps: list[tuple[Any, int, int]] = []
+        # Stages whose inputs are held by another stage's low watermark (the scoring stage's
+        # labels by the customer stage): woken when that stage moves, not only by their own
+        # records (a stage whose queues are full fetches nothing and would sleep for 1 s).
+        self.dependents: dict[int, list[StageRunner]] = {}
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -151,6 +155,11 @@ class BatchEngine:
             if stage_input.topic in self.by_topic:
                 raise ValueError(f"topic {stage_input.topic} is read by two stages")
             self.by_topic[stage_input.topic] = runner
+            holder = stage_input.held_by
+            if holder is not None:
+                waiting = self.dependents.setdefault(id(holder), [])
+                if runner not in waiting:
+                    waiting.append(runner)
         self.stages.append(runner)
         return runner
 
@@ -183,6 +192,12 @@ class BatchEngine:
         items, times = runner.decode(records)
         queue.add(records, items, times)
         runner.wakeup.set()
+        self._wake_dependents(runner)
+
+    def _wake_dependents(self, runner: StageRunner) -> None:
+        """``runner``'s low watermark may have moved: the stages it holds look again."""
+        for waiting in self.dependents.get(id(runner), ()):
+            waiting.wakeup.set()
 
     def note_positions(self) -> None:
         """After a fetch: remember how far each stage partition has been handed over."""
@@ -195,6 +210,9 @@ class BatchEngine:
                 position, _ = view.fetch_state(tp)
                 if position is not None:
                     self.fetched[tp] = position
+        for runner in self.stages:  # a partition now caught up no longer holds anything back
+            if self.dependents.get(id(runner)):
+                self._wake_dependents(runner)
 
     def full(self) -> set[Any]:
         """Partitions whose queue is full (every stage partition while halted): leave them out
@@ -326,6 +344,7 @@ class BatchEngine:
             runner.last_progress = clock()
             if self.uncommitted_since is None:
                 self.uncommitted_since = runner.last_progress
+            self._wake_dependents(runner)
             await asyncio.sleep(0)
 
     # --- checkpoints and rebalances --------------------------------------------------------------
