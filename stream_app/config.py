@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,21 @@ def models_dir_source(settings: Settings) -> str:
         return "default: ./models of the working directory"
     base = "$XDG_DATA_HOME" if _xdg_data_home() is not None else "~/.local/share"
     return f"default: per-user, under {base}; no ./models in the working directory"
+
+
+class SliceSpec(BaseModel):
+    """A scorecard slice a user declares: a field and its bands.
+
+    ``field`` is a key of the transaction record (as published on ``transactions``) or
+    ``features.NAME`` of the champion's envelope (with ``STREAM_APP_EMIT_FEATURES=true``).
+    Numeric ``edges`` [a, b] make the bands ``<a``, ``a-b``, ``>=b``; ``values`` lists the
+    categories of a string field (any other value is ``other``). A record without the field is
+    ``unknown``.
+    """
+
+    field: str = Field(min_length=1)
+    edges: list[float] | None = None
+    values: list[str] | None = None
 
 
 class Settings(BaseSettings):
@@ -259,6 +274,24 @@ class Settings(BaseSettings):
         6067,
         ge=0,
         description="Port of `stream-app scorecard`'s /metrics (binds `web_bind`; 0: none).",
+    )
+    scorecard_amount_edges: list[float] = Field(
+        [50.0, 220.0],
+        min_length=1,
+        description="The scorecard's amount bands: edges (JSON list) of the `amount` slice "
+        "(default <50, 50-220, >=220; the handbook's scenario 1 makes every amount over 220 a "
+        "fraud).",
+    )
+    scorecard_tenure_days: float = Field(
+        30.0,
+        gt=0,
+        description="The scorecard's tenure slice: a customer is `new` until this many days "
+        "after their first transaction the scorecard read, `established` after.",
+    )
+    scorecard_slices: dict[str, SliceSpec] = Field(
+        default_factory=dict,
+        description="Slices a user declares (JSON): name -> {field, edges or values}; the field "
+        "is a transaction field or `features.NAME` of the champion's envelope.",
     )
 
     # --- Models ----------------------------------------------------------------

@@ -460,3 +460,8 @@ def history(
             row.insert(1, r.group)
         table.add_row(*row)
     Console(width=max(Console().width, 160)).print(table)
+
+
+from stream_app.cli.compare import compare as _compare  # noqa: E402
+
+app.command("compare")(_compare)

@@ -58,9 +58,11 @@ def scorecard(
     ] = None,
 ) -> None:
     """Join labels arriving late on `labels` to the envelopes on `scores` and `scores.shadow`
-    by event id; publish per model version to `metrics` (AUC ROC, average precision,
-    precision@k, Brier, label count and coverage, per event day and per processing hour) and
-    the label-error change detector to `drift`.
+    by event id; publish per model version and route to `metrics` (AUC ROC, average precision,
+    precision@k, Brier, calibration error with its bins, label count and coverage, per event
+    day and per processing hour; per event day also per slice: amount, hour, tenure and the
+    slices of STREAM_APP_SCORECARD_SLICES), every joined pair once to `scorecard.pairs` (what
+    `models compare` reads) and the label-error change detector to `drift`.
 
     Runs until SIGINT/SIGTERM (or, with --once, until it has read what the topics held at
     start). It reads with manual assignment and commits nothing, so it never moves a consumer
@@ -76,6 +78,7 @@ def scorecard(
     from stream_app.exceptions import StreamAppError
     from stream_app.logs import configure_logging
     from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
+    from stream_app.monitoring.slices import Slicer
     from stream_app.tools.scorecard import ScorecardService, run_scorecard
 
     settings = get_settings()
@@ -102,8 +105,17 @@ def scorecard(
         console.print(
             f"metrics on http://{settings.web_bind}:{settings.scorecard_web_port}/metrics"
         )
+    try:
+        slicer = Slicer(
+            settings.scorecard_amount_edges,
+            settings.scorecard_tenure_days,
+            settings.scorecard_slices,
+        )
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] STREAM_APP_SCORECARD_SLICES: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
     service = ScorecardService(
-        settings.max_message_bytes, horizon_s, k, settings.drift_detector, metrics
+        settings.max_message_bytes, horizon_s, k, settings.drift_detector, metrics, slicer
     )
     stopping = {"now": False}
 
@@ -133,6 +145,10 @@ def scorecard(
         f"labels ({totals.undecodable:,} undecodable); joined {counts.joined:,}, evicted "
         f"unlabelled {counts.evicted_unlabelled:,}, labels unmatched {counts.labels_unmatched:,};"
         f" published {totals.metrics_records:,} metrics and {totals.drift_records:,} drift records"
+    )
+    console.print(
+        f"read {totals.transactions:,} transactions (amounts, declared fields, customers' first "
+        f"transactions for the slices); {totals.pair_records:,} joined pairs for `models compare`"
     )
     overall = totals.overall(k)
     table = Table(title="Labelled scores per model version")

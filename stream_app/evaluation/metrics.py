@@ -69,3 +69,35 @@ def quality(
         "n": len(y),
         "frauds": int(y.sum()),
     }
+
+
+def calibration(
+    score: npt.ArrayLike, label: npt.ArrayLike, bins: int = 10
+) -> tuple[float, list[dict[str, float | int]]]:
+    """Expected calibration error over ``bins`` equal-width score bins of [0, 1], and the bins.
+
+    A score s falls in bin ``min(floor(s * bins), bins - 1)`` (1.0 in the last one). ECE is
+    ``sum_b n_b / n * |mean score_b - fraud rate_b|`` over the non-empty bins; each bin is
+    reported as ``{lo, hi, n, mean_score, fraud_rate}`` (empty bins left out). NaN when empty.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    y = np.asarray(label, dtype=np.float64)
+    if len(s) == 0:
+        return float("nan"), []
+    index = np.minimum((s * bins).astype(np.int64), bins - 1)
+    n = np.bincount(index, minlength=bins)
+    sum_s = np.bincount(index, weights=s, minlength=bins)
+    sum_y = np.bincount(index, weights=y, minlength=bins)
+    ece = float(np.abs(sum_s - sum_y).sum() / len(s))
+    out: list[dict[str, float | int]] = [
+        {
+            "lo": b / bins,
+            "hi": (b + 1) / bins,
+            "n": int(n[b]),
+            "mean_score": float(sum_s[b] / n[b]),
+            "fraud_rate": float(sum_y[b] / n[b]),
+        }
+        for b in range(bins)
+        if n[b]
+    ]
+    return ece, out

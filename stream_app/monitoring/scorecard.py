@@ -7,10 +7,12 @@ Pure logic, no Kafka (``stream_app.tools.scorecard`` feeds it from the topics):
   bounded by the label horizon in event time: a score older than ``newest event time - horizon``
   without a label is evicted and counted (``evicted_unlabelled``), as is a label whose score
   never came (``labels_unmatched``).
-* :class:`Scorecard` accumulates the joined pairs per model version and period (day of event
-  time, hour of processing time = the envelope's ``scored_at``) and turns the periods that
-  changed into ``metrics_record`` dicts: AUC ROC, average precision, precision@k (the k highest
-  scores of the period), Brier score, label count and coverage (labelled / scored).
+* :class:`Scorecard` accumulates the joined pairs per model version, route (champion, shadow,
+  canary) and period (day of event time, hour of processing time = the envelope's
+  ``scored_at``), and per slice band for event days (:mod:`stream_app.monitoring.slices`), and
+  turns the periods that changed into ``metrics_record`` dicts: AUC ROC, average precision,
+  precision@k (the k highest scores of the period), Brier score, calibration (ECE and its bins),
+  label count and coverage (labelled / scored), an event day's with its ``slices``.
 
 >>> join = ScoreJoin(horizon_s=86_400.0)
 >>> join.add_score("e1", "v1", 0.9, 1_000.0, "2018-04-01T10:15:00+00:00")
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +33,12 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from stream_app.evaluation.metrics import calibration
+
 EVENT_DAY = "event_day"
+CHAMPION = "champion"
+SHADOW_ROUTE = "shadow"
+ALL = "all"
 PROCESSING_HOUR = "processing_hour"
 
 
@@ -53,6 +60,9 @@ class Served:
     score: float
     event_ts: float
     scored_at: str
+    route: str = CHAMPION
+    customer_id: str = ""
+    extra: dict[str, Any] | None = None  # envelope fields a declared slice reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,10 @@ class JoinedPair:
     label: int
     event_ts: float
     scored_at: str
+    route: str = CHAMPION
+    customer_id: str = ""
+    extra: dict[str, Any] | None = None
+    event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -92,10 +106,19 @@ class ScoreJoin:
         return len(self.served) + len(self.early_labels)
 
     def add_score(
-        self, event_id: str, version: str, score: float, event_ts: float, scored_at: str
+        self,
+        event_id: str,
+        version: str,
+        score: float,
+        event_ts: float,
+        scored_at: str,
+        *,
+        route: str = CHAMPION,
+        customer_id: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> list[JoinedPair]:
         """A served score; the pair if its label is already known."""
-        served = Served(version, score, event_ts, scored_at)
+        served = Served(version, score, event_ts, scored_at, route, customer_id, extra)
         self._advance(event_ts)
         label = self.labelled.get(event_id)
         early = self.early_labels.pop(event_id, None)
@@ -103,14 +126,19 @@ class ScoreJoin:
             label = self.labelled[event_id] = early[0]
         if label is not None:
             self.counts.joined += 1
-            return [JoinedPair(version, score, label, event_ts, scored_at)]
+            return [
+                JoinedPair(
+                    version, score, label, event_ts, scored_at, route, customer_id, extra, event_id
+                )
+            ]
         by_version = self.served.get(event_id)
         if by_version is None:
             by_version = self.served[event_id] = {}
             heapq.heappush(self._expiry, (event_ts, event_id))
-        if version in by_version:
+        slot = version if route == CHAMPION else f"{version}\x00{route}"
+        if slot in by_version:
             self.counts.duplicates += 1
-        by_version[version] = served
+        by_version[slot] = served
         return []
 
     def add_label(self, event_id: str, label: int, event_ts: float) -> list[JoinedPair]:
@@ -126,7 +154,17 @@ class ScoreJoin:
         heapq.heappush(self._expiry, (event_ts, event_id))
         self.counts.joined += len(by_version)
         return [
-            JoinedPair(s.version, s.score, label, s.event_ts, s.scored_at)
+            JoinedPair(
+                s.version,
+                s.score,
+                label,
+                s.event_ts,
+                s.scored_at,
+                s.route,
+                s.customer_id,
+                s.extra,
+                event_id,
+            )
             for s in by_version.values()
         ]
 
@@ -148,7 +186,7 @@ class ScoreJoin:
 
 @dataclass(slots=True)
 class PeriodStats:
-    """Scores and labels of one (version, granularity, period)."""
+    """Scores and labels of one (version, route, granularity, period, slice, band)."""
 
     scored: int = 0
     scores: list[float] = field(default_factory=list)
@@ -157,8 +195,8 @@ class PeriodStats:
 
 def period_metrics(scores: Iterable[float], labels: Iterable[int], k: int) -> dict[str, Any]:
     """AUC ROC, AP (None unless both classes), precision@k, Brier (None when empty)."""
-    s = np.fromiter(scores, dtype=np.float64)
-    y = np.fromiter(labels, dtype=np.int64)
+    s = np.asarray(scores if isinstance(scores, np.ndarray) else list(scores), dtype=np.float64)
+    y = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=np.int64)
     if len(s) == 0:
         return {"auc_roc": None, "average_precision": None, "precision_at_k": None, "brier": None}
     both = 0 < int(y.sum()) < len(y)
@@ -171,67 +209,108 @@ def period_metrics(scores: Iterable[float], labels: Iterable[int], k: int) -> di
     }
 
 
+def calibration_record(scores: list[float], labels: list[int], bins: int) -> dict[str, Any]:
+    """``{ece, bins}`` of the period (ECE None when empty)."""
+    ece, table = calibration(scores, labels, bins)
+    return {"ece": None if math.isnan(ece) else ece, "bins": table}
+
+
+Key = tuple[str, str, str, str, str, str]  # version, route, granularity, period, slice, band
+
+
 class Scorecard:
-    """Per version and period: scored count, joined pairs; records of what changed."""
+    """Per version, route and period (and per slice and band for event days): scored count,
+    joined pairs; records of what changed."""
 
-    def __init__(self, k: int = 100, keep_days: int = 35, keep_hours: int = 72) -> None:
+    def __init__(
+        self, k: int = 100, keep_days: int = 35, keep_hours: int = 72, bins: int = 10
+    ) -> None:
         self.k = k
+        self.bins = bins
         self.keep = {EVENT_DAY: keep_days, PROCESSING_HOUR: keep_hours}
-        self.periods: dict[tuple[str, str, str], PeriodStats] = {}
-        self._changed: set[tuple[str, str, str]] = set()
+        self.periods: dict[Key, PeriodStats] = {}
+        self._changed: set[Key] = set()
 
-    def _keys(self, version: str, event_ts: float, scored_at: str) -> list[tuple[str, str, str]]:
+    def _keys(self, version: str, route: str, event_ts: float, scored_at: str) -> list[Key]:
         return [
-            (version, EVENT_DAY, event_day(event_ts)),
-            (version, PROCESSING_HOUR, processing_hour(scored_at)),
+            (version, route, EVENT_DAY, event_day(event_ts), ALL, ALL),
+            (version, route, PROCESSING_HOUR, processing_hour(scored_at), ALL, ALL),
         ]
 
-    def _stats(self, key: tuple[str, str, str]) -> PeriodStats:
+    def _stats(self, key: Key) -> PeriodStats:
         stats = self.periods.get(key)
         if stats is None:
             stats = self.periods[key] = PeriodStats()
         self._changed.add(key)
         return stats
 
-    def scored(self, version: str, event_ts: float, scored_at: str) -> None:
+    def scored(self, version: str, event_ts: float, scored_at: str, route: str = CHAMPION) -> None:
         """Count one served score in its periods."""
-        for key in self._keys(version, event_ts, scored_at):
+        for key in self._keys(version, route, event_ts, scored_at):
             self._stats(key).scored += 1
 
-    def joined(self, pair: JoinedPair) -> None:
-        """Add a labelled score to its periods."""
-        for key in self._keys(pair.version, pair.event_ts, pair.scored_at):
+    def joined(self, pair: JoinedPair, bands: Mapping[str, str] | None = None) -> None:
+        """Add a labelled score to its periods, and to its slices' bands of its event day."""
+        keys = self._keys(pair.version, pair.route, pair.event_ts, pair.scored_at)
+        day = keys[0][3]
+        for name, value in (bands or {}).items():
+            keys.append((pair.version, pair.route, EVENT_DAY, day, name, value))
+        for key in keys:
             stats = self._stats(key)
             stats.scores.append(pair.score)
             stats.labels.append(pair.label)
 
     def records(self) -> list[dict[str, Any]]:
         """``metrics_record`` dicts of the periods changed since the last call (sorted), then
-        the oldest periods beyond ``keep_days`` / ``keep_hours`` per version are dropped."""
+        the oldest periods beyond ``keep_days`` / ``keep_hours`` per version are dropped. An
+        event day's record holds its slices (``slices``: name -> band -> labels, metrics,
+        calibration)."""
+        bands: dict[tuple[str, str, str, str], list[Key]] = {}
+        for key in self.periods:
+            if key[4] != ALL:
+                bands.setdefault(key[:4], []).append(key)
         out = []
-        for version, granularity, period in sorted(self._changed):
-            stats = self.periods.get((version, granularity, period))
+        for key in sorted(k for k in self._changed if k[4] == ALL):
+            stats = self.periods.get(key)
             if stats is None:
                 continue
+            version, route, granularity, period, _, _ = key
             n = len(stats.labels)
-            out.append(
-                {
-                    "model_version": version,
-                    "granularity": granularity,
-                    "period": period,
-                    "labels": n,
-                    "label_coverage": min(1.0, n / stats.scored) if stats.scored else 0.0,
-                    "metrics": period_metrics(stats.scores, stats.labels, self.k),
+            record: dict[str, Any] = {
+                "model_version": version,
+                "route": route,
+                "granularity": granularity,
+                "period": period,
+                "labels": n,
+                "label_coverage": min(1.0, n / stats.scored) if stats.scored else 0.0,
+                "metrics": period_metrics(stats.scores, stats.labels, self.k),
+                "calibration": calibration_record(stats.scores, stats.labels, self.bins),
+            }
+            slices: dict[str, dict[str, Any]] = {}
+            for slice_key in sorted(bands.get(key[:4], [])):
+                part = self.periods[slice_key]
+                slices.setdefault(slice_key[4], {})[slice_key[5]] = {
+                    "labels": len(part.labels),
+                    "metrics": period_metrics(part.scores, part.labels, self.k),
+                    "calibration": calibration_record(part.scores, part.labels, self.bins),
                 }
-            )
+            if slices:
+                record["slices"] = slices
+            out.append(record)
         self._changed.clear()
         self._trim()
         return out
 
     def _trim(self) -> None:
-        by_group: dict[tuple[str, str], list[str]] = {}
-        for version, granularity, period in self.periods:
-            by_group.setdefault((version, granularity), []).append(period)
-        for (version, granularity), periods in by_group.items():
-            for period in sorted(periods)[: -self.keep[granularity]]:
-                del self.periods[(version, granularity, period)]
+        by_group: dict[tuple[str, str, str], set[str]] = {}
+        for version, route, granularity, period, _, _ in self.periods:
+            by_group.setdefault((version, route, granularity), set()).add(period)
+        for (version, route, granularity), periods in by_group.items():
+            old = set(sorted(periods)[: -self.keep[granularity]])
+            if old:
+                for key in [
+                    k
+                    for k in self.periods
+                    if k[:3] == (version, route, granularity) and k[3] in old
+                ]:
+                    del self.periods[key]

@@ -96,7 +96,7 @@ def test_scorecard_records_per_period_and_coverage():
     for d in (1, 2):
         card.scored("v", T0 + d * DAY, AT)
     card.records()
-    assert sorted(p for (_, g, p) in card.periods if g == "event_day") == [
+    assert sorted(k[3] for k in card.periods if k[2] == "event_day") == [
         "2018-04-02",
         "2018-04-03",
     ]

@@ -604,7 +604,7 @@ def test_check_replication() -> None:
     message = str(info.value)
     assert message.startswith(
         "replication factor 3 asked for (transactions, transactions.rerouted, "
-        "transactions.by-terminal, labels and 8 more), but the cluster at k:9092 has 1 broker(s)"
+        "transactions.by-terminal, labels and 9 more), but the cluster at k:9092 has 1 broker(s)"
     )
     assert "Set STREAM_APP_REPLICATION_FACTOR=1 or lower (now 3" in message
     assert "Nothing was created" in message
