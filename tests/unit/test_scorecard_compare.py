@@ -210,3 +210,34 @@ def test_compare_a_clearly_better_and_a_clearly_worse_challenger(strength, expec
             average_precision_score(y, s), abs=1e-12
         )
         assert side["auc_roc"].low <= side["auc_roc"].value <= side["auc_roc"].high
+
+
+def test_the_canary_window_compares_other_customers_over_the_same_span():
+    """Canary pairs (route canary, other customers) against the champion's route over the
+    canary's event-time span; champion pairs outside the span are left out."""
+    records = []
+    for c in range(100):
+        canary = c % 2 == 0
+        for j in range(4):
+            label = int(c % 5 == 0 and j < 2)
+            records.append(
+                {
+                    "model_version": "chall" if canary else "champ",
+                    "route": "canary" if canary else "champion",
+                    "event_id": f"e{c}-{j}",
+                    "customer_id": f"c{c}",
+                    "event_time": f"2026-11-0{1 + j}T12:00:00+00:00",
+                    "score": (0.9 if label else 0.1) if canary else (0.6 if label else 0.4),
+                    "label": label,
+                }
+            )
+    late = dict(records[-1], event_id="late", event_time="2026-11-09T12:00:00+00:00")
+    result = compare_window([*records, late], "chall", "champ", "canary", n_boot=200)
+    assert result is not None
+    assert result.labels == {"champion": 200, "challenger": 200} and result.customers == 100
+    assert result.frauds == {"champion": 20, "challenger": 20}
+    assert result.challenger["brier"].value == pytest.approx(0.01)
+    assert result.champion["brier"].value == pytest.approx(0.16)
+    assert result.delta["ece"].value == pytest.approx(0.1 - 0.4)  # both bins off by 0.1 / 0.4
+    assert result.verdict == "keep watching"  # AUC 1.0 on both sides, AP 1.0: no difference
+    assert compare_window(records, "chall", "champ", "shadow") is None
