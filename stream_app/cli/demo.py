@@ -505,13 +505,13 @@ def try_next() -> list[str]:
     ]
 
 
-def http_calls(worker_url: str, story: Plan, result: Outcome) -> list[str]:
+def http_calls(worker_url: str, story: Plan, result: Outcome, try_url: str) -> list[str]:
     """The summary's lines for the worker's HTTP API, called while the demo's worker still runs
     at ``worker_url``: the live features of the customer behind the highest score (one
     interactive query), and a what-if score of that customer paying the same amount again at
     the same terminal a minute after the live window (one synchronous score, nothing recorded),
-    with the curl commands that repeat them. An API error is printed, not raised: the summary
-    above it stands."""
+    with the curl commands to ask a worker of one's own at ``try_url`` the same. An API error is
+    printed, not raised: the summary above it stands."""
     import orjson
 
     from stream_app.client.http import ApiError, HttpClient
@@ -556,8 +556,10 @@ def http_calls(worker_url: str, story: Plan, result: Outcome) -> list[str]:
             )
     except (ApiError, OSError) as exc:
         lines.append(f"  the HTTP API did not answer as expected: {exc}")
-    lines.append(f"  try: curl {worker_url}/v1/customers/{customer}/features")
-    lines.append(f"       curl -X POST {worker_url}/v1/score -d '{orjson.dumps(what_if).decode()}'")
+    # The demo's worker and topics are gone once it ends: the commands are for a worker of
+    # your own (`stream-app worker`, below), on its web port.
+    lines.append(f"  with `stream-app worker` running: curl {try_url}/v1/customers/ID/features")
+    lines.append(f"       curl -X POST {try_url}/v1/score -d '{orjson.dumps(what_if).decode()}'")
     return lines
 
 
@@ -709,7 +711,12 @@ def demo(
         drain_shadow(collector, f"{worker_url}/metrics", collector.scored, wait_s=15.0)
         result = outcome(story, collector.live, collector.shadows, collector.drift, champion, show)
         console.rule("[bold]8 · Summary")
-        print_summary(console, story, result, http_calls(worker_url, story, result))
+        print_summary(
+            console,
+            story,
+            result,
+            http_calls(worker_url, story, result, f"http://127.0.0.1:{settings.web_port}"),
+        )
         console.print(
             f"{result.scored:,} of {result.live_events:,} live payments scored in {live_s:.0f} s, "
             f"latency p50 {result.latency_ms['p50']:.0f} ms, p99 {result.latency_ms['p99']:.0f} ms"
