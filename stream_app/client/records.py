@@ -221,6 +221,43 @@ class QualityMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class CalibrationBin:
+    """One non-empty bin of scores: its range, count, mean score and fraud rate."""
+
+    lo: float
+    hi: float
+    n: int
+    mean_score: float
+    fraud_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Expected calibration error over 10 equal-width score bins (None: no scores), its bins."""
+
+    ece: float | None
+    bins: tuple[CalibrationBin, ...]
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Self:
+        """From the record's ``calibration`` object."""
+        ece = obj["ece"]
+        return cls(
+            ece=None if ece is None else float(ece),
+            bins=tuple(CalibrationBin(**b) for b in obj["bins"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SliceQuality:
+    """The labelled scores of one band of a slice (e.g. amount ``<50``, hour ``night``)."""
+
+    labels: int
+    metrics: QualityMetrics
+    calibration: Calibration
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsRecord:
     """The live scorecard's quality of one model over one period (topic ``metrics``)."""
 
@@ -233,6 +270,9 @@ class MetricsRecord:
     labels: int
     metrics: QualityMetrics
     label_coverage: float | None = None
+    route: str | None = None  # champion, shadow or canary (None: an older record, champion)
+    calibration: Calibration | None = None
+    slices: dict[str, dict[str, SliceQuality]] | None = None  # slice -> band -> its scores
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Self:
@@ -245,7 +285,26 @@ class MetricsRecord:
             labels=obj["labels"],
             metrics=QualityMetrics(**obj["metrics"]),
             label_coverage=None if coverage is None else float(coverage),
+            route=obj.get("route"),
+            calibration=_calibration(obj.get("calibration")),
+            slices=None
+            if obj.get("slices") is None
+            else {
+                name: {
+                    band: SliceQuality(
+                        labels=q["labels"],
+                        metrics=QualityMetrics(**q["metrics"]),
+                        calibration=Calibration.from_dict(q["calibration"]),
+                    )
+                    for band, q in bands.items()
+                }
+                for name, bands in obj["slices"].items()
+            },
         )
+
+
+def _calibration(obj: dict[str, Any] | None) -> Calibration | None:
+    return None if obj is None else Calibration.from_dict(obj)
 
 
 R = TypeVar("R", ScoreEnvelope, ShadowScore, DriftRecord, MetricsRecord)

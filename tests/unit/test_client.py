@@ -55,10 +55,13 @@ def _check_object(cls: type, schema: dict) -> None:
     for name, field in fields.items():
         required = name in schema.get("required", [])
         has_default = field.default is not dataclasses.MISSING
-        assert required != has_default, (cls.__name__, name)
-        assert required != _optional(hints[name]), (cls.__name__, name)
         sub = schema["properties"][name]
+        nullable = "null" in (sub["type"] if isinstance(sub.get("type"), list) else [])
+        assert required != has_default, (cls.__name__, name)
+        assert (required and not nullable) != _optional(hints[name]), (cls.__name__, name)
         target = hints[name]
+        if _optional(target):  # an optional nested object: check the object
+            (target,) = [a for a in typing.get_args(target) if a is not type(None)]
         if sub.get("type") == "object" and "properties" in sub:
             _check_object(target, sub)
         elif sub.get("type") == "array" and "properties" in sub.get("items", {}):
@@ -441,3 +444,45 @@ def test_the_readme_client_section_has_examples_that_compile_and_use_the_public_
         for names in re.findall(r"^from stream_app\.client import (.+)$", block, re.MULTILINE):
             for name in names.split(","):
                 assert name.strip() in stream_app.client.__all__, name
+
+
+def test_a_metrics_record_with_route_calibration_and_slices_is_typed():
+    from stream_app.client.records import MetricsRecord
+
+    quality = {"auc_roc": 0.9, "average_precision": 0.5, "precision_at_k": 0.4, "brier": 0.01}
+    calibration = {
+        "ece": 0.125,
+        "bins": [{"lo": 0.0, "hi": 0.1, "n": 8, "mean_score": 0.05, "fraud_rate": 0.0}],
+    }
+    raw = orjson.dumps(
+        {
+            "model_version": "v1-logreg",
+            "granularity": "event_day",
+            "period": "2018-08-08",
+            "labels": 8,
+            "metrics": quality,
+            "route": "shadow",
+            "calibration": calibration,
+            "slices": {
+                "hour": {"night": {"labels": 8, "metrics": quality, "calibration": calibration}}
+            },
+        }
+    )
+    record = parse(MetricsRecord, raw)
+    assert record.route == "shadow"
+    assert record.calibration is not None and record.calibration.ece == 0.125
+    assert record.calibration.bins[0].n == 8
+    assert record.slices is not None
+    night = record.slices["hour"]["night"]
+    assert (night.labels, night.metrics.auc_roc, night.calibration.bins[0].hi) == (8, 0.9, 0.1)
+    older = parse(
+        MetricsRecord,
+        orjson.dumps(
+            {
+                k: v
+                for k, v in orjson.loads(raw).items()
+                if k not in ("route", "calibration", "slices")
+            }
+        ),
+    )
+    assert (older.route, older.calibration, older.slices) == (None, None, None)
