@@ -340,6 +340,15 @@ class Settings(BaseSettings):
         "(an artifact whose SHA-256 does not match, a fetch that failed); it serves what it "
         "served meanwhile.",
     )
+    canary_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Pins the canary: the share of customers (0-1) for whom the challenger "
+        "decides instead of the champion (sticky: a hash of the customer id decides, and a "
+        "larger share only adds customers). Unset: the share the model assignment names "
+        "(`stream-app models canary VERSION --share 5%`), none without one.",
+    )
     shadow_sample: float = Field(
         1.0,
         ge=0.0,
