@@ -75,7 +75,7 @@ from bench.measure import (
     ratio,
     throughput,
 )
-from stream_app.broker.local import LocalBroker, free_port, free_ports
+from stream_app.broker import LocalBroker, free_port, free_ports
 from stream_app.config import Settings
 from stream_app.io.topics import ensure_topics
 from stream_app.tools.csv_source import default_csv_path, read_csv_events

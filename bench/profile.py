@@ -96,7 +96,7 @@ from bench.profile_steps import (  # noqa: E402
     thread_samples,
     with_source,
 )
-from stream_app.broker.local import LocalBroker, free_port, free_ports  # noqa: E402
+from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.tools.csv_source import default_csv_path  # noqa: E402
 from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.revisions import thread_cpu_s  # noqa: E402
 from bench.shadow_latency import train_models  # noqa: E402
-from stream_app.broker.local import LocalBroker, free_port, free_ports  # noqa: E402
+from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.tools.top import by_label, scrape  # noqa: E402

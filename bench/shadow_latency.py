@@ -28,7 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream_app.broker.local import LocalBroker, free_port, free_ports  # noqa: E402
+from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
 from stream_app.tools.generator import simulate  # noqa: E402

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: a real Kafka broker for the whole test session.
 
-By default the session starts a :class:`~stream_app.broker.local.LocalBroker` (a real Apache Kafka
+By default the session starts a :class:`~stream_app.broker.LocalBroker` (a real Apache Kafka
 JVM, single KRaft node) on free ports in a temporary directory, and stops it at the end. Java 17+
 is required; Maven is needed once to fetch the jars (cached in ~/.cache/stream_app). If the broker
 cannot start, tests that need it FAIL -- they are never skipped.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from stream_app.broker.local import LocalBroker, free_ports
+from stream_app.broker import LocalBroker, free_ports
 from stream_app.exceptions import BrokerError
 
 BROKER_MODE_ENV = "STREAM_APP_TEST_BROKER"

@@ -15,7 +15,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from stream_app.broker.local import LocalBroker
+    from stream_app.broker import LocalBroker
     from stream_app.config import Settings
 
 DEFAULT_PORT = 9092
@@ -45,7 +45,7 @@ def _settings() -> Settings:
 
 def _broker(settings: Settings) -> LocalBroker:
     """The LocalBroker the settings describe (port from a local KAFKA_BOOTSTRAP_SERVERS)."""
-    from stream_app.broker.local import LocalBroker, local_port
+    from stream_app.broker import LocalBroker, local_port
 
     port = local_port(settings.kafka_bootstrap_servers) or DEFAULT_PORT
     return LocalBroker(
@@ -75,7 +75,7 @@ def start(
     ),
 ) -> None:
     """Start the local broker (idempotent); print its bootstrap address and log path."""
-    from stream_app.broker.local import local_port
+    from stream_app.broker import local_port
     from stream_app.exceptions import BrokerError
 
     settings = _settings()

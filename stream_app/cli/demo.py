@@ -58,7 +58,7 @@ def use_running_broker(settings: Any) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from stream_app.broker.local import local_port, port_in_use
+    from stream_app.broker import local_port, port_in_use
     from stream_app.cli.broker import _broker
 
     port = local_port(settings.kafka_bootstrap_servers)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from stream_app.broker.local import LocalBroker, free_ports
+from stream_app.broker import LocalBroker, free_ports
 from stream_app.config import Settings
 from tests.faults.harness import (
     BackgroundPublisher,

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_app.broker.local import LocalBroker, free_ports
+from stream_app.broker import LocalBroker, free_ports
 from stream_app.config import Settings
 from stream_app.monitoring.liveness import EXIT_STALLED
 from stream_app.tools.generator import simulate

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_app.broker.local import LocalBroker, free_ports, port_in_use, read_cmdline
+from stream_app.broker import LocalBroker, free_ports, port_in_use, read_cmdline
 
 pytestmark = pytest.mark.integration
 

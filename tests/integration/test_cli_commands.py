@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from stream_app.broker.local import LocalBroker, port_in_use, read_cmdline
+from stream_app.broker import LocalBroker, port_in_use, read_cmdline
 from stream_app.config import Settings
 from stream_app.scoring.registry import list_versions, read_manifest
 from stream_app.tools.generator import simulate

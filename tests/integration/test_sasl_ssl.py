@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stream_app.broker.local import LocalBroker, SaslSslListener, ScramUser, free_ports
+from stream_app.broker import LocalBroker, SaslSslListener, ScramUser, free_ports
 from stream_app.config import Settings
 from stream_app.exceptions import BrokerError
 from stream_app.io.security import worker_acls

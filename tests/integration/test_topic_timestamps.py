@@ -25,7 +25,7 @@ import orjson
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 
-from stream_app.broker.local import LocalBroker, free_ports
+from stream_app.broker import LocalBroker, free_ports
 from stream_app.config import Settings
 from stream_app.io.topics import apply_topics, load_topic_specs, project_topic_specs
 from stream_app.tools.generator import simulate

@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
 )
 from typer.testing import CliRunner
 
-from stream_app.broker.local import free_ports
+from stream_app.broker import free_ports
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError
 from stream_app.io.topics import (

@@ -14,8 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from stream_app.broker import local as local_mod
-from stream_app.broker.local import LocalBroker, SaslSslListener, ScramUser
+from stream_app.broker import LocalBroker, SaslSslListener, ScramUser
 from stream_app.config import Settings
 from stream_app.exceptions import BrokerError, ConfigError, KafkaAccessError
 from stream_app.io import security
@@ -340,7 +339,7 @@ def test_format_storage_adds_scram_users_and_hides_passwords(
             cmd, 1, "", "bad SCRAM-SHA-512=[name=admin,password=adm1n]"
         )
 
-    monkeypatch.setattr(local_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(BrokerError) as info:
         broker.format_storage("java")
     assert seen[0][-2:] == ["--add-scram", "SCRAM-SHA-512=[name=admin,password=adm1n]"]
