@@ -77,11 +77,11 @@ from bench.measure import (
 )
 from stream_app.broker import LocalBroker, free_port, free_ports
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import READY_MARK, WorkerProcess
 from stream_app.io.topics import ensure_topics
-from stream_app.tools.csv_source import default_csv_path, read_csv_events
-from stream_app.tools.producer import BulkProducer, publish_records
-from stream_app.tools.schedule import LABELS, Record, ScheduleStats, schedule
-from stream_app.tools.worker_process import READY_MARK, WorkerProcess
+from stream_app.sources.handbook_csv import default_csv_path, read_csv_events
+from stream_app.sources.producer import BulkProducer, publish_records
+from stream_app.sources.schedule import LABELS, Record, ScheduleStats, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -387,7 +387,8 @@ def train_models(csv: Path, models_dir: Path) -> tuple[str, str]:
     """The handbook protocol's logistic champion and gradient-boosting challenger."""
     from threadpoolctl import threadpool_limits
 
-    from stream_app.tools.train import batch_from_events, train
+    from stream_app.sources.schedule import batch_from_events
+    from stream_app.training import train
 
     with console.status("Training: reading the handbook slice for the protocol…"):
         batch = batch_from_events(

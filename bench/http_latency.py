@@ -49,11 +49,12 @@ sys.path.insert(0, str(ROOT))
 
 from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
+from stream_app.devtools.worker_process import WorkerProcess  # noqa: E402
 from stream_app.io.topics import ensure_topics  # noqa: E402
-from stream_app.tools.generator import simulate  # noqa: E402
-from stream_app.tools.producer import BulkProducer  # noqa: E402
-from stream_app.tools.train import batch_from_events, train  # noqa: E402
-from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.sources.producer import BulkProducer  # noqa: E402
+from stream_app.sources.schedule import batch_from_events  # noqa: E402
+from stream_app.sources.simulator import simulate  # noqa: E402
+from stream_app.training import train  # noqa: E402
 from tests.kafka_reader import end_offsets, read_to_end_offsets  # noqa: E402
 
 CUSTOMERS, TERMINALS = 2000, 4000

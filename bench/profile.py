@@ -97,8 +97,8 @@ from bench.profile_steps import (  # noqa: E402
     with_source,
 )
 from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
-from stream_app.tools.csv_source import default_csv_path  # noqa: E402
-from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.devtools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.sources.handbook_csv import default_csv_path  # noqa: E402
 
 RATE = 250
 RESULTS = ROOT / "bench" / "results"

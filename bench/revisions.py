@@ -36,7 +36,7 @@ from bench.shadow_latency import train_models  # noqa: E402
 from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.devtools.worker_process import WorkerProcess  # noqa: E402
 
 
 def checkout(revision: str, into: Path) -> Path:

@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT))
 from stream_app.broker import LocalBroker, free_port, free_ports  # noqa: E402
 from stream_app.cli.publish import run_publish  # noqa: E402
 from stream_app.config import Settings  # noqa: E402
-from stream_app.tools.generator import simulate  # noqa: E402
-from stream_app.tools.train import batch_from_events, train  # noqa: E402
-from stream_app.tools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.devtools.worker_process import WorkerProcess  # noqa: E402
+from stream_app.sources.schedule import batch_from_events  # noqa: E402
+from stream_app.sources.simulator import simulate  # noqa: E402
+from stream_app.training import train  # noqa: E402
 from tests.kafka_reader import read_topic  # noqa: E402
 
 

@@ -41,7 +41,7 @@ def compare(
     from stream_app.evaluation.compare import METRICS, WINDOWS, Estimate, compare_window
     from stream_app.exceptions import StreamAppError
     from stream_app.io.topic_reader import read_to_end
-    from stream_app.tools.scorecard import PAIRS
+    from stream_app.monitoring.scorecard_service import PAIRS
 
     settings = get_settings()
     topic = settings.topic(PAIRS)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from stream_app.tools.demo_story import DemoWorld, Outcome, Plan, Truth
+from stream_app.devtools.demo_story import DemoWorld, Outcome, Plan, Truth
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
     from rich.console import Console
 
     from stream_app.config import Settings
-    from stream_app.tools.worker_process import WorkerProcess
+    from stream_app.devtools.worker_process import WorkerProcess
 
 # The models the demo trains when the registry has none of its own: `stream-app train`'s defaults.
 TRAIN_SEED = 7
@@ -108,8 +108,9 @@ def train_pair(models_dir: Path, console: Console) -> tuple[str, str]:
     """Train the challenger, then the champion (so the newest version stays the champion), on
     what `stream-app train` simulates by default; returns (champion, challenger)."""
     from stream_app.cli.train import HISTORY_DAYS, PROTOCOL_DAYS
-    from stream_app.tools.generator import simulate
-    from stream_app.tools.train import batch_from_events, train
+    from stream_app.sources.schedule import batch_from_events
+    from stream_app.sources.simulator import simulate
+    from stream_app.training import train
 
     sim_start = datetime(2026, 1, 1, tzinfo=UTC)
     with console.status("Simulating the training data…"):
@@ -170,8 +171,8 @@ def print_models(console: Console, models_dir: Path, champion: str, challenger: 
 
 def print_world(console: Console, world: DemoWorld, plan: Plan) -> None:
     """What will be published, and what the generator injected into the live window."""
-    from stream_app.tools.demo_story import fraud_kind, terminal_fraud_known
-    from stream_app.tools.schedule import LABELS, TRANSACTIONS
+    from stream_app.devtools.demo_story import fraud_kind, terminal_fraud_known
+    from stream_app.sources.schedule import LABELS, TRANSACTIONS
 
     known = terminal_fraud_known(plan.truth)
     kinds: dict[str, int] = {}
@@ -274,8 +275,8 @@ def warm_up(
     returns (seconds, events/s)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from stream_app.tools.producer import publish_records
-    from stream_app.tools.schedule import TRANSACTIONS
+    from stream_app.sources.producer import publish_records
+    from stream_app.sources.schedule import TRANSACTIONS
 
     payments = plan.count(plan.history, TRANSACTIONS)
     started = time.monotonic()
@@ -305,7 +306,7 @@ def drain_shadow(
     """Wait until the challenger (a lower-priority process that skips batches while behind) has
     shadowed or skipped ``payments`` (after the warm-up: so the live window is shadowed as it
     arrives); returns the payments it skipped so far (from the worker's metrics)."""
-    from stream_app.tools.top import scrape, total
+    from stream_app.operations.top import scrape, total
 
     deadline = time.monotonic() + wait_s
     skipped = 0.0
@@ -328,7 +329,7 @@ class WorkerTooSlow(RuntimeError):
 
 def ticker_line(envelope: dict[str, Any], truth: Truth) -> str:
     """One flagged live payment as it is scored, with the generator's truth beside it."""
-    from stream_app.tools.generator import SCENARIO_NAMES
+    from stream_app.sources.simulator import SCENARIO_NAMES
 
     verdict = (
         f"[red]fraud: {SCENARIO_NAMES[truth.scenario]}[/]"
@@ -346,7 +347,7 @@ def live_window(
 ) -> float:
     """Publish the live window at ``rate`` payments/s while printing the flagged payments as they
     are scored; returns its seconds."""
-    from stream_app.tools.producer import publish_records
+    from stream_app.sources.producer import publish_records
 
     errors: list[BaseException] = []
 
@@ -416,7 +417,7 @@ def frauds_table(result: Outcome) -> Table:
 
 def top_table(result: Outcome, truth: dict[str, Truth]) -> Table:
     """The highest-scored live payments with their explanations and their truth."""
-    from stream_app.tools.generator import SCENARIO_NAMES
+    from stream_app.sources.simulator import SCENARIO_NAMES
 
     table = Table(
         "event_id",
@@ -606,7 +607,7 @@ def start_worker(
 
     The challenger's queue is kept short: after the warm-up burst it is at most a few batches
     behind, so it shadows the live window as it arrives."""
-    from stream_app.tools.worker_process import WorkerProcess
+    from stream_app.devtools.worker_process import WorkerProcess
 
     worker = WorkerProcess(
         settings.state_dir / "demo",
@@ -664,8 +665,8 @@ def demo(
 
     from stream_app.cli.broker import start as start_broker
     from stream_app.config import get_settings
+    from stream_app.devtools.demo_story import outcome, plan
     from stream_app.io.topics import ensure_topics
-    from stream_app.tools.demo_story import outcome, plan
 
     console = Console()
     started = time.monotonic()

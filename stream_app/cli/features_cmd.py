@@ -32,8 +32,8 @@ def features(
 
     from stream_app.features.definitions import FEATURE_NAMES
     from stream_app.features.offline import build_features
-    from stream_app.tools.csv_source import read_csv_events
-    from stream_app.tools.train import batch_from_events
+    from stream_app.sources.handbook_csv import read_csv_events
+    from stream_app.sources.schedule import batch_from_events
 
     console = Console()
     first = date.fromisoformat(date_from) if date_from else None

@@ -1,7 +1,7 @@
 """``stream-app publish``: publish transactions and their delayed labels to Kafka.
 
 The events come from the simulator (``--synthetic N``) or the fraud-handbook CSV (``--csv PATH``)
-and go through one schedule (:mod:`stream_app.tools.schedule`): each transaction on
+and go through one schedule (:mod:`stream_app.sources.schedule`): each transaction on
 ``transactions`` keyed by customer_id, its label ``--label-delay-days`` later on ``labels`` keyed
 by terminal_id, all in time order. Labels whose label time is still in the future are withheld:
 they are not known yet (and the worker would reject them as more than a day ahead).
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from stream_app.config import Settings
-    from stream_app.tools.schedule import LabelledTransaction
+    from stream_app.sources.schedule import LabelledTransaction
 
 EXIT_ERROR = 1
 
@@ -78,10 +78,10 @@ def _source(
     if (synthetic is None) == (csv is None):
         raise typer.BadParameter("give exactly one of --synthetic N or --csv PATH")
     if csv is not None:
-        from stream_app.tools.csv_source import read_csv_events
+        from stream_app.sources.handbook_csv import read_csv_events
 
         return read_csv_events(csv, date_from=date_from, date_to=date_to, limit=limit), limit
-    from stream_app.tools.generator import TransactionSimulator
+    from stream_app.sources.simulator import TransactionSimulator
 
     assert synthetic is not None
     n_events = synthetic if limit is None else min(synthetic, limit)
@@ -143,8 +143,8 @@ def run_publish(
         TimeElapsedColumn,
     )
 
-    from stream_app.tools.producer import publish_records
-    from stream_app.tools.schedule import LABELS, TRANSACTIONS, ScheduleStats, schedule
+    from stream_app.sources.producer import publish_records
+    from stream_app.sources.schedule import LABELS, TRANSACTIONS, ScheduleStats, schedule
 
     if rate < 0:
         raise typer.BadParameter("must not be negative", param_hint="--rate")
@@ -217,7 +217,7 @@ def print_summary(console: Console, summary: PublishSummary, settings: Settings)
     """Print a publish summary as a table."""
     from rich.table import Table
 
-    from stream_app.tools.schedule import LABELS, TRANSACTIONS
+    from stream_app.sources.schedule import LABELS, TRANSACTIONS
 
     table = Table("", "", title="published", show_header=False)
     table.add_row(f"transactions → {settings.topic(TRANSACTIONS)}", f"{summary.transactions:,}")

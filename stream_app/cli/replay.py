@@ -13,7 +13,7 @@ from stream_app.features.definitions import DAY_S, LABEL_DELAY_DAYS, Entity, hor
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from stream_app.tools.replay import ReplayResult
+    from stream_app.evaluation.csv_range import ReplayResult
 
 EXIT_ERROR = 1
 DEFAULT_HISTORY_DAYS = int(horizon_s(Entity.TERMINAL) // DAY_S)
@@ -133,8 +133,8 @@ def replay(
     from rich.markup import escape
 
     from stream_app.config import get_settings
+    from stream_app.evaluation.csv_range import replay as run_replay
     from stream_app.exceptions import StreamAppError
-    from stream_app.tools.replay import replay as run_replay
 
     settings = get_settings()
     console = Console()
@@ -199,8 +199,8 @@ def _replay_topic(
 
     from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
+    from stream_app.evaluation.topic_range import Bound, replay_topic
     from stream_app.exceptions import StreamAppError
-    from stream_app.tools.topic_replay import Bound, replay_topic
 
     settings = get_settings()
     try:
@@ -232,8 +232,8 @@ def _replay_served(
 
     from stream_app.cli.progress import record_counter
     from stream_app.config import get_settings
+    from stream_app.evaluation.served_scores import evaluate_served
     from stream_app.exceptions import StreamAppError
-    from stream_app.tools.served import evaluate_served
 
     settings = get_settings()
     with record_counter(console, "reading scores, shadow scores and labels") as advance:
@@ -259,7 +259,7 @@ def print_document(console: Console, document: dict[str, Any]) -> None:
 
     from rich.table import Table
 
-    from stream_app.tools.report import CP_KEY
+    from stream_app.evaluation.report import CP_KEY
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
@@ -289,7 +289,7 @@ def print_summary(console: Console, result: ReplayResult) -> None:
 
     from rich.table import Table
 
-    from stream_app.tools.report import CP_KEY
+    from stream_app.evaluation.report import CP_KEY
 
     def fmt(value: float) -> str:
         return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"

@@ -78,8 +78,8 @@ def scorecard(
     from stream_app.exceptions import StreamAppError
     from stream_app.logs import configure_logging
     from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
+    from stream_app.monitoring.scorecard_service import ScorecardService, run_scorecard
     from stream_app.monitoring.slices import Slicer
-    from stream_app.tools.scorecard import ScorecardService, run_scorecard
 
     settings = get_settings()
     console = Console(stderr=True)

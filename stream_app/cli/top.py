@@ -51,7 +51,7 @@ def top(
     from rich.live import Live
 
     from stream_app.config import get_settings
-    from stream_app.tools.top import Samples, figures, merge, render, scrape
+    from stream_app.operations.top import Samples, figures, merge, render, scrape
 
     settings = get_settings()
     worker_url = url or f"http://127.0.0.1:{settings.web_port}/metrics"

@@ -222,7 +222,7 @@ def grow_cmd(
 
     from stream_app.config import Settings
     from stream_app.exceptions import StreamAppError
-    from stream_app.tools.grow import grow
+    from stream_app.operations.grow import grow
 
     console = Console()
     try:

@@ -59,15 +59,15 @@ def train(
     from rich.console import Console
 
     from stream_app.config import get_settings
-    from stream_app.tools.train import batch_from_events
-    from stream_app.tools.train import train as run_training
+    from stream_app.sources.schedule import batch_from_events
+    from stream_app.training import train as run_training
 
     if model not in ("logreg", "hgb", "rf"):
         raise typer.BadParameter("--model must be logreg, hgb or rf")
     console = Console()
     settings = get_settings()
     if data is not None:
-        from stream_app.tools.csv_source import read_csv_events
+        from stream_app.sources.handbook_csv import read_csv_events
 
         start = date.fromisoformat(train_start or "2018-07-25")
         first = start - timedelta(days=HISTORY_DAYS)
@@ -76,7 +76,7 @@ def train(
             batch = batch_from_events(read_csv_events(data, date_from=first, date_to=last))
         tag = f"{data.name}:{first}..{last}"
     else:
-        from stream_app.tools.generator import simulate
+        from stream_app.sources.simulator import simulate
 
         sim_start = datetime(2026, 1, 1, tzinfo=UTC)
         days = HISTORY_DAYS + PROTOCOL_DAYS

@@ -1,12 +1,12 @@
 """Replay a range of a topic into an evaluation, or evaluate what the worker served.
 
 Thin, typed wrappers over the tools behind ``stream-app replay``: :func:`replay_range` is
-``replay --topic`` (:func:`stream_app.tools.topic_replay.replay_topic`: the range read with a
+``replay --topic`` (:func:`stream_app.evaluation.topic_range.replay_topic`: the range read with a
 consumer of its own, features rebuilt by the worker's code, scored by the champion and the
 challengers, labels joined from ``labels``), :func:`evaluate_served` is ``replay --served``
-(:func:`stream_app.tools.served.evaluate_served`: the published scores joined with the labels,
-nothing recomputed). Both write ``scored.parquet``, ``metrics.json`` and ``report.html`` and
-return an :class:`Evaluation`: the metrics per model, typed.
+(:func:`stream_app.evaluation.served_scores.evaluate_served`: the published scores joined with
+the labels, nothing recomputed). Both write ``scored.parquet``, ``metrics.json`` and
+``report.html`` and return an :class:`Evaluation`: the metrics per model, typed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import ConfigError
 
 if TYPE_CHECKING:  # the evaluation tools load pandas and scikit-learn: only when evaluating
-    from stream_app.tools.report import ReportFiles
+    from stream_app.evaluation.report import ReportFiles
 
 Bound = int | str | date | datetime
 """One end of a range: an offset (the same in every partition), a day (as the end: the whole
@@ -67,7 +67,7 @@ class Evaluation:
     @classmethod
     def from_files(cls, files: ReportFiles) -> Evaluation:
         """From the outputs' ``metrics.json`` document."""
-        from stream_app.tools.report import CP_KEY
+        from stream_app.evaluation.report import CP_KEY
 
         document = files.document
         roles = {m["version"]: m["role"] for m in document["models"]}
@@ -93,7 +93,7 @@ class Evaluation:
 
 
 def _bound(value: Bound, end: bool) -> Any:
-    from stream_app.tools.topic_replay import Bound as TopicBound
+    from stream_app.evaluation.topic_range import Bound as TopicBound
 
     if isinstance(value, bool):
         raise ConfigError(f"{value!r} is not a range bound: give an offset, a day or a time")
@@ -149,8 +149,8 @@ def replay_range(
     (default: the longest window plus the label delay). Raises ``DatasetError`` when the range
     holds no transaction, ``ModelNotFoundError`` / ``ModelIntegrityError`` for a model.
     """
-    from stream_app.tools.replay import HISTORY_DAYS
-    from stream_app.tools.topic_replay import replay_topic
+    from stream_app.evaluation.csv_range import HISTORY_DAYS
+    from stream_app.evaluation.topic_range import replay_topic
 
     settings = settings if settings is not None else Settings()
     result = replay_topic(
@@ -178,7 +178,7 @@ def evaluate_served(
     """Join the scores the worker published (champion and shadow) with the labels for the
     events of ``[date_from, date_to]`` (UTC days) and evaluate them. Raises ``DatasetError``
     when no labelled, served event is in the range."""
-    from stream_app.tools.served import evaluate_served as evaluate
+    from stream_app.evaluation.served_scores import evaluate_served as evaluate
 
     settings = settings if settings is not None else Settings()
     files = evaluate(

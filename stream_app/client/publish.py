@@ -7,7 +7,7 @@ for its content raises :class:`RecordRejected` with the same reason code
 state can tell, such as ``duplicate_event`` or ``too_late``, still reaches the dead-letter
 topic.) A transaction is keyed by its ``customer_id``, a label by its ``terminal_id``, and
 partitioned by murmur2 as the worker checks it (:mod:`stream_app.io.partitioning`): the producer
-is :class:`~stream_app.tools.producer.BulkProducer` (batches of up to 1 MiB lingering 20 ms, lz4,
+is :class:`~stream_app.sources.producer.BulkProducer` (batches of up to 1 MiB lingering 20 ms, lz4,
 idempotent, ``partitioner=murmur2_random``). :meth:`Publisher.flush` waits for the broker and
 returns a :class:`PublishReport` with a :class:`Delivery` (topic, partition, offset) per record.
 """
@@ -26,7 +26,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
 from stream_app.io.codecs import Label, Transaction, decode_label, decode_transaction, encode
 from stream_app.io.deadletter import Reason, Rejection
-from stream_app.tools.producer import BulkProducer, PublishError
+from stream_app.sources.producer import BulkProducer, PublishError
 
 Event = Mapping[str, Any] | bytes
 """A record to publish: the event as a mapping (encoded as JSON; datetimes with an offset become

@@ -1,1 +1,2 @@
-"""Model monitoring: drift statistics, the live scorecard and the shadow comparison."""
+"""Model monitoring: drift statistics, the live scorecard (its join logic and the service that feeds
+it from the topics) and the shadow comparison."""

@@ -83,7 +83,7 @@ class BinnedReference:
 
     Bin ``i`` holds values ``v`` with ``edges[i-1] <= v < edges[i]``, i.e.
     ``np.searchsorted(edges, v, side="right")``, the trainer's convention
-    (``stream_app.tools.train.reference_distributions``).
+    (``stream_app.training.reference_distributions``).
     """
 
     __slots__ = ("edges", "shares")

@@ -1,6 +1,6 @@
 """The live scorecard: late labels joined to the scores that were served, per model version.
 
-Pure logic, no Kafka (``stream_app.tools.scorecard`` feeds it from the topics):
+Pure logic, no Kafka (``stream_app.monitoring.scorecard_service`` feeds it from the topics):
 
 * :class:`ScoreJoin` holds served scores (champion envelopes and challenger shadow envelopes) by
   ``event_id`` until their label arrives, and labels that arrive before their score. State is

@@ -39,16 +39,15 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.features.definitions import FEATURE_NAMES, Aggregate, Entity, window_features
 from stream_app.features.offline import build_features
 from stream_app.features.state import CustomerState, Retention, TerminalState, state_view
 from stream_app.io.forward import forward_view
 from stream_app.io.topics import ensure_topics
-from stream_app.tools.generator import LabelledTransaction, simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import Record, schedule
-from stream_app.tools.train import batch_from_events
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import Record, batch_from_events, schedule
+from stream_app.sources.simulator import LabelledTransaction, simulate
 
 T = TypeVar("T")
 BATCH_MAX = 500  # Settings.batch_max default, set explicitly so the duplicate bound can use it

@@ -34,7 +34,7 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from stream_app.io.deadletter import original_value
-from stream_app.tools.schedule import Record
+from stream_app.sources.schedule import Record
 from tests.faults.harness import (
     BackgroundPublisher,
     ScoreTail,

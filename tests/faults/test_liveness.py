@@ -27,11 +27,11 @@ import pytest
 
 from stream_app.broker import LocalBroker, free_ports
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.monitoring.liveness import EXIT_STALLED
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.faults.harness import TopicWatch
 from tests.kafka_reader import processed_by, read_topic
 

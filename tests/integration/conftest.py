@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from stream_app.config import Settings
-from stream_app.tools.generator import simulate
-from stream_app.tools.train import batch_from_events, train
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.sources.schedule import batch_from_events
+from stream_app.sources.simulator import simulate
+from stream_app.training import train
 
 
 def free_port() -> int:

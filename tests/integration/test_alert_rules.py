@@ -32,10 +32,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.config import REPO_ROOT
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.integration.conftest import free_port
 from tests.kafka_reader import processed_by, read_topic
 

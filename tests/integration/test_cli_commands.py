@@ -30,11 +30,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream_app.broker import LocalBroker, port_in_use, read_cmdline
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.scoring.registry import list_versions, read_manifest
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.integration.conftest import free_port, isolated_env
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ def redrawn_live_truth(world: dict) -> dict[str, tuple[int, int]]:
     demo reports: the test's own ground truth, independent of the demo's bookkeeping."""
     from datetime import timedelta
 
-    from stream_app.tools.demo_story import DemoWorld
+    from stream_app.devtools.demo_story import DemoWorld
 
     params = {k: v for k, v in world.items() if k != "start"}
     start = datetime.fromisoformat(world["start"])

@@ -29,12 +29,12 @@ from stream_app.client import (
     StreamClient,
 )
 from stream_app.config import REPO_ROOT, Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.io.partitioning import expected_partition
+from stream_app.monitoring.scorecard_service import ScorecardService, run_scorecard
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.generator import simulate
-from stream_app.tools.schedule import schedule
-from stream_app.tools.scorecard import ScorecardService, run_scorecard
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.integration.conftest import free_port, isolated_env
 from tests.kafka_reader import (
     STAGE_INPUTS,

@@ -22,9 +22,10 @@ while the live path runs, so they use idle CPU only and leave the measured throu
 
 The champion is the handbook protocol's logistic regression (trained by the project's trainer,
 train week 2018-07-25..31), so the slice's last week is the protocol's test week: the scores the
-worker published for it, joined with the labels on ``labels`` and read back by the replay tool
-(``stream_app.tools.served``, the ``replay --served`` path), must reach the published baseline
-(AUC 0.871, AP 0.606, CP@100 0.291) within 0.005 and equal the trainer's own test-week metrics.
+worker published for it, joined with the labels on ``labels`` and read back by the served-score
+evaluation (``stream_app.evaluation.served_scores``, the ``evaluate served`` path), must reach the
+published baseline (AUC 0.871, AP 0.606, CP@100 0.291) within 0.005 and equal the trainer's own
+test-week metrics.
 
 Needs ``../shared/datasets/fraud-handbook`` (or ``$FRAUD_HANDBOOK_DIR``): FAILS when it is absent.
 Run it with ``-s`` to see the numbers.
@@ -48,15 +49,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream_app.cli.publish import run_publish
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.evaluation.served_scores import evaluate_served
 from stream_app.features.definitions import FEATURE_NAMES, LABEL_DELAY_DAYS
 from stream_app.features.offline import build_features
 from stream_app.features.state import Retention, TerminalState
 from stream_app.features.stats import StateSizeStats, state_size_stats
 from stream_app.io.forward import forward_view
-from stream_app.tools.csv_source import DATASET_ENV, default_csv_path, read_csv_events
-from stream_app.tools.served import evaluate_served
-from stream_app.tools.train import TrainResult, batch_from_events, train
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.handbook_csv import DATASET_ENV, default_csv_path, read_csv_events
+from stream_app.sources.schedule import batch_from_events
+from stream_app.training import TrainResult, train
 from tests.kafka_reader import end_offsets, processed_by, read_topic
 from tests.reference_features import reference_features
 

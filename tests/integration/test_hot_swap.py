@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import promote
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration

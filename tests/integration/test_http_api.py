@@ -41,7 +41,7 @@ from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.state import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from stream_app.io.partitioning import expected_partition
 from stream_app.io.schemas import validate
-from stream_app.tools.schedule import LabelledTransaction
+from stream_app.sources.schedule import LabelledTransaction
 from tests.faults.harness import Stream, Worker, make_stream, publish, read_all, worker_env
 from tests.integration.conftest import free_port, isolated_env
 from tests.kafka_reader import end_offsets, processed_by, wait_processed

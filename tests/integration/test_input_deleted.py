@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

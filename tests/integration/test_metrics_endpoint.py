@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.operations import top
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.registry import resolve_version
-from stream_app.tools import top
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

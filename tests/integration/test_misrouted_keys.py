@@ -34,7 +34,7 @@ from confluent_kafka import Producer
 from stream_app.config import Settings
 from stream_app.io.partitioning import expected_partition
 from stream_app.io.topics import ensure_topics
-from stream_app.tools.schedule import Record, schedule
+from stream_app.sources.schedule import Record, schedule
 from tests.faults.harness import (
     Stream,
     Worker,

@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.integration.conftest import free_port
 from tests.kafka_reader import read_topic
 

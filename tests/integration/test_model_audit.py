@@ -18,10 +18,10 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.io.schemas import validate
 from stream_app.scoring.registry import list_versions, read_manifest
 from stream_app.scoring.serving import promote
-from stream_app.tools.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,9 @@ from threadpoolctl import threadpool_limits
 from stream_app.features.offline import TransactionBatch, build_features
 from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.csv_source import default_csv_path, read_csv_events
-from stream_app.tools.train import ModelType, TrainResult, batch_from_events, train
+from stream_app.sources.handbook_csv import default_csv_path, read_csv_events
+from stream_app.sources.schedule import batch_from_events
+from stream_app.training import ModelType, TrainResult, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]
 

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from stream_app.config import Settings
 from stream_app.io.schemas import validate
 from stream_app.io.topics import ensure_topics
-from stream_app.tools.scorecard import ScorecardService, run_scorecard
+from stream_app.monitoring.scorecard_service import ScorecardService, run_scorecard
 from tests.integration.conftest import isolated_env
 from tests.kafka_reader import read_topic
 from tests.scorecard_streams import CUSTOMERS, PER_CUSTOMER, stream

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
 from tests.faults.harness import make_stream
 from tests.integration.test_misrouted_keys import metric
 from tests.kafka_reader import processed_by, read_topic
@@ -56,7 +56,7 @@ def poison(i: int) -> bytes:
 def test_a_record_that_meets_a_bug_is_dead_lettered_and_the_worker_goes_on(
     app_env, app_settings, kafka_bootstrap, tmp_path
 ):
-    from stream_app.tools.worker_process import WorkerProcess
+    from stream_app.devtools.worker_process import WorkerProcess
 
     inject = tmp_path / "inject"
     inject.mkdir()

@@ -22,9 +22,9 @@ from stream_app.cli.publish import publish, run_publish
 from stream_app.cli.tail import run_tail, tail
 from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
-from stream_app.tools.generator import TransactionSimulator
-from stream_app.tools.producer import BULK_CONFIG, BulkProducer, PublishError, TokenBucket
-from stream_app.tools.schedule import LABELS, TRANSACTIONS, Record, schedule
+from stream_app.sources.producer import BULK_CONFIG, BulkProducer, PublishError, TokenBucket
+from stream_app.sources.schedule import LABELS, TRANSACTIONS, Record, schedule
+from stream_app.sources.simulator import TransactionSimulator
 
 # --- the producer wrapper, with a fake client ---------------------------------------------------
 

@@ -46,10 +46,9 @@ from stream_app.features.offline import build_features
 from stream_app.features.state import Retention, TerminalState
 from stream_app.io.topics import ensure_topics
 from stream_app.scoring.model import ScoringModel, feature_hashes
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import publish_records
-from stream_app.tools.schedule import schedule
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.producer import publish_records
+from stream_app.sources.schedule import batch_from_events, schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

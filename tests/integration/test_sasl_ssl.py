@@ -5,7 +5,7 @@ certificate signed by a CA the test generates (``openssl``), Kafka's ``StandardA
 the super user ``admin`` written into the metadata by Kafka's own ``kafka-storage format
 --add-scram``, and the worker's user ``app`` added through the Admin API (the request
 ``kafka-configs --add-config SCRAM-SHA-512=...`` sends) with exactly the ACLs of
-:func:`stream_app.io.security.worker_acls`. Every client connects through the SASL_SSL listener
+:func:`stream_app.io.topology.worker_acls`. Every client connects through the SASL_SSL listener
 with only the ``KAFKA_*`` settings; the PLAINTEXT listener only serves the fixture's set-up.
 """
 
@@ -29,12 +29,12 @@ from confluent_kafka.admin import AdminClient
 
 from stream_app.broker import LocalBroker, SaslSslListener, ScramUser, free_ports
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.exceptions import BrokerError
-from stream_app.io.security import worker_acls
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.io.topology import worker_acls
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 
 pytestmark = pytest.mark.integration
 

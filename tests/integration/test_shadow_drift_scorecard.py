@@ -8,16 +8,16 @@ import orjson
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from stream_app.devtools.worker_process import WorkerProcess
+from stream_app.evaluation.served_scores import read_served
 from stream_app.io.schemas import validate
 from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
+from stream_app.monitoring.scorecard_service import ScorecardService, run_scorecard
+from stream_app.operations.top import by_label, parse, scrape
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.scorecard import ScorecardService, run_scorecard
-from stream_app.tools.served import read_served
-from stream_app.tools.top import by_label, parse, scrape
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration

@@ -7,13 +7,12 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
-from stream_app.tools.train import batch_from_events
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import batch_from_events, schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

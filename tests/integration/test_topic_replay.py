@@ -10,16 +10,15 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
+from stream_app.evaluation.report import score_column
+from stream_app.evaluation.topic_range import Bound, replay_topic
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
 from stream_app.io.topics import ensure_topics
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.report import score_column
-from stream_app.tools.schedule import schedule
-from stream_app.tools.topic_replay import Bound, replay_topic
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import batch_from_events, schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import end_offsets
 
 pytestmark = pytest.mark.integration

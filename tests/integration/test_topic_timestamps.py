@@ -27,10 +27,10 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, Topic
 
 from stream_app.broker import LocalBroker, free_ports
 from stream_app.config import Settings
+from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.io.topics import apply_topics, load_topic_specs, project_topic_specs
-from stream_app.tools.generator import simulate
-from stream_app.tools.schedule import schedule
-from stream_app.tools.worker_process import WorkerProcess
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration

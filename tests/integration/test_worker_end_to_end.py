@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from stream_app.io.schemas import validate
-from stream_app.tools.generator import simulate
-from stream_app.tools.producer import BulkProducer
-from stream_app.tools.schedule import schedule
+from stream_app.sources.producer import BulkProducer
+from stream_app.sources.schedule import schedule
+from stream_app.sources.simulator import simulate
 from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def test_the_repartition_topic_is_purged_up_to_the_committed_offsets(
 
     from confluent_kafka import Consumer, TopicPartition
 
-    from stream_app.tools.worker_process import WorkerProcess
+    from stream_app.devtools.worker_process import WorkerProcess
 
     env = {**app_env, "STREAM_APP_REPARTITION_PURGE_S": "1", "BROKER_COMMIT_INTERVAL": "0.5"}
     proc = WorkerProcess(tmp_path / "purging-worker", env)

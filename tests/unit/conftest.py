@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_app.features.definitions import FEATURE_NAMES
-from stream_app.tools.train import (
+from stream_app.training import (
     logit_covariance,
     make_estimator,
     reference_distributions,

@@ -27,10 +27,10 @@ from stream_app.client import (
 from stream_app.client.evaluate import _bound
 from stream_app.client.records import RECORD_TYPES, parse
 from stream_app.config import Settings
+from stream_app.evaluation.report import ReportFiles
 from stream_app.exceptions import ConfigError
 from stream_app.io.partitioning import expected_partition
 from stream_app.io.schemas import load_schema
-from stream_app.tools.report import ReportFiles
 
 SETTINGS = Settings(kafka_bootstrap_servers="127.0.0.1:1", topic_prefix="u.", partitions=6)
 

@@ -11,7 +11,7 @@ import pytest
 
 from stream_app.config import REPO_ROOT
 from stream_app.exceptions import DatasetError
-from stream_app.tools.csv_source import read_csv_events
+from stream_app.sources.handbook_csv import read_csv_events
 
 HEADER = (
     "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,"

@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.features.definitions import DAY_S
-from stream_app.tools.demo_story import (
+from stream_app.devtools.demo_story import (
     KNOWN_TERMINAL,
     UNKNOWN_TERMINAL,
     DemoWorld,
@@ -21,7 +20,8 @@ from stream_app.tools.demo_story import (
     plan,
     terminal_fraud_known,
 )
-from stream_app.tools.generator import SCENARIO_NAMES
+from stream_app.features.definitions import DAY_S
+from stream_app.sources.simulator import SCENARIO_NAMES
 
 NOW = datetime(2026, 3, 20, 15, 30, tzinfo=UTC)
 SMALL = DemoWorld(customers=120, terminals=240, history_days=10, live_days=1, seed=5)

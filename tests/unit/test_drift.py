@@ -20,7 +20,7 @@ from stream_app.monitoring.drift import (
     ks_statistic,
     psi,
 )
-from stream_app.tools.train import reference_distributions
+from stream_app.training import reference_distributions
 
 T0 = 1_700_000_000.0
 CHANGE_AT = 5_000

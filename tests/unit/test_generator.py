@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stream_app.config import REPO_ROOT
-from stream_app.tools.generator import FRAUD_AMOUNT, TransactionSimulator, simulate
+from stream_app.sources.simulator import FRAUD_AMOUNT, TransactionSimulator, simulate
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00$")

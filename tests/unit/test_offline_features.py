@@ -7,8 +7,8 @@ import pandas as pd
 
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
-from stream_app.tools.generator import simulate
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.schedule import batch_from_events
+from stream_app.sources.simulator import simulate
 from tests.reference_features import reference_features
 
 

@@ -20,9 +20,8 @@ from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
 from stream_app.features.state import Retention
 from stream_app.io.codecs import Label, Transaction, decode_label, decode_transaction
-from stream_app.tools.generator import simulate
-from stream_app.tools.schedule import TRANSACTIONS, schedule
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.schedule import TRANSACTIONS, batch_from_events, schedule
+from stream_app.sources.simulator import simulate
 
 
 class SerializingState:

@@ -13,16 +13,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from stream_app.cli.main import app
+from stream_app.evaluation.csv_range import HISTORY_DAYS, replay
 from stream_app.evaluation.metrics import card_precision_top_k
+from stream_app.evaluation.report import PLOT_TITLES
 from stream_app.exceptions import DatasetError, ModelIntegrityError, ModelNotFoundError
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.csv_source import read_csv_events
-from stream_app.tools.generator import simulate
-from stream_app.tools.replay import HISTORY_DAYS, replay
-from stream_app.tools.report import PLOT_TITLES
-from stream_app.tools.train import batch_from_events, make_estimator, write_version
+from stream_app.sources.handbook_csv import read_csv_events
+from stream_app.sources.schedule import batch_from_events
+from stream_app.sources.simulator import simulate
+from stream_app.training import make_estimator, write_version
 from tests.unit.conftest import make_version
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -324,8 +325,9 @@ def test_a_model_sees_only_its_manifest_features(data, tmp_path):
 
 def test_handbook_protocol_replay_reproduces_the_trainers_test_metrics(data, tmp_path):
     """Training and replay agree: same features, same model, same protocol rows, same metrics."""
-    from stream_app.tools.csv_source import read_csv_events
-    from stream_app.tools.train import batch_from_events, train
+    from stream_app.sources.handbook_csv import read_csv_events
+    from stream_app.sources.schedule import batch_from_events
+    from stream_app.training import train
 
     models = tmp_path / "models"
     trained = train(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stream_app.tools.report import ModelInfo, daily_drift, score_column
+from stream_app.evaluation.report import ModelInfo, daily_drift, score_column
 
 
 def _psi(edges, shares, values, eps=1e-4):

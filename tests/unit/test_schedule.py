@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from stream_app.config import REPO_ROOT
-from stream_app.tools.schedule import (
+from stream_app.sources.schedule import (
     LABELS,
     TRANSACTIONS,
     LabelledTransaction,

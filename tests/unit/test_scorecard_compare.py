@@ -20,8 +20,14 @@ from stream_app.evaluation.compare import (
 from stream_app.evaluation.metrics import calibration
 from stream_app.io.schemas import validator
 from stream_app.monitoring.scorecard import JoinedPair, Scorecard
+from stream_app.monitoring.scorecard_service import (
+    LABELS,
+    SCORES,
+    SHADOW,
+    TRANSACTIONS,
+    ScorecardService,
+)
 from stream_app.monitoring.slices import Slicer, Tenure, band, declared_band, hour_band
-from stream_app.tools.scorecard import LABELS, SCORES, SHADOW, TRANSACTIONS, ScorecardService
 from tests.scorecard_streams import stream
 
 DAY = 86_400.0

@@ -5,7 +5,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
-from stream_app.tools.scorecard import LABELS, SCORES, SHADOW, ScorecardService
+from stream_app.monitoring.scorecard_service import LABELS, SCORES, SHADOW, ScorecardService
 from tests.unit.test_scorecard_service import envelope, label
 
 

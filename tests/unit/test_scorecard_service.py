@@ -2,7 +2,7 @@
 
 import orjson
 
-from stream_app.tools.scorecard import LABELS, SCORES, SHADOW, ScorecardService
+from stream_app.monitoring.scorecard_service import LABELS, SCORES, SHADOW, ScorecardService
 
 
 def envelope(event_id, version, score, event_time="2018-04-01T10:00:00+00:00"):

@@ -5,8 +5,15 @@ from datetime import UTC, date, datetime
 import orjson
 import pytest
 
+from stream_app.evaluation.served_scores import (
+    LABELS,
+    SCORES,
+    SHADOW,
+    ServedData,
+    _take,
+    served_frame,
+)
 from stream_app.exceptions import DatasetError
-from stream_app.tools.served import LABELS, SCORES, SHADOW, ServedData, _take, served_frame
 
 DAY = 86_400.0
 T0 = datetime(2018, 8, 8, tzinfo=UTC).timestamp()  # first test day

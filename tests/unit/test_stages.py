@@ -17,9 +17,8 @@ from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
-from stream_app.tools.generator import simulate
-from stream_app.tools.schedule import schedule
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.schedule import batch_from_events, schedule
+from stream_app.sources.simulator import simulate
 
 RET = Retention.for_lateness(3600.0)
 

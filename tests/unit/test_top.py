@@ -8,7 +8,7 @@ from rich.console import Console
 
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
-from stream_app.tools.top import bucket_delta, figures, merge, parse, quantile, render
+from stream_app.operations.top import bucket_delta, figures, merge, parse, quantile, render
 
 INF = math.inf
 

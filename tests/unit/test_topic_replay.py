@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from stream_app.evaluation.topic_range import Bound, TopicRead, select_range
 from stream_app.exceptions import ConfigError, DatasetError
 from stream_app.io.codecs import Transaction
-from stream_app.tools.topic_replay import Bound, TopicRead, select_range
 
 DAY = 86_400.0
 T0 = datetime(2026, 3, 10, tzinfo=UTC).timestamp()

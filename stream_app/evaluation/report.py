@@ -1,9 +1,11 @@
 """Replay outputs from a scored frame: ``scored.parquet``, ``metrics.json`` and ``report.html``.
 
 The input is one row per transaction with at least ``event_time`` (UTC), ``customer_id``,
-``label`` and a ``score_<version>`` column per model. Broker-less replay
-(:mod:`stream_app.tools.replay`) builds that frame from a CSV; a replay of Kafka topics builds it
-from the scored envelopes and calls the same :func:`write_outputs`.
+``label`` and a ``score_<version>`` column per model. The CSV evaluation
+(:mod:`stream_app.evaluation.csv_range`) builds that frame from a CSV, the topic evaluation
+(:mod:`stream_app.evaluation.topic_range`) from a range of ``transactions`` and the served-score
+evaluation (:mod:`stream_app.evaluation.served_scores`) from the published scores; all three call
+the same :func:`write_outputs`.
 
 Metrics are the handbook's (:mod:`stream_app.evaluation.metrics`) over every row of the frame,
 days being UTC calendar days of ``event_time``. Nothing time- or machine-dependent is written:

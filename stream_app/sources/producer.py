@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
-from stream_app.tools.schedule import Record
+from stream_app.sources.schedule import Record
 
 BULK_CONFIG: dict[str, str | int | bool] = {
     "linger.ms": 20,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,6 @@ from stream_app.exceptions import DatasetError
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import TransactionBatch, build_features
 from stream_app.scoring.registry import MANIFEST, MODEL_FILE
-from stream_app.tools.schedule import LabelledTransaction
 
 ModelType = Literal["logreg", "hgb", "rf"]
 REVIEW_SHARE = 0.01  # review the top 1 % of scores
@@ -47,34 +45,6 @@ class TrainResult:
     metrics: dict[str, Any]
     train_rows: int
     test_rows: int
-
-
-def batch_from_events(events: Iterable[LabelledTransaction]) -> TransactionBatch:
-    """Column arrays from labelled transaction events (generator or CSV source)."""
-    ids: list[str] = []
-    ts: list[float] = []
-    customers: list[str] = []
-    terminals: list[str] = []
-    amounts: list[float] = []
-    labels: list[int] = []
-    for item in events:
-        event = item.event
-        ids.append(event["event_id"])
-        ts.append(datetime.fromisoformat(event["event_time"]).timestamp())
-        customers.append(event["customer_id"])
-        terminals.append(event["terminal_id"])
-        amounts.append(float(event["amount"]))
-        labels.append(int(item.label))
-    if not ids:
-        raise DatasetError("No transactions to train on: the source or the date range is empty.")
-    return TransactionBatch(
-        ids,
-        np.asarray(ts),
-        customers,
-        terminals,
-        np.asarray(amounts),
-        np.asarray(labels, dtype=np.int64),
-    )
 
 
 def make_estimator(model_type: ModelType, seed: int) -> Any:

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from stream_app.config import Settings
+from stream_app.evaluation.csv_range import HISTORY_DAYS, ReplayResult, load_models, scored_frame
+from stream_app.evaluation.report import write_outputs
 from stream_app.exceptions import ConfigError, DatasetError
 from stream_app.features.definitions import DAY_S, LABEL_DELAY_DAYS
 from stream_app.features.offline import TransactionBatch, build_features
 from stream_app.io.codecs import Transaction, decode_label, decode_transaction
 from stream_app.io.deadletter import Rejection
 from stream_app.io.topic_reader import read_to_end
-from stream_app.tools.replay import HISTORY_DAYS, ReplayResult, load_models, scored_frame
-from stream_app.tools.report import write_outputs
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

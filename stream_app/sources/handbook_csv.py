@@ -21,7 +21,7 @@ import pandas as pd
 
 from stream_app.config import REPO_ROOT
 from stream_app.exceptions import DatasetError
-from stream_app.tools.schedule import LabelledTransaction, rfc3339_utc
+from stream_app.sources.schedule import LabelledTransaction, rfc3339_utc
 
 DATASET_ENV = "FRAUD_HANDBOOK_DIR"
 """Environment variable naming the fraud-handbook dataset directory."""

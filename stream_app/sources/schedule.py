@@ -1,7 +1,7 @@
 """One time-ordered record stream from labelled transactions: the merge both sources share.
 
-A source (the simulator in :mod:`stream_app.tools.generator` or the handbook CSV in
-:mod:`stream_app.tools.csv_source`) yields transactions in event-time order, each with its label
+A source (the simulator in :mod:`stream_app.sources.simulator` or the handbook CSV in
+:mod:`stream_app.sources.handbook_csv`) yields transactions in event-time order, each with its label
 kept aside. :func:`schedule` turns them into the Kafka records a live system would have seen, in
 time order: each transaction at its ``event_time`` on ``transactions`` (keyed by ``customer_id``),
 and its label at ``label_time = event_time + delay`` on ``labels`` (keyed by ``terminal_id``).
@@ -27,6 +27,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
+
+from stream_app.exceptions import DatasetError
+from stream_app.features.offline import TransactionBatch
 
 TRANSACTIONS = "transactions"
 """Declared name of the transaction topic (pass it through ``Settings.topic``)."""
@@ -148,3 +151,32 @@ def schedule(
     while pending:
         stats.labels += 1
         yield pending.popleft()
+
+
+def batch_from_events(events: Iterable[LabelledTransaction]) -> TransactionBatch:
+    """Column arrays from labelled transaction events (simulator or CSV source): what training
+    and the offline evaluations build features from."""
+    ids: list[str] = []
+    ts: list[float] = []
+    customers: list[str] = []
+    terminals: list[str] = []
+    amounts: list[float] = []
+    labels: list[int] = []
+    for item in events:
+        event = item.event
+        ids.append(event["event_id"])
+        ts.append(datetime.fromisoformat(event["event_time"]).timestamp())
+        customers.append(event["customer_id"])
+        terminals.append(event["terminal_id"])
+        amounts.append(float(event["amount"]))
+        labels.append(int(item.label))
+    if not ids:
+        raise DatasetError("No transactions to train on: the source or the date range is empty.")
+    return TransactionBatch(
+        ids,
+        np.asarray(ts),
+        customers,
+        terminals,
+        np.asarray(amounts),
+        np.asarray(labels, dtype=np.int64),
+    )

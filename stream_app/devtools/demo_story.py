@@ -1,12 +1,12 @@
 """The story ``stream-app demo`` tells: a simulated world with an attack, and what the worker made
 of it.
 
-The world is the handbook simulator (:mod:`stream_app.tools.generator`) run for ``history_days``
+The world is the handbook simulator (:mod:`stream_app.sources.simulator`) run for ``history_days``
 of warm-up plus ``live_days`` of live window, ending at today's UTC midnight, with more
 compromised terminals and cards per day than the handbook's (an attack): the generator knows
 which transactions are frauds and why (``LabelledTransaction.label`` and ``scenario``), and that
 ground truth never goes to Kafka. Its records are the ones a live system would have seen
-(:func:`stream_app.tools.schedule.schedule`): each payment at its event time, its label 7 days
+(:func:`stream_app.sources.schedule.schedule`): each payment at its event time, its label 7 days
 later, labels not yet due withheld.
 
 :func:`outcome` joins what the worker published for the live window (score envelopes, shadow
@@ -25,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_app.features.definitions import DAY_S, LABEL_DELAY_DAYS
-from stream_app.tools.generator import (
+from stream_app.sources.schedule import LabelledTransaction, Record, ScheduleStats, schedule
+from stream_app.sources.simulator import (
     SCENARIO_NAMES,
     TransactionSimulator,
     handbook_customer_rate,
     handbook_terminal_rate,
 )
-from stream_app.tools.schedule import LabelledTransaction, Record, ScheduleStats, schedule
 
 DECISIONS = ("decline", "review", "approve")
 TERMINAL_SCENARIO = 2

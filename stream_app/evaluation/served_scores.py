@@ -21,12 +21,12 @@ import pandas as pd
 
 from stream_app.config import Settings
 from stream_app.evaluation.protocol import train_test_split
+from stream_app.evaluation.report import ModelInfo, ReportFiles, write_outputs
 from stream_app.exceptions import DatasetError
 from stream_app.features.definitions import DAY_S, FEATURE_NAMES
 from stream_app.io.codecs import decode_label
 from stream_app.io.deadletter import Rejection
 from stream_app.io.topic_reader import read_to_end
-from stream_app.tools.report import ModelInfo, ReportFiles, write_outputs
 
 SCORES = "scores"
 SHADOW = "scores.shadow"

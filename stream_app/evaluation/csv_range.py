@@ -5,7 +5,7 @@ the windows are warm; features come from :func:`stream_app.features.offline.buil
 worker's own state code, over all of it; only the rows in ``[date_from, date_to]`` are scored
 (champion first, then each challenger, every model loaded hash-verified through
 :meth:`ScoringModel.load`) and reported with their labels (the CSV's ``TX_FRAUD``) by
-:func:`stream_app.tools.report.write_outputs`.
+:func:`stream_app.evaluation.report.write_outputs`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from stream_app.evaluation.protocol import train_test_split
+from stream_app.evaluation.report import REPORT_STEPS, ModelInfo, ReportFiles, write_outputs
 from stream_app.exceptions import ConfigError, DatasetError
 from stream_app.features.definitions import (
     DAY_S,
@@ -33,10 +34,8 @@ from stream_app.features.definitions import (
 from stream_app.features.offline import TransactionBatch, build_features
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.registry import resolve_version
-from stream_app.tools.csv_source import read_csv_events
-from stream_app.tools.report import REPORT_STEPS, ModelInfo, ReportFiles, write_outputs
-from stream_app.tools.schedule import LabelledTransaction
-from stream_app.tools.train import batch_from_events
+from stream_app.sources.handbook_csv import read_csv_events
+from stream_app.sources.schedule import LabelledTransaction, batch_from_events
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from stream_app.tools.schedule import LabelledTransaction, rfc3339_utc
+from stream_app.sources.schedule import LabelledTransaction, rfc3339_utc
 
 DAY_SECONDS = 86_400
 GRID = 100.0
