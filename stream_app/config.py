@@ -408,9 +408,14 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka configuration for confluent-kafka clients: bootstrap servers and security
-        (``stream_app.io.security.librdkafka_config``, which also builds the worker's Faust
-        credentials from the same settings). Raises ``ConfigError`` for inconsistent settings."""
+        """librdkafka configuration for confluent-kafka clients: bootstrap servers and security,
+        built by the Kafka connection module (``stream_app.io.security.librdkafka_config``, which
+        also builds the worker's Faust credentials from the same settings). Raises
+        ``ConfigError`` for inconsistent settings.
+
+        The one import from the package in this module, made when called: the Kafka module
+        imports nothing from here (it reads the settings through its ``KafkaSettings``
+        protocol), so there is no circle."""
         from stream_app.io.security import librdkafka_config
 
         return librdkafka_config(self)

@@ -16,14 +16,15 @@ from stream_app.cli import (
     tail,
     top,
     topics,
+    topology,
     train,
     worker,
 )
 
 app = typer.Typer(
     name="stream-app",
-    help="Streaming fraud scoring on Kafka: broker, topics, worker, publish, tail, train, "
-    "replay, scorecard, top.",
+    help="Streaming fraud scoring on Kafka: broker, topics, topology, worker, publish, tail, "
+    "train, replay, scorecard, top.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,6 +42,7 @@ app.command("features")(features_cmd.features)
 app.command("replay")(replay.replay)
 app.command("scorecard")(scorecard.scorecard)
 app.command("top")(top.top)
+app.command("topology")(topology.topology)
 
 
 def main() -> None:

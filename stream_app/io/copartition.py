@@ -16,22 +16,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stream_app.config import Settings
+from stream_app.io.topology import TOPOLOGY
 
-COPARTITIONED_INPUTS = (
-    "transactions",
-    "transactions.rerouted",
-    "transactions.by-terminal",
-    "labels",
-    "labels.rerouted",
-)
-"""Declared topics co-partitioned with the tables (names before the topic prefix)."""
+COPARTITIONED_INPUTS = tuple(t.name for t in TOPOLOGY.copartitioned(changelogs=False))
+"""Declared topics co-partitioned with the tables (names before the topic prefix), from
+:data:`stream_app.io.topology.TOPOLOGY`."""
 
-TABLES = ("customer-state", "terminal-state")
+TABLES = tuple(t.name for t in TOPOLOGY.tables)
 
 
 def changelog_name(settings: Settings, table: str) -> str:
     """The changelog topic Faust keeps ``table`` in."""
-    return f"{settings.app_id}-{table}-changelog"
+    return TOPOLOGY.table(table).changelog_name(settings)
 
 
 def copartitioned_topics(settings: Settings) -> list[str]:

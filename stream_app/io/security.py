@@ -1,6 +1,10 @@
-"""Kafka client security: one source of truth for every client stream_app opens.
+"""Kafka client connections: the one module that builds the connection settings (bootstrap
+servers and security) of every client stream_app opens. ``Settings.kafka_client_config()``
+delegates here; this module reads the settings through :class:`KafkaSettings` and imports
+nothing from ``stream_app.config``, so the configuration depends on nothing in the package.
 
-The ``KAFKA_SECURITY_PROTOCOL`` / ``KAFKA_SASL_*`` / ``KAFKA_SSL_CAFILE`` settings become
+The ``KAFKA_BOOTSTRAP_SERVERS`` / ``KAFKA_SECURITY_PROTOCOL`` / ``KAFKA_SASL_*`` /
+``KAFKA_SSL_CAFILE`` settings become
 
 * :func:`librdkafka_config`: the confluent-kafka (librdkafka) properties of ``publish``, ``tail``,
   ``topics``, ``scorecard``, ``replay`` and the worker's start-up topic check;
@@ -25,7 +29,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
@@ -34,8 +38,30 @@ from stream_app.exceptions import ConfigError, KafkaAccessError, KafkaUnreachabl
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
+    from pydantic import SecretStr
 
-    from stream_app.config import Settings
+
+class KafkaSettings(Protocol):
+    """The settings a Kafka client is built from (``stream_app.config.Settings`` has them); this
+    module reads nothing else, so it needs nothing from ``stream_app.config``."""
+
+    @property
+    def kafka_bootstrap_servers(self) -> str: ...
+    @property
+    def kafka_security_protocol(self) -> str: ...
+    @property
+    def kafka_sasl_mechanism(self) -> str | None: ...
+    @property
+    def kafka_sasl_username(self) -> str | None: ...
+    @property
+    def kafka_sasl_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_ssl_cafile(self) -> Path | None: ...
+    @property
+    def transport(self) -> str:
+        """The Faust driver (credentials need aiokafka)."""
+        ...
+
 
 SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
@@ -52,7 +78,7 @@ _BROKER_PREFIX = re.compile(r"^[a-z_]+://[^/\s]+/[^:\s]+: ")
 # --------------------------------------------------------------------------------------------
 
 
-def validate(settings: Settings) -> None:
+def validate(settings: KafkaSettings) -> None:
     """Refuse security settings that cannot work together (``ConfigError`` naming the setting)."""
     protocol = settings.kafka_security_protocol
     sasl_set = [
@@ -91,7 +117,7 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"KAFKA_SSL_CAFILE={cafile} is not a file (a PEM CA bundle)")
 
 
-def librdkafka_config(settings: Settings) -> dict[str, str]:
+def librdkafka_config(settings: KafkaSettings) -> dict[str, str]:
     """The librdkafka properties for ``settings``: bootstrap servers and security.
 
     With TLS, the broker's certificate must chain to ``KAFKA_SSL_CAFILE`` (or, unset, to the
@@ -116,7 +142,7 @@ def librdkafka_config(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
     """A client TLS context trusting ``KAFKA_SSL_CAFILE`` (else the system CAs); None without TLS.
 
     Certificates are verified and the host name checked, as librdkafka does.
@@ -136,7 +162,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
+def faust_credentials(settings: KafkaSettings) -> CredentialsT | None:
     """``broker_credentials`` for ``faust.App`` (aiokafka driver); None for PLAINTEXT."""
     import faust
 
@@ -206,7 +232,7 @@ class _DebugLog:
         self._log.debug(msg, *args)
 
 
-def admin_client(settings: Settings, **extra: Any) -> SecureAdminClient:
+def admin_client(settings: KafkaSettings, **extra: Any) -> SecureAdminClient:
     """An AdminClient for ``settings`` whose errors :func:`fetch_metadata` explains; librdkafka's
     log lines go to the ``stream_app.kafka`` logger at DEBUG."""
     conf: dict[str, Any] = {
@@ -217,7 +243,7 @@ def admin_client(settings: Settings, **extra: Any) -> SecureAdminClient:
     return SecureAdminClient(conf)
 
 
-def explain(error: KafkaError, settings: Settings) -> str | None:
+def explain(error: KafkaError, settings: KafkaSettings) -> str | None:
     """One line naming the cause of ``error`` and the setting to fix; None if it is not a
     security problem (a broker that is down or slow, say)."""
     code = error.code()
@@ -264,7 +290,7 @@ def _broker_text(text: str) -> str:
     return _BROKER_PREFIX.sub("", text, count=1).strip()
 
 
-def _security_problem(admin: AdminClient, settings: Settings) -> str | None:
+def _security_problem(admin: AdminClient, settings: KafkaSettings) -> str | None:
     errors = getattr(admin, "client_errors", None)
     if not isinstance(errors, ClientErrors):
         return None
@@ -276,7 +302,7 @@ def _security_problem(admin: AdminClient, settings: Settings) -> str | None:
     return None
 
 
-def fetch_metadata(admin: AdminClient, settings: Settings, timeout: float) -> ClusterMetadata:
+def fetch_metadata(admin: AdminClient, settings: KafkaSettings, timeout: float) -> ClusterMetadata:
     """Cluster metadata, or :class:`KafkaAccessError` with the reason.
 
     With an :func:`admin_client`, an authentication or TLS failure is reported as soon as
@@ -302,112 +328,12 @@ def fetch_metadata(admin: AdminClient, settings: Settings, timeout: float) -> Cl
             )
 
 
-def check_access(settings: Settings, timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> ClusterMetadata:
+def check_access(
+    settings: KafkaSettings, timeout: float = DEFAULT_CHECK_TIMEOUT_S
+) -> ClusterMetadata:
     """Connect with ``settings`` once and fetch metadata: the pre-flight of every command.
 
     Raises ``ConfigError`` for inconsistent settings and :class:`KafkaAccessError` for a wrong
     password, an untrusted certificate or an unreachable broker, within seconds.
     """
     return fetch_metadata(admin_client(settings), settings, timeout)
-
-
-# --------------------------------------------------------------------------------------------
-# What the worker is allowed to do
-# --------------------------------------------------------------------------------------------
-
-WORKER_READS = (
-    "transactions",
-    "transactions.rerouted",
-    "transactions.by-terminal",
-    "labels",
-    "labels.rerouted",
-    "models.assignment",
-)
-"""Declared topics the worker consumes (``models.assignment``: the group's model assignment)."""
-WORKER_WRITES = (
-    "transactions.rerouted",
-    "transactions.by-terminal",
-    "labels.rerouted",
-    "scores",
-    "scores.shadow",
-    "drift",
-    "transactions.dlq",
-)
-"""Declared topics the worker produces to."""
-
-
-def worker_acls(settings: Settings, principal: str, *, create_topics: bool = True) -> list[Any]:
-    """The ACLs (``confluent_kafka.admin.AclBinding``) the worker needs as ``principal``.
-
-    * Group ``app_id`` (the Faust consumer group): Read.
-    * ``transactions``, ``transactions.by-terminal``, ``labels``, the reroute topics
-      (``transactions.rerouted``, ``labels.rerouted``) and ``models.assignment``: Read; the
-      by-terminal repartition topic, the reroute topics and ``scores``, ``scores.shadow``,
-      ``drift``, ``transactions.dlq``: Write; the by-terminal topic: Delete (the worker deletes
-      the records it has committed there).
-    * Every declared topic: Describe and DescribeConfigs (the start-up check compares each one
-      with its declaration), plus Create with ``create_topics`` (it creates missing ones).
-    * Topics prefixed ``<app_id>-``, Faust's own: the table changelogs
-      ``<app_id>-customer-state-changelog`` and ``<app_id>-terminal-state-changelog`` (Read,
-      Write; recovery reads them back) and the assignor's ``<app_id>-__assignor-__leader``
-      (Read); Create there too, since Faust creates them on the first start.
-
-    * With ``processing_guarantee=exactly_once``: TransactionalId Write and Describe on the
-      prefix ``STREAM_APP_TRANSACTIONAL_ID`` (or ``<app_id>-``, which the default ids start with):
-      each stage's transactional producer is ``<prefix>-customer`` / ``<prefix>-scoring``.
-
-    No cluster-level ACL: idempotent producers need none on Kafka >= 3.0 (Write covers them).
-    """
-    from confluent_kafka.admin import (
-        AclBinding,
-        AclOperation,
-        AclPermissionType,
-        ResourcePatternType,
-        ResourceType,
-    )
-
-    from stream_app.io.topics import load_topic_specs
-
-    allow = AclPermissionType.ALLOW
-
-    def topic(name: str, op: AclOperation, pattern: Any = ResourcePatternType.LITERAL) -> Any:
-        return AclBinding(ResourceType.TOPIC, name, pattern, principal, "*", op, allow)
-
-    declared = [spec.name for spec in load_topic_specs(settings)]
-    acls = [
-        AclBinding(
-            ResourceType.GROUP,
-            settings.app_id,
-            ResourcePatternType.LITERAL,
-            principal,
-            "*",
-            AclOperation.READ,
-            allow,
-        )
-    ]
-    acls += [topic(settings.topic(name), AclOperation.READ) for name in WORKER_READS]
-    acls += [topic(settings.topic(name), AclOperation.WRITE) for name in WORKER_WRITES]
-    # The repartition topic has no time-based retention: the worker deletes what it committed.
-    acls.append(topic(settings.topic("transactions.by-terminal"), AclOperation.DELETE))
-    for name in declared:
-        acls += [topic(name, AclOperation.DESCRIBE), topic(name, AclOperation.DESCRIBE_CONFIGS)]
-        if create_topics:
-            acls.append(topic(name, AclOperation.CREATE))
-    internal = f"{settings.app_id}-"
-    internal_ops = [AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE]
-    acls += [topic(internal, op, ResourcePatternType.PREFIXED) for op in internal_ops]
-    if settings.processing_guarantee == "exactly_once":
-        prefix = settings.transactional_id or internal
-        acls += [
-            AclBinding(
-                ResourceType.TRANSACTIONAL_ID,
-                prefix,
-                ResourcePatternType.PREFIXED,
-                principal,
-                "*",
-                op,
-                allow,
-            )
-            for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
-        ]
-    return acls

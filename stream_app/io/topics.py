@@ -49,6 +49,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import ConfigError, TopicError
 from stream_app.features.definitions import DAY_S, Entity, horizon_s
 from stream_app.io.security import admin_client, fetch_metadata
+from stream_app.io.topology import TOPOLOGY
 
 log = logging.getLogger(__name__)
 
@@ -734,28 +735,25 @@ def apply_topics(
     return report
 
 
-TABLE_KEYS = {"customer-state": "customer_id", "terminal-state": "terminal_id"}
-"""The worker's changelogged Faust tables (``stream_app.app``) and the field their keys carry."""
-
-
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
-    """The tables' changelog topics as Faust names them, ``<app_id>-<table>-changelog``: the
-    table's partition count (``settings.partitions``, co-partitioned with its input),
+    """The changelog topics of the worker's tables (:data:`stream_app.io.topology.TOPOLOGY`) as
+    Faust names them, ``<app_id>-<table>-changelog``: the table's partition count
+    (``settings.partitions``, co-partitioned with its input),
     ``settings.replication_factor`` (as the app's ``topic_replication_factor``), compacted and
     never deleted by time (compaction keeps each key's latest value whatever its timestamp)."""
     return [
         TopicSpec(
-            name=f"{settings.app_id}-{table}-changelog",
-            description=f"Changelog of the {table} table (Faust's), replayed on recovery; "
+            name=table.changelog_name(settings),
+            description=f"Changelog of the {table.name} table (Faust's), replayed on recovery; "
             "compacted, never deleted by time.",
-            key=key,
+            key=table.key,
             partitions=settings.partitions,
             replication=settings.replication_factor,
             retention_ms=-1,
             cleanup_policy="compact",
             timestamp_type="CreateTime",
         )
-        for table, key in TABLE_KEYS.items()
+        for table in TOPOLOGY.tables
     ]
 
 

@@ -26,8 +26,8 @@ from stream_app.io.security import (
     librdkafka_config,
     ssl_context,
     validate,
-    worker_acls,
 )
+from stream_app.io.topology import worker_acls
 
 
 @pytest.fixture(scope="module")
