@@ -432,11 +432,11 @@ STEPS: list[Step] = [
         anywhere(
             in_file(
                 "stream_app/outputs/publisher.py",
-                "stream_app/outputs/transactions.py",
+                "stream_app/outputs/kafka_transactions.py",
                 "confluent_kafka/",
             )
         ),
-        "stream_app/outputs/publisher.py and transactions.py (produce, poll, waiting for "
+        "stream_app/outputs/publisher.py and kafka_transactions.py (produce, poll, waiting for "
         "delivery), confluent_kafka",
     ),
     Step(

@@ -59,9 +59,9 @@ from stream_app.monitoring.health import install_views, settled
 from stream_app.monitoring.liveness import EXIT_STALLED, Liveness
 from stream_app.monitoring.metrics import WorkerMetrics, latencies_from_ms
 from stream_app.monitoring.misroutes import MisrouteReport
+from stream_app.outputs.kafka_transactions import TransactionalPublisher
 from stream_app.outputs.publisher import OutputPublisher
 from stream_app.outputs.purge import RepartitionPurger, confluent_version, delete_records_safe
-from stream_app.outputs.transactions import TransactionalPublisher
 from stream_app.pipeline.buffers import Batch
 from stream_app.pipeline.customer_stage import CustomerStage, DeadLetter
 from stream_app.pipeline.engine import BatchEngine, StageInput, StageRunner

@@ -6,7 +6,7 @@ longer uses for its outputs or changelogs (:mod:`stream_app.outputs`). The worke
 own, built from three parts:
 
 - the stages' outputs and input offsets commit in one librdkafka transaction per checkpoint
-  (:class:`stream_app.outputs.transactions.TransactionalPublisher`);
+  (:class:`stream_app.outputs.kafka_transactions.TransactionalPublisher`);
 - :class:`ExactlyOnceConsumer` reads with ``isolation_level=read_committed``, so the scoring
   stage never sees a ``transactions.by-terminal`` record of an aborted batch, and it never
   commits offsets itself: Faust's periodic commit (and one on revoke) would write the group's
@@ -31,7 +31,7 @@ from faust.types import TP
 
 from stream_app.exceptions import ConfigError
 from stream_app.faust_ext.batch import BatchApp, BatchConsumer, BatchConsumerThread
-from stream_app.outputs.transactions import group_metadata
+from stream_app.outputs.kafka_transactions import group_metadata
 
 
 class ReadCommittedConsumerThread(BatchConsumerThread):

@@ -1,7 +1,7 @@
 """Exactly-once mode: kill -9 the worker mid-stream; a read_committed reader sees each score once.
 
 The worker runs with ``STREAM_APP_PROCESSING_GUARANTEE=exactly_once`` (each checkpoint's outputs
-and input offsets commit in one Kafka transaction, ``stream_app.outputs.transactions``; its
+and input offsets commit in one Kafka transaction, ``stream_app.outputs.kafka_transactions``; its
 consumer reads committed records only, ``stream_app.faust_ext.exactly_once``) on the test broker,
 which runs the transaction coordinator on its one node (``transaction.state.log.*`` replication 1).
 ``N_EVENTS`` transactions stream in at ``RATE`` from a thread while the worker is killed ``KILLS``

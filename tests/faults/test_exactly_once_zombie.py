@@ -14,8 +14,8 @@ resumed (aiokafka resets the generation of a dropped member before the revoke's 
 offsets sent with generation -1 skip the coordinator's fencing check), so the events it covered,
 which B had re-read, were scored twice under ``read_committed`` (1,196, 470 and 2,558 in three
 runs). The transaction now commits its offsets under the membership it began with and is aborted
-when the group has moved past it (``stream_app.outputs.transactions``); A then exits 70 for its
-supervisor to restart it.
+when the group has moved past it (``stream_app.outputs.kafka_transactions``); A then exits 70 for
+its supervisor to restart it.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ PROFILE = [
     ),
     line(
         f"{SCORING_AGENT};AtLeastOnceSink.finish "
-        "(stream_app/outputs/transactions.py:120);"
+        "(stream_app/outputs/kafka_transactions.py:120);"
         "OutputPublisher.delivered (stream_app/outputs/publisher.py:140)",
         11,
     ),

@@ -1,6 +1,6 @@
-"""Exactly-once outputs: group metadata bytes, batch offsets, the transaction sequence of a
-checkpoint and its failure paths (``stream_app.outputs.transactions``), and the consumer side
-(``stream_app.faust_ext.exactly_once``)."""
+"""Exactly-once outputs: group metadata bytes, batch offsets, the Kafka transaction sequence of a
+checkpoint and its failure paths (``stream_app.outputs.kafka_transactions``), and the consumer
+side (``stream_app.faust_ext.exactly_once``)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stream_app.config import Settings
 from stream_app.faust_ext.exactly_once import ExactlyOnceConsumer, ReadCommittedConsumerThread
 from stream_app.io.deadletter import SourcePosition
-from stream_app.outputs.publisher import OutputError
-from stream_app.outputs.transactions import (
+from stream_app.outputs.kafka_transactions import (
     TransactionalPublisher,
     batch_offsets,
     default_transactional_id,
     group_metadata,
 )
+from stream_app.outputs.publisher import OutputError
 from stream_app.pipeline.customer_stage import InputRecord
 
 
@@ -300,7 +300,7 @@ def test_a_call_librdkafka_never_returns_from_stops_the_worker(monkeypatch):
 
     sink, producer = make_sink()
     sink.timeout_s = 0.05
-    monkeypatch.setattr("stream_app.outputs.transactions.CALL_GRACE_S", 0.1)
+    monkeypatch.setattr("stream_app.outputs.kafka_transactions.CALL_GRACE_S", 0.1)
     release = threading.Event()
 
     def init_transactions(timeout: float) -> None:  # ignores its timeout, as librdkafka can

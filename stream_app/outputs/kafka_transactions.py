@@ -1,4 +1,7 @@
-"""Exactly-once outputs: one librdkafka transaction per checkpoint.
+"""Exactly-once outputs: one Kafka (librdkafka) transaction per checkpoint.
+
+"Transaction" here is always a Kafka transaction (atomic writes and offset commits); the card
+payments the worker scores are the ``transactions`` topic's records, which this module never reads.
 
 With ``processing_guarantee=exactly_once`` the stages' outputs (``scores``,
 ``transactions.by-terminal``, ``drift``, ``transactions.dlq``) go through
