@@ -62,8 +62,15 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
 
 
 def one_run(
-    bootstrap: str, home: Path, models: dict[str, str], tree: Path, args: argparse.Namespace
+    bootstrap: str,
+    home: Path,
+    models: dict[str, str],
+    tree: Path,
+    args: argparse.Namespace,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """One fresh worker of ``tree`` over ``args.events`` preloaded synthetic transactions
+    (``extra_env``: settings of this run, e.g. a canary share)."""
     tag = uuid.uuid4().hex[:8]
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -78,6 +85,7 @@ def one_run(
     }
     if args.challenger:
         env["STREAM_APP_CHALLENGER"] = models["challenger"]
+    env |= extra_env or {}
     settings = Settings(
         kafka_bootstrap_servers=bootstrap,
         topic_prefix=env["STREAM_APP_TOPIC_PREFIX"],

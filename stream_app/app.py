@@ -70,6 +70,7 @@ from stream_app.pipeline.heap import HeapKeeper
 from stream_app.pipeline.routing import Reroute, Routing
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.pipeline.state_store import StateStore, TableKeys
+from stream_app.scoring.canary import CanarySpec
 from stream_app.scoring.follow import install_model_watch
 from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
@@ -169,12 +170,14 @@ def create_app(
     metrics: WorkerMetrics | None = None,
     challenger: ScoringModel | None = None,
     follow: frozenset[Role] = frozenset(),
+    canary: CanarySpec | None = None,
 ) -> faust.App:
     """Build the app: its tables, the batch engine and its two stages, outputs, web views.
 
     ``metrics`` defaults to a new :class:`WorkerMetrics` with a registry of its own. With a
     ``challenger``, scored events are also scored by it in shadow on ``scores.shadow``.
     The roles in ``follow`` swap to what ``models/serving.json`` names when it changes.
+    ``canary``: the canary to start with (the challenger deciding for a share of customers).
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     exactly_once = settings.processing_guarantee == "exactly_once"
@@ -268,7 +271,7 @@ def create_app(
         forward_routing=Routing(settings.partitions, by_terminal),
         floors=(terminal_floors := CommitFloors()),
     )
-    live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow)
+    live = LiveModels(settings, champion, challenger, scoring_stage, metrics, follow, canary=canary)
 
     def send_dead_letters(dead: Sequence[DeadLetter]) -> None:
         first = dead[0]
@@ -364,17 +367,27 @@ def create_app(
         metrics.batch("scoring", len(batch), out.replayed)
         metrics.scored_batch(
             model.version,
-            len(out.scores),
+            len(out.scores) - out.canary_scored,
             out.scoring_s if out.scores else None,
             latencies_from_ms(out.arrived_ms) if out.scores else None,
         )
+        if out.canary_scored:
+            canary_model = scoring_stage.canary
+            if canary_model is not None:
+                metrics.scored_batch(canary_model.version, out.canary_scored)
         metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
 
     def offer_shadow(shadow: Any, events: Any, X: Any, champion_scores: Any, version: str) -> None:
+        """The champion's rows of a batch to the challenger (the canary's customers, which the
+        challenger decided for already, are not among them)."""
         rows = sample_rows([e.customer_id for e in events], settings.shadow_sample)
         X_challenger = scoring_stage.matrix(X, shadow.challenger.features)
+        canary = scoring_stage.canary
+        canary_version = canary.version if canary is not None else None
         if rows is None:
-            shadow.offer(ShadowJob.of(events, X_challenger, version, champion_scores))
+            shadow.offer(
+                ShadowJob.of(events, X_challenger, version, champion_scores, canary_version)
+            )
             return
         live.shadow_counts.unsampled += len(events) - len(rows)
         if rows:
@@ -385,6 +398,7 @@ def create_app(
                     version,
                     champion_scores.score[rows],
                     champion_scores.decision[rows],
+                    canary_version,
                 )
             )
 

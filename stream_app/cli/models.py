@@ -1,5 +1,5 @@
-"""``stream-app models list|promote|rollback|assignment|register|history``: the registry, which
-versions serve, and the audit trail."""
+"""``stream-app models list|promote|rollback|canary|assignment|register|history|compare``: the
+registry, which versions serve and decide, and the audit trail."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def list_models() -> None:
         if serving is not None:
             role = "champion" if serving.champion == version else ""
             role = "challenger" if serving.challenger == version else role
+            if serving.canary is not None and serving.canary["version"] == version:
+                role += f" (canary {serving.canary['share'] * 100:g} %)"
         elif version == versions[-1]:
             role = "champion (newest)"
         metrics = m.metrics.get("test", m.metrics)
@@ -76,8 +78,8 @@ REASON_HELP = "Why, for the audit trail (models.audit): required."
 def _apply(
     change: Callable[..., Serving],
     what: str,
-    action: Literal["promote", "rollback"],
-    role: Role,
+    action: Literal["promote", "rollback", "canary"],
+    role: Role | Literal["canary"],
     *args: Any,
     by: str | None,
     reason: str,
@@ -155,10 +157,17 @@ def _apply(
         )
         raise typer.Exit(EXIT_ERROR) from exc
     last = serving.history[-1]
-    before = published.assignment.get(role) if published is not None else None
+    model_role: Role = "champion" if role == "champion" else "challenger"
+    before = published.assignment.get(model_role) if published is not None else None
     source_side = side(settings.models_dir, last.get("previous"))
     if before is not None and source_side is not None and before.version == source_side["version"]:
         source_side["sha256"] = before.sha256  # what the workers were told to serve
+    target_side = side(settings.models_dir, last.get("version"))
+    if action == "canary":  # the shares, before and after
+        if source_side is not None:
+            source_side["share"] = last.get("previous_share")
+        if target_side is not None:
+            target_side["share"] = last.get("share")
     record = AuditRecord.new(
         action,
         settings.app_id,
@@ -166,7 +175,7 @@ def _apply(
         reason=reason,
         role=role,
         source=source_side,
-        target=side(settings.models_dir, last.get("version")),
+        target=target_side,
         record_id=record_id,
     ).with_assignment(published_at)
     return serving, where, _audit(settings, record, f"the {what} {role}")
@@ -238,6 +247,67 @@ def rollback(
     )
     last = serving.history[-1]
     typer.echo(f"{role}: {last['previous']} -> {last['version']} (rollback; {where}; {audit})")
+
+
+@app.command()
+def canary(
+    version: Annotated[
+        str | None,
+        typer.Argument(
+            help="Registered version to decide for the share (it becomes the challenger if it "
+            "is not); omit with --off.",
+            show_default=False,
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help=REASON_HELP, show_default=False)] = "",
+    share: Annotated[
+        str,
+        typer.Option(
+            "--share",
+            help="Share of customers the canary decides for: a percentage (5%) or 0-1 (0.05). "
+            "Sticky by customer: a larger share only adds customers, a smaller one only takes "
+            "some back.",
+        ),
+    ] = "5%",
+    off: Annotated[
+        bool, typer.Option("--off", help="Switch the canary off: the champion decides for all.")
+    ] = False,
+    by: Annotated[str | None, BY_OPTION] = None,
+) -> None:
+    """Let VERSION (the challenger) decide instead of the champion for a sticky share of
+    customers (a hash of the customer id decides), or switch that off. Every envelope says which
+    arm decided (route: champion or canary) and names both versions; the shadow goes on for the
+    other customers. Published to the control topic like `promote` (running workers apply it
+    between two micro-batches, without a restart) and audited in models.audit."""
+    from stream_app.scoring.canary import parse_share
+    from stream_app.scoring.serving import set_canary
+
+    if off == (version is not None):
+        typer.echo("error: name a VERSION to start or change the canary, or pass --off", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        fraction = 0.0 if off else parse_share(share)
+    except ValueError as exc:
+        typer.echo(f"error: --share: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from exc
+    if not off and fraction == 0.0:
+        typer.echo("error: --share 0 decides for nobody; use --off to end the canary", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    target = None if off else version
+    serving, where, audit = _apply(
+        set_canary, "changed", "canary", "canary", target, fraction, by=by, reason=reason
+    )
+    last = serving.history[-1]
+    before = (
+        f"{last['previous']} for {last['previous_share'] * 100:g} %" if last["previous"] else "off"
+    )
+    now = f"{last['version']} for {last['share'] * 100:g} %" if last["version"] else "off"
+    became = (
+        f"; {last['version']} is now the challenger (was {last['challenger_before']})"
+        if last["version"] and last["challenger_before"] != last["version"]
+        else ""
+    )
+    typer.echo(f"canary: {before} -> {now}{became} ({where}; {audit})")
 
 
 @app.command()

@@ -46,9 +46,10 @@ def worker(
     from stream_app.monitoring.startup import wait_for_kafka
     from stream_app.scoring.artifacts import materialise
     from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, read_latest
+    from stream_app.scoring.canary import CanarySpec
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version
-    from stream_app.scoring.serving import ROLES, Role, served_version
+    from stream_app.scoring.serving import ROLES, Role, read_serving, served_version
 
     settings = get_settings()
     try:  # a broker that is down is waited for; refused credentials end the worker at once
@@ -129,7 +130,23 @@ def worker(
     except StreamAppError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    app = create_app(settings, model, challenger=shadow, follow=follow)
+    canary = None
+    if "challenger" in follow:
+        if published is not None:
+            canary = published.assignment.canary_spec()
+        else:
+            serving = read_serving(settings.models_dir)
+            canary = CanarySpec.of(serving.canary) if serving is not None else None
+    if settings.canary_share is not None and shadow is not None:
+        canary = CanarySpec(shadow.version, settings.canary_share)
+    if canary is not None:
+        on = shadow is not None and shadow.version == canary.version
+        typer.echo(
+            f"canary {canary.describe()}"
+            + ("" if on else f" (not on: the challenger is {shadow.version if shadow else None})")
+            + (" (pinned by STREAM_APP_CANARY_SHARE)" if settings.canary_share is not None else "")
+        )
+    app = create_app(settings, model, challenger=shadow, follow=follow, canary=canary)
     # Native thread pools (OpenMP in tree models, BLAS) held to one thread in the worker, as in
     # the challenger's process: a micro-batch is too small to gain from more, and idle pool
     # threads spin-wait on cores the broker and the event loop need.

@@ -19,6 +19,7 @@ from stream_app.exceptions import StreamAppError
 from stream_app.io.schemas import ValidationError, validator
 
 Decision = Literal["approve", "review", "decline"]
+Route = Literal["champion", "canary", "shadow"]
 
 
 class InvalidRecord(StreamAppError, ValueError):
@@ -97,6 +98,10 @@ class ScoreEnvelope:
     features: dict[str, float] | None = None
     data_contract: str | None = None
     data_contract_version: int | None = None
+    route: Route | None = None
+    """The arm that decided: champion or canary (shadow in ``scores.shadow``)."""
+    champion_version: str | None = None
+    canary_version: str | None = None
 
     @property
     def event_at(self) -> datetime:
@@ -140,6 +145,9 @@ class ScoreEnvelope:
             features=obj.get("features"),
             data_contract=obj.get("data_contract"),
             data_contract_version=obj.get("data_contract_version"),
+            route=obj.get("route"),
+            champion_version=obj.get("champion_version"),
+            canary_version=obj.get("canary_version"),
         )
 
 

@@ -246,6 +246,14 @@ class WorkerMetrics:
             ["role", "version"],
             registry=r,
         )
+        self.canary_share = Gauge(
+            "stream_app_canary_share",
+            "Share of customers (0-1) for whom the canary version decides instead of the "
+            "champion on this worker; no series without a canary.",
+            ["version"],
+            registry=r,
+        )
+        self._canary_version: str | None = None
         self.assigned = Gauge(
             "stream_app_model_assigned",
             "1 for the version the group's model assignment (control topic models.assignment) "
@@ -368,6 +376,16 @@ class WorkerMetrics:
         """No challenger any more (the Info line loses its labels)."""
         self.challenger.info({})
         self._role_version(self.serving, "challenger", None)
+
+    def set_canary(self, version: str | None, share: float) -> None:
+        """The canary this worker runs (None: none; its series goes)."""
+        old = self._canary_version
+        if old is not None and old != version:
+            self.canary_share.remove(old)
+        self._canary_version = version
+        if version is not None:
+            self.canary_share.labels(version=version).set(share)
+            self._scored_child(version)
 
     def _role_version(self, gauge: Gauge, role: str, version: str | None) -> None:
         """``gauge{role, version}`` 1 for ``version`` only (None: no series for the role)."""

@@ -6,7 +6,9 @@ partition. The worker's batch engine hands it their records merged in event-time
 at the time it became known, before a transaction at that same instant). Per micro-batch: labels
 update fraud flags; each transaction updates its terminal's window (idempotent by source offset)
 and gets its full feature vector; then the whole batch is scored by **one** ``predict_proba``
-and turned into envelopes.
+and turned into envelopes. With a canary on (:meth:`ScoringStage.use_canary`), the rows of the
+canary's customers are scored by the canary instead (one more ``predict_proba``, for them only),
+and their envelopes say ``route: canary``.
 
 A label whose transaction the terminal does not hold is either early (its transaction may still
 come: a fraud label waits pending) or for an unknown event (dead letter ``unknown_event``): see
@@ -18,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -39,6 +41,7 @@ from stream_app.pipeline.customer_stage import (
 from stream_app.pipeline.floors import CommitFloors
 from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
+from stream_app.scoring.canary import CANARY_ROUTE, CHAMPION_ROUTE, canary_rows
 from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import BatchScores, ScoringModel
 
@@ -68,6 +71,7 @@ class ScoringOutput:
     event_ts: list[float] = field(default_factory=list)  # event times, epoch seconds
     X: np.ndarray | None = None  # feature matrix, FEATURE_NAMES columns
     champion: BatchScores | None = None
+    canary_scored: int = 0  # envelopes of the batch the canary decided (not in events, X)
     # Labels on the wrong partition for their terminal (stream_app.pipeline.routing):
     reroutes: list[Reroute] = field(default_factory=list)
     misrouted: list[Misrouted] = field(default_factory=list)
@@ -128,7 +132,10 @@ class ScoringStage:
             states if isinstance(states, StateStore) else StateStore(TerminalState, states)
         )
         self.model = model
-        self.envelopes = EnvelopeWriter(model, emit_features)
+        self.emit_features = emit_features
+        self.canary: ScoringModel | None = None
+        self.canary_share = 0.0
+        self._writers()
         self.source_partitions = source_partitions
         self.max_source_skew_s = max_source_skew_s
         # Newest event time seen per (input partition, transactions partition). A terminal's
@@ -144,7 +151,6 @@ class ScoringStage:
         self.retention = retention
         self.labels_topic = labels_topic
         self.max_message_bytes = max_message_bytes
-        self.emit_features = emit_features
         self.topic_index = dict(topic_index or {})
         self.label_routing = label_routing
         self.forward_routing = forward_routing
@@ -266,12 +272,60 @@ class ScoringStage:
     ) -> None:
         started = time.perf_counter()
         X = np.array(rows, dtype=np.float64)
-        X_champion = self.matrix(X, self.model.features)
-        scores = self.model.score_batch(X_champion)
-        out.scores = self.envelopes.encode(events, X_champion, scores)
-        out.scoring_s = time.perf_counter() - started
+        canary = self.canary
+        picked = (
+            canary_rows([e.customer_id for e in events], self.canary_share)
+            if canary is not None
+            else None
+        )
         out.arrived_ms = [e.arrived_ms for e in events]
-        out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
+        if not picked:
+            X_champion = self.matrix(X, self.model.features)
+            scores = self.model.score_batch(X_champion)
+            out.scores = self.envelopes.encode(events, X_champion, scores)
+            out.events, out.event_ts, out.X, out.champion = events, event_ts, X, scores
+        else:
+            assert canary is not None
+            self._score_split(out, events, X, event_ts, canary, picked)
+        out.scoring_s = time.perf_counter() - started
+
+    def _score_split(
+        self,
+        out: ScoringOutput,
+        events: list[Forward],
+        X: np.ndarray,
+        event_ts: list[float],
+        canary: ScoringModel,
+        picked: list[int],
+    ) -> None:
+        """Score the canary's rows with the canary and the others with the champion; the
+        envelopes in the batch's order. ``out``'s events, X and champion scores are the
+        champion's rows only (the shadow and the champion's drift window take those)."""
+        X_canary = self.matrix(X[picked], canary.features)
+        writer = self.canary_envelopes
+        assert writer is not None
+        encoded: list[tuple[bytes, bytes] | None] = [None] * len(events)
+        for i, pair in zip(
+            picked,
+            writer.encode([events[i] for i in picked], X_canary, canary.score_batch(X_canary)),
+            strict=True,
+        ):
+            encoded[i] = pair
+        out.canary_scored = len(picked)
+        chosen = set(picked)
+        kept = [i for i in range(len(events)) if i not in chosen]
+        if kept:
+            champion_events = [events[i] for i in kept]
+            X_kept = X[kept]
+            X_champion = self.matrix(X_kept, self.model.features)
+            scores = self.model.score_batch(X_champion)
+            for i, pair in zip(
+                kept, self.envelopes.encode(champion_events, X_champion, scores), strict=True
+            ):
+                encoded[i] = pair
+            out.events, out.X, out.champion = champion_events, X_kept, scores
+            out.event_ts = [event_ts[i] for i in kept]
+        out.scores = cast(list[tuple[bytes, bytes]], encoded)  # every row is filled
 
     def flush(self) -> int:
         """Write the changed states back (tests, tools: the worker flushes at checkpoints)."""
@@ -281,7 +335,33 @@ class ScoringStage:
         """Score with ``champion`` from the next batch on. (Every feature is computed for every
         event, so a challenger's ``extra_features`` need nothing more.)"""
         self.model = champion
-        self.envelopes = EnvelopeWriter(champion, self.emit_features)
+        self._writers()
+
+    def use_canary(self, canary: ScoringModel | None, share: float = 0.0) -> None:
+        """From the next batch on, ``canary`` decides for ``share`` (0-1) of customers, sticky
+        by customer (:func:`~stream_app.scoring.canary.in_canary`); None or 0: the champion
+        decides for everyone."""
+        if canary is None or share <= 0.0:
+            self.canary, self.canary_share = None, 0.0
+        else:
+            self.canary, self.canary_share = canary, min(1.0, share)
+        self._writers()
+
+    def _writers(self) -> None:
+        """The envelope writers of the champion's and the canary's routes."""
+        canary = self.canary
+        canary_version = canary.version if canary is not None else None
+        champion = self.model
+        self.envelopes = EnvelopeWriter(
+            champion, self.emit_features, CHAMPION_ROUTE, champion.version, canary_version
+        )
+        self.canary_envelopes = (
+            EnvelopeWriter(
+                canary, self.emit_features, CANARY_ROUTE, champion.version, canary_version
+            )
+            if canary is not None
+            else None
+        )
 
     @staticmethod
     def matrix(X: np.ndarray, features: Sequence[str]) -> np.ndarray:

@@ -8,7 +8,7 @@ by time) holds, under the key of the app id (the consumer group), the latest ass
                     "sha256": "<artifact, as its manifest states>",
                     "manifest_sha256": "<the manifest file>"},
      "challenger": null | {...},
-     "canary": null,
+     "canary": null | {"version": "<the challenger's>", "share": 0.05},
      "audit": {"action": "promote", "role": "champion", "version": "...", "previous": "...",
                "by": "user@host", "at": "2026-11-23T12:05:00+00:00"},
      "history": [<earlier audit entries, oldest first, at most HISTORY_KEPT>]}
@@ -20,8 +20,9 @@ first offset with a consumer of its own (:class:`AssignmentFollower`: manual ass
 commits, never in the stages' group), the latest record of its group's key wins, and the versions
 are fetched by URI and checked before they load (:mod:`stream_app.scoring.artifacts`).
 
-``canary`` is kept for a later canary share; a worker of this version ignores it. A record of a
-newer ``schema`` is refused (logged), and the worker keeps what it serves.
+``canary``: the challenger decides instead of the champion for that sticky share of customers
+(:mod:`stream_app.scoring.canary`; ``stream-app models canary``). A record of a newer ``schema`` is
+refused (logged), and the worker keeps what it serves.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import orjson
 from stream_app.config import Settings
 from stream_app.exceptions import KafkaAccessError, ModelIntegrityError
 from stream_app.scoring.artifacts import sha256_hex
+from stream_app.scoring.canary import CanarySpec
 from stream_app.scoring.registry import MANIFEST, read_manifest
 from stream_app.scoring.serving import ROLES, Role, Serving
 
@@ -94,6 +96,10 @@ class Assignment:
     def versions(self) -> dict[str, str | None]:
         """``{"champion": ..., "challenger": ...}``."""
         return {role: ref.version if (ref := self.get(role)) else None for role in ROLES}
+
+    def canary_spec(self) -> CanarySpec | None:
+        """The canary it names, if any."""
+        return CanarySpec.of(self.canary)
 
 
 # --- the record -------------------------------------------------------------------------------
@@ -155,13 +161,17 @@ def decode(value: bytes) -> Assignment:
     history = data.get("history") or []
     if canary is not None and not isinstance(canary, dict):
         raise AssignmentError(f"canary must be an object or null, got {canary!r}")
+    try:
+        spec = CanarySpec.of(canary)
+    except ModelIntegrityError as exc:
+        raise AssignmentError(str(exc)) from exc
     if not isinstance(audit, dict) or not isinstance(history, list):
         raise AssignmentError("audit must be an object and history a list")
     return Assignment(
         group=group,
         champion=_ref(data.get("champion"), "champion"),
         challenger=_ref(challenger, "challenger") if challenger is not None else None,
-        canary=canary,
+        canary=spec.to_dict() if spec is not None else None,
         audit=audit,
         history=tuple(h for h in history if isinstance(h, dict)),
     )
@@ -225,6 +235,7 @@ def from_serving(
         group=group,
         champion=ref("champion", serving.champion),
         challenger=ref("challenger", serving.challenger) if serving.challenger else None,
+        canary=dict(serving.canary) if serving.canary is not None else None,
         audit=audit,
         history=tuple(history[-HISTORY_KEPT:]),
     )
@@ -240,6 +251,7 @@ def to_serving(assignment: Assignment) -> Serving:
         challenger=assignment.challenger.version if assignment.challenger else None,
         updated_at=assignment.audit.get("at"),
         history=[dict(h) for h in trail],
+        canary=dict(assignment.canary) if assignment.canary is not None else None,
     )
 
 

@@ -41,8 +41,8 @@ from stream_app.io.schemas import ValidationError, validate
 
 AUDIT_TOPIC = "models.audit"
 SCHEMA = 1
-Action = Literal["promote", "rollback", "publish", "register"]
-ACTIONS: tuple[Action, ...] = ("promote", "rollback", "publish", "register")
+Action = Literal["promote", "rollback", "canary", "publish", "register"]
+ACTIONS: tuple[Action, ...] = ("promote", "rollback", "canary", "publish", "register")
 
 
 class AuditError(ModelIntegrityError):
@@ -234,4 +234,6 @@ def describe(model: Mapping[str, Any] | None) -> str:
     if not model:
         return "-"
     digest = model.get("sha256")
-    return f"{model['version']} ({digest[:12]})" if digest else f"{model['version']} (?)"
+    text = f"{model['version']} ({digest[:12]})" if digest else f"{model['version']} (?)"
+    share = model.get("share")
+    return text if share is None else f"{text} for {share * 100:g} %"

@@ -5,6 +5,10 @@ tests); :class:`EnvelopeWriter` gives the scoring stage their bytes, with what i
 every event of a batch (the model's version, hash and data tag, the methods, the time of
 scoring) computed once per batch and every per-event column converted from numpy in one call.
 The data contract (the input schema's ``$id`` and version) is a constant of the process.
+
+Every envelope names the arm that decided (``route``: ``champion``, ``canary``; ``shadow`` in the
+challenger's shadow records) and both versions the group serves on the scoring path
+(``champion_version``, ``canary_version``: None without a canary).
 """
 
 from __future__ import annotations
@@ -78,18 +82,33 @@ def build_envelopes(
     scores: BatchScores,
     emit_features: bool = False,
     now: datetime | None = None,
+    route: str = "champion",
+    champion_version: str | None = None,
+    canary_version: str | None = None,
 ) -> list[dict[str, Any]]:
     """One envelope per event, in order. ``latency_ms`` runs from ``arrived_ms`` to now."""
-    writer = EnvelopeWriter(model, emit_features)
+    writer = EnvelopeWriter(model, emit_features, route, champion_version, canary_version)
     return writer.objects(events, X, scores, now)
 
 
 class EnvelopeWriter:
     """Envelopes of one model, as objects or as ``(key, value)`` records for ``scores``."""
 
-    def __init__(self, model: ScoringModel, emit_features: bool = False) -> None:
+    def __init__(
+        self,
+        model: ScoringModel,
+        emit_features: bool = False,
+        route: str = "champion",
+        champion_version: str | None = None,
+        canary_version: str | None = None,
+    ) -> None:
+        """``route``: the arm ``model`` serves; ``champion_version``: the champion's (default:
+        ``model``'s); ``canary_version``: the canary's, None without one."""
         self.model = model
         self.emit_features = emit_features
+        self.route = route
+        self.champion_version = champion_version or model.version
+        self.canary_version = canary_version
         self.names = list(model.features)
         # A constant of the process: the input schema every transaction was validated against.
         self.contract, self.contract_version = data_contract("transaction")
@@ -121,6 +140,11 @@ class EnvelopeWriter:
         hashes = scores.feature_hash
         rows = X.tolist() if self.emit_features else None
         contract, contract_version = self.contract, self.contract_version
+        route, champion_version, canary_version = (
+            self.route,
+            self.champion_version,
+            self.canary_version,
+        )
         out: list[dict[str, Any]] = []
         for i, event in enumerate(events):
             envelope: dict[str, Any] = {
@@ -150,6 +174,9 @@ class EnvelopeWriter:
                 "latency_ms": max(0.0, now_ms - event.arrived_ms),
                 "data_contract": contract,
                 "data_contract_version": contract_version,
+                "route": route,
+                "champion_version": champion_version,
+                "canary_version": canary_version,
             }
             if rows is not None:
                 envelope["features"] = dict(zip(names, rows[i], strict=True))

@@ -9,6 +9,11 @@ every event names the version that scored it.
 A swap never exposes a half-loaded model: the new version is loaded (and its SHA-256 checked) in
 a worker thread first, and only the finished object is put in place. A version that fails to
 load is refused with an error in the log, and the worker keeps serving what it had.
+
+The canary (:mod:`stream_app.scoring.canary`) is the challenger deciding on the scoring path for a
+share of customers: it is on while the challenger this worker serves is the version the canary
+names (``STREAM_APP_CANARY_SHARE`` pins the share for whatever challenger is served). The shadow
+goes on for the other customers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from stream_app.monitoring.drift_monitor import DriftMonitor
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.scoring.artifacts import REASON_INVALID, REASON_SHA256, ArtifactRefused
 from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, ModelRef, Published
+from stream_app.scoring.canary import CanarySpec
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.registry import resolve_version
 from stream_app.scoring.serving import ROLES, Role, Serving
@@ -52,6 +58,9 @@ class ModelUser(Protocol):
     def use_models(self, champion: ScoringModel, extra_features: Sequence[str]) -> None:
         """Score with ``champion``; also compute ``extra_features`` (the challenger's)."""
 
+    def use_canary(self, canary: ScoringModel | None, share: float = 0.0) -> None:
+        """Let ``canary`` decide for ``share`` of customers (None: nobody)."""
+
 
 class LiveModels:
     """Champion, shadow challenger and drift monitor of one worker."""
@@ -65,7 +74,10 @@ class LiveModels:
         metrics: WorkerMetrics,
         follow: frozenset[Role] = frozenset(),
         loader: Callable[[Path], ScoringModel] = ScoringModel.load,
+        canary: CanarySpec | None = None,
     ) -> None:
+        """``canary``: the canary the worker starts with (the assignment's or serving.json's;
+        ignored when ``settings.canary_share`` pins it)."""
         self.settings = settings
         self.stage = stage
         self.metrics = metrics
@@ -85,6 +97,13 @@ class LiveModels:
         """Wall-clock time this worker first served all of the current assignment."""
         self._pinned_logged: dict[Role, str | None] = {}
         self.shadow_counts = ShadowCounts()  # one tally for every challenger this worker runs
+        self.canary_spec = (
+            CanarySpec(challenger.version, settings.canary_share)
+            if settings.canary_share is not None and challenger is not None
+            else canary
+        )
+        self.canary_active = False
+        self.canary_detail = "no canary"
         self._start_champion(champion)
         self.use_challenger(challenger)  # tells the stage both models' features
 
@@ -100,6 +119,7 @@ class LiveModels:
         challenger = self.challenger
         self.stage.use_models(model, challenger.features if challenger is not None else ())
         self._start_champion(model)
+        self._apply_canary()
 
     def _start_champion(self, model: ScoringModel) -> None:
         """The champion's metrics line and a new drift window."""
@@ -143,6 +163,55 @@ class LiveModels:
             dropped = old.close()
             if dropped:
                 log.info("%d queued shadow events of %s dropped", dropped, old.challenger.version)
+        self._apply_canary()
+
+    # --- the canary (call with ``lock`` held once the app runs) -------------------------------
+
+    def use_canary_spec(self, spec: CanarySpec | None) -> bool:
+        """Follow the canary ``spec`` names (unless the setting pins the share); whether what
+        the stage does changed."""
+        if self.settings.canary_share is not None:
+            return False
+        before = (self.canary_spec, self.canary_active)
+        self.canary_spec = spec
+        self._apply_canary()
+        return (self.canary_spec, self.canary_active) != before
+
+    def _apply_canary(self) -> None:
+        """Tell the stage who decides: the challenger for the canary's share when it is the
+        canary's version, else the champion for everyone."""
+        spec = self.canary_spec
+        if self.settings.canary_share is not None:  # pinned: whatever challenger is served
+            challenger = self.challenger
+            spec = (
+                CanarySpec(challenger.version, self.settings.canary_share)
+                if challenger is not None
+                else None
+            )
+            self.canary_spec = spec
+        challenger = self.challenger
+        active = (
+            spec is not None
+            and spec.share > 0
+            and challenger is not None
+            and challenger.version == spec.version
+        )
+        if active:
+            assert spec is not None and challenger is not None
+            self.stage.use_canary(challenger, spec.share)
+            self.canary_detail = f"canary {spec.describe()}"
+            self.metrics.set_canary(spec.version, spec.share)
+        else:
+            self.stage.use_canary(None)
+            self.metrics.set_canary(None, 0.0)
+            if spec is None or spec.share <= 0:
+                self.canary_detail = "no canary"
+            else:
+                served = challenger.version if challenger is not None else None
+                self.canary_detail = (
+                    f"canary {spec.describe()} NOT on: this worker's challenger is {served}"
+                )
+        self.canary_active = active
 
     async def _swap(self, role: Role, model: ScoringModel | None) -> None:
         """Put ``model`` in ``role`` between two batches (None: no challenger)."""
@@ -199,7 +268,24 @@ class LiveModels:
                 latest.get("id", "none"),
                 latest.get("reason", "no reason given"),
             )
+        await self._follow_canary(
+            CanarySpec.of(serving.canary),
+            changes,
+            f"serving.json by {latest.get('by', '?')}; audit record {latest.get('id', 'none')}: "
+            f"{latest.get('reason', 'no reason given')}",
+        )
         return changes
+
+    async def _follow_canary(self, spec: CanarySpec | None, changes: list[str], why: str) -> None:
+        """Apply the canary ``spec`` between two batches; log and list what changed."""
+        before = self.canary_detail
+        async with self.lock:
+            changed = self.use_canary_spec(spec)
+        if changed:
+            changes.append(f"{before} -> {self.canary_detail}")
+            (log.info if self.canary_active or spec is None else log.warning)(
+                "%s (was: %s; %s)", self.canary_detail, before, why
+            )
 
     # --- following the control topic ---------------------------------------------------------
 
@@ -283,6 +369,13 @@ class LiveModels:
                 assignment.audit.get("id", "none"),
                 assignment.audit.get("reason", "no reason given"),
             )
+        await self._follow_canary(
+            assignment.canary_spec(),
+            changes,
+            f"assignment {ASSIGNMENT_TOPIC}@{published.offset} by "
+            f"{assignment.audit.get('by', '?')}; audit record {assignment.audit.get('id', 'none')}"
+            f": {assignment.audit.get('reason', 'no reason given')}",
+        )
         if self.in_step_at is None and all(self.in_step().values()):
             self.in_step_at = time.time()
         self._export_assignment()
@@ -346,10 +439,20 @@ class LiveModels:
             if challenger is not None
             else "no challenger",
         ]
+        spec = self.canary_spec
+        parts.append(self.canary_detail)
         state: dict[str, Any] = {
             "ok": True,
             "serving": {role: served[role] for role in ROLES},
             "source": self.source,
+            "canary": {
+                "version": spec.version,
+                "share": spec.share,
+                "active": self.canary_active,
+                "pinned": self.settings.canary_share is not None,
+            }
+            if spec is not None
+            else None,
         }
         if published is None:
             parts.append(f"assignment: none ({self.source})")
@@ -393,5 +496,6 @@ class LiveModels:
         return {
             "champion": self.champion.version,
             "challenger": challenger.version if challenger is not None else None,
+            "canary": self.canary_detail,
             "swaps": self.swaps,
         }

@@ -3,6 +3,7 @@
 ::
 
     {"champion": "20261123T120000Z-hgb", "challenger": null,
+     "canary": null | {"version": "<the challenger's>", "share": 0.05},
      "updated_at": "2026-11-23T12:05:00+00:00",
      "history": [{"role": "champion", "version": "...", "previous": "...", "action": "promote",
                   "at": "..."}, ...]}
@@ -10,7 +11,10 @@
 ``stream-app models promote VERSION [--challenger]`` loads the version first (SHA-256 against
 its manifest, feature list against the feature module) and writes the file only if that passes;
 the write is atomic (a temporary file in the same directory, fsynced, then renamed over the old
-one), so a worker never reads half a file. Running workers watch the file
+one), so a worker never reads half a file. ``stream-app models canary VERSION --share 5%``
+makes VERSION the challenger (if it is not) and lets it decide for that share of customers
+(:mod:`stream_app.scoring.canary`); a promotion or rollback that moves the canary's version out of
+the challenger's role, or makes it the champion, ends the canary. Running workers watch the file
 (``STREAM_APP_MODEL_WATCH_INTERVAL_S``) and swap between two micro-batches; see
 :mod:`stream_app.app`.
 
@@ -48,6 +52,8 @@ class Serving:
     challenger: str | None = None
     updated_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    canary: dict[str, Any] | None = None
+    """``{"version", "share"}`` (:class:`~stream_app.scoring.canary.CanarySpec`), or None."""
 
     def get(self, role: Role) -> str | None:
         """The version serving ``role``."""
@@ -59,6 +65,7 @@ class Serving:
             {
                 "champion": self.champion,
                 "challenger": self.challenger,
+                "canary": self.canary,
                 "updated_at": self.updated_at,
                 "history": self.history,
             },
@@ -94,7 +101,20 @@ def read_serving(models_dir: Path) -> Serving | None:
         challenger=data.get("challenger"),
         updated_at=data.get("updated_at"),
         history=list(data.get("history") or []),
+        canary=_canary(data.get("canary"), path),
     )
+
+
+def _canary(data: Any, path: Path) -> dict[str, Any] | None:
+    from stream_app.scoring.canary import CanarySpec
+
+    if data is not None and not isinstance(data, dict):
+        raise ModelIntegrityError(f"{path}: 'canary' must be an object or null, got {data!r}")
+    try:
+        spec = CanarySpec.of(data)
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"{path}: {exc}") from exc
+    return spec.to_dict() if spec is not None else None
 
 
 def write_serving(models_dir: Path, serving: Serving) -> None:
@@ -167,6 +187,7 @@ def _copy(serving: Serving) -> Serving:
         serving.challenger,
         serving.updated_at,
         [dict(h) for h in serving.history],
+        dict(serving.canary) if serving.canary is not None else None,
     )
 
 
@@ -184,15 +205,22 @@ def rollback(
 
     serving = _copy(current) if current is not None else read_serving(models_dir)
     now = serving.get(role) if serving is not None else None
-    entries = [
-        h
-        for h in (serving.history if serving is not None else [])
-        if h.get("role") == role and h.get("action") == "promote"
-    ]
-    # The promotion that installed the current version; roll back to what it replaced.
-    for entry in reversed(entries):
-        if entry.get("version") == now:
-            target = entry.get("previous")
+    # The promotion that installed the current version (for the challenger, also a canary that
+    # made its version the challenger); roll back to what it replaced.
+    installed: list[tuple[str | None, str | None]] = []
+    for h in serving.history if serving is not None else []:
+        if h.get("role") == role and h.get("action") == "promote":
+            installed.append((h.get("version"), h.get("previous")))
+        elif (
+            role == "challenger"
+            and h.get("action") == "canary"
+            and h.get("version")
+            and h.get("challenger_before") != h["version"]
+        ):
+            installed.append((h["version"], h.get("challenger_before")))
+    for version, replaced in reversed(installed):
+        if version == now:
+            target = replaced
             break
     else:
         raise ModelNotFoundError(
@@ -220,6 +248,64 @@ def _set(
         serving.champion = version
     else:
         serving.challenger = version
+    canary = serving.canary
+    if canary is not None and (
+        serving.challenger != canary["version"] or serving.champion == canary["version"]
+    ):
+        serving.canary = None  # its version no longer challenges: the canary ends with it
+    serving.updated_at = _now()
+    if write:
+        write_serving(models_dir, serving)
+    return serving
+
+
+def set_canary(
+    models_dir: Path,
+    version: str | None,
+    share: float,
+    current: Serving | None = None,
+    by: str | None = None,
+    write: bool = True,
+    audit: Mapping[str, str] | None = None,
+) -> Serving:
+    """Let ``version`` decide for ``share`` (0-1) of customers as the canary; ``version`` None
+    (or a share of 0) ends the canary. A version that is not the challenger yet becomes it (it
+    loads hash-verified first, as for :func:`promote`); the champion cannot be its own canary.
+    ``current``, ``by``, ``write``, ``audit``: as for :func:`promote`."""
+    from stream_app.scoring.model import ScoringModel
+
+    serving = _copy(current) if current is not None else _current(models_dir)
+    before = dict(serving.canary) if serving.canary is not None else None
+    if version is not None and share > 0:
+        if version == serving.champion:
+            raise ModelIntegrityError(
+                f"{version} is the champion: a canary is a challenger deciding for a share of "
+                "customers; name another version."
+            )
+        if version != serving.challenger:
+            ScoringModel.load(resolve_version(models_dir, version))  # raises what is wrong
+        previous_challenger = serving.challenger
+        serving.challenger = version
+        serving.canary = {"version": version, "share": share}
+    else:
+        if before is None:
+            raise ModelNotFoundError("No canary is on; nothing to switch off.")
+        previous_challenger = serving.challenger
+        serving.canary = None
+    serving.history.append(
+        {
+            "role": "canary",
+            "version": version if serving.canary is not None else None,
+            "previous": before["version"] if before is not None else None,
+            "action": "canary",
+            "share": serving.canary["share"] if serving.canary is not None else 0.0,
+            "previous_share": before["share"] if before is not None else 0.0,
+            "challenger_before": previous_challenger,
+            "at": _now(),
+        }
+        | ({"by": by} if by else {})
+        | dict(audit or {})
+    )
     serving.updated_at = _now()
     if write:
         write_serving(models_dir, serving)

@@ -28,6 +28,7 @@ import numpy.typing as npt
 import orjson
 from threadpoolctl import threadpool_limits
 
+from stream_app.scoring.canary import SHADOW_ROUTE
 from stream_app.scoring.envelope import ScoredEvent, build_envelopes
 from stream_app.scoring.model import BatchScores, ScoringModel
 
@@ -43,6 +44,7 @@ class ShadowJob:
     champion_version: str
     champion_score: FloatArray
     champion_decision: npt.NDArray[np.str_]
+    canary_version: str | None = None  # the canary deciding for other customers meanwhile
 
     @classmethod
     def of(
@@ -51,9 +53,10 @@ class ShadowJob:
         X: FloatArray,
         champion_version: str,
         champion: BatchScores,
+        canary_version: str | None = None,
     ) -> ShadowJob:
         """A job from the champion's batch scores."""
-        return cls(events, X, champion_version, champion.score, champion.decision)
+        return cls(events, X, champion_version, champion.score, champion.decision, canary_version)
 
     @classmethod
     def merge(cls, jobs: Sequence[ShadowJob]) -> ShadowJob:
@@ -66,6 +69,7 @@ class ShadowJob:
             jobs[0].champion_version,
             np.concatenate([job.champion_score for job in jobs]),
             np.concatenate([job.champion_decision for job in jobs]),
+            jobs[-1].canary_version,
         )
 
 
@@ -136,7 +140,16 @@ def score_job(
     """
     with threadpool_limits(limits=1):
         batch = challenger.score_batch(job.X)
-    envelopes = build_envelopes(challenger, job.events, job.X, batch, emit_features)
+    envelopes = build_envelopes(
+        challenger,
+        job.events,
+        job.X,
+        batch,
+        emit_features,
+        route=SHADOW_ROUTE,
+        champion_version=job.champion_version,
+        canary_version=job.canary_version,
+    )
     records = shadow_records(
         envelopes, job.champion_version, job.champion_score, job.champion_decision
     )

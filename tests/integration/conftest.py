@@ -1,6 +1,10 @@
 """Integration fixtures: a trained model, and a worker child per test with its own topics."""
 
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,3 +105,22 @@ def worker(app_env, tmp_path):
         yield proc
     finally:
         proc.stop()
+
+
+def models_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``stream-app models ARGS`` in a child with ``env`` over this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream_app", "models", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:
+    """Until ``text`` is in the worker's log (fails with the log's tail after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while text not in worker.log_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the worker log:\n{worker.tail()}"
+        time.sleep(0.2)

@@ -3,10 +3,7 @@ the challenger of a running worker between micro-batches, with events streaming.
 names the version that scored it and its score is that version's (so no event met a half-loaded
 model); no event is lost or scored twice; a tampered version is refused and changes nothing."""
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -21,6 +18,7 @@ from stream_app.scoring.serving import promote
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import schedule
 from stream_app.sources.simulator import simulate
+from tests.integration.conftest import models_cli, wait_for_log
 from tests.kafka_reader import processed_by, read_topic
 
 pytestmark = pytest.mark.integration
@@ -28,23 +26,6 @@ pytestmark = pytest.mark.integration
 PHASE = 400  # events per phase (the swap phase: until the swap, then AFTER_SWAP more)
 RATE = 50.0  # events/s while a swap happens
 AFTER_SWAP = 100
-
-
-def models_cli(env, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "stream_app", "models", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def wait_for_log(worker, text, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while text not in worker.log_text():
-        assert time.monotonic() < deadline, f"no {text!r} in the worker log:\n{worker.tail()}"
-        time.sleep(0.2)
 
 
 def test_promote_and_rollback_swap_models_while_events_stream(

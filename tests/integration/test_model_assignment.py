@@ -12,11 +12,8 @@ in step."""
 import functools
 import hashlib
 import http.server
-import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,7 +28,7 @@ from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import schedule
 from stream_app.sources.simulator import simulate
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, models_cli
 from tests.kafka_reader import read_topic
 
 pytestmark = pytest.mark.integration
@@ -40,16 +37,6 @@ PHASE = 300  # transactions per phase
 WATCH_INTERVAL_S = 2.0
 RETRY_S = 3.0
 TAMPERED = b"tampered"
-
-
-def models_cli(env, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "stream_app", "models", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def get_json(port, path):

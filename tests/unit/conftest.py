@@ -14,7 +14,9 @@ from stream_app.training import (
 )
 
 
-def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
+def make_version(
+    root: Path, model_type: str = "logreg", seed: int = 0, name: str | None = None
+) -> Path:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(400, len(FEATURE_NAMES))) * 3 + 10
     y = (X[:, 0] + rng.normal(size=400) > 11).astype(int)
@@ -26,7 +28,7 @@ def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
         "logit_covariance": logit_covariance(est, X) if model_type == "logreg" else None,
     }
     manifest = {
-        "version": f"v-{model_type}",
+        "version": name or f"v-{model_type}",
         "model_type": model_type,
         "model_file": "model.joblib",
         "sha256": "",
@@ -36,7 +38,7 @@ def make_version(root: Path, model_type: str = "logreg", seed: int = 0) -> Path:
         "thresholds": {"review": 0.5, "decline": 0.9},
         "reference": reference_distributions(X, est.predict_proba(X)[:, 1], seed),
     }
-    target = root / f"v-{model_type}"
+    target = root / (name or f"v-{model_type}")
     write_version(target, bundle, manifest)
     return target
 

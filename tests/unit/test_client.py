@@ -43,7 +43,8 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def _optional(tp: object) -> bool:
-    return isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+    union = isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+    return union and type(None) in typing.get_args(tp)
 
 
 def _check_object(cls: type, schema: dict) -> None:

@@ -168,6 +168,7 @@ def populated_worker() -> WorkerMetrics:
     m = WorkerMetrics()
     m.set_model("v-champion", "ab" * 32)
     m.set_challenger("v-challenger", "cd" * 32)
+    m.set_canary("v-challenger", 0.05)
     m.set_assignment({"champion": "v-champion"}, {"champion": True})
     m.model_refused("champion", "sha256_mismatch")
     for stage in ("customer", "scoring"):

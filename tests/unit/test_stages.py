@@ -23,11 +23,15 @@ from stream_app.sources.simulator import simulate
 RET = Retention.for_lateness(3600.0)
 
 
-def run_stages(records, model, batch=50):
-    """Push (topic, key, value) records through both stages like the worker does."""
+def run_stages(records, model, batch=50, canary=None, outputs=None):
+    """Push (topic, key, value) records through both stages like the worker does (``canary``:
+    (model, share) deciding for that share of customers; ``outputs``: a list that gets each
+    scoring output)."""
     customers, terminals = {}, {}
     s1 = CustomerStage(customers, RET, 3600.0, 65_536)
     s2 = ScoringStage(terminals, model, RET, "labels", 65_536, emit_features=True)
+    if canary is not None:
+        s2.use_canary(*canary)
     offsets = {}
     envelopes, dead = [], []
     stage2_in = []
@@ -43,6 +47,8 @@ def run_stages(records, model, batch=50):
             off = offsets["by"] = offsets.get("by", -1) + 1
             stage2_in.append(InputRecord(fwd.key, fwd.value, SourcePosition("by", 0, off, 1000)))
         out2 = s2.process(stage2_in)
+        if outputs is not None:
+            outputs.append(out2)
         stage2_in = []
         dead += out2.dead_letters
         envelopes += [orjson.loads(v) for _, v in out2.scores]
