@@ -109,7 +109,11 @@ def one_run(
         progress=False,
     )
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"rev-{tag}", "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"rev-{tag}-scores",
+            "auto.offset.reset": "earliest",
+        }
     )
     consumer.subscribe([settings.topic("scores")])
     consumer.consume(1, 3.0)  # join the group before the worker starts
