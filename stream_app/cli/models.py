@@ -515,7 +515,7 @@ def history(
         table.add_column(column, overflow="fold")
     for item in stored:
         r = item.record
-        action = f"{r.action} {r.role}" if r.role else r.action
+        action = f"{r.action} {r.role}" if r.role and r.role != r.action else r.action
         row = [
             r.id,
             r.at,

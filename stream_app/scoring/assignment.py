@@ -458,8 +458,9 @@ class AssignmentFollower:
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
                             waiting.discard(msg.partition())
-                            if not waiting:
+                            if not waiting and not self.caught_up.is_set():
                                 self.caught_up.set()
+                                self.on_change()  # the latest record is known: apply it
                         else:
                             log.debug("%s: %s", self.topic, err)
                         continue

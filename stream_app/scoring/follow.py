@@ -91,22 +91,26 @@ def install_model_watch(app: Any, settings: Settings, live: LiveModels) -> None:
                         live.assignment = None
                         await follow_file()
                     continue
+                if not follower.caught_up.is_set():
+                    continue  # apply the latest record once read, not each older one on the way
                 if published.offset != seen:
                     seen = published.offset
                     audit = published.assignment.audit
+                    action, role = audit.get("action"), audit.get("role")
+                    canary = published.assignment.canary_spec()
                     log.info(
-                        "model assignment %s@%d (%s %s %s by %s at %s, audit record %s: %s): "
-                        "champion %s, challenger %s",
+                        "model assignment %s@%d (%s %s by %s at %s, audit record %s: %s): "
+                        "champion %s, challenger %s, %s",
                         topic,
                         published.offset,
-                        audit.get("action"),
-                        audit.get("role"),
+                        action if role in (None, action) else f"{action} {role}",
                         audit.get("version"),
                         audit.get("by"),
                         audit.get("at"),
                         audit.get("id", "none"),
                         audit.get("reason", "no reason given"),
                         *published.assignment.versions().values(),
+                        f"canary {canary.describe()}" if canary is not None else "no canary",
                     )
                 live.source = topic
                 await live.follow_assignment(
