@@ -42,7 +42,12 @@ from stream_app.pipeline.customer_stage import (
 from stream_app.pipeline.floors import CommitFloors
 from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
-from stream_app.scoring.canary import CANARY_ROUTE, CHAMPION_ROUTE, canary_rows
+from stream_app.scoring.canary import (
+    CANARY_ROUTE,
+    CHAMPION_ROUTE,
+    canary_rows,
+    one_native_thread,
+)
 from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import BatchScores, ScoringModel
 
@@ -335,7 +340,9 @@ class ScoringStage:
     def _canary_thread(self) -> ThreadPoolExecutor:
         """The thread the canary's model scores in (started with the first canary batch)."""
         if self._canary_pool is None:
-            self._canary_pool = ThreadPoolExecutor(1, thread_name_prefix="canary")
+            self._canary_pool = ThreadPoolExecutor(
+                1, thread_name_prefix="canary", initializer=one_native_thread
+            )
         return self._canary_pool
 
     def flush(self) -> int:
