@@ -94,11 +94,10 @@ def _apply(
         ASSIGNMENT_TOPIC,
         base_uri,
         from_serving,
-        publish,
-        read_latest,
         to_serving,
         who,
     )
+    from stream_app.scoring.assignment_topic import publish, read_latest
     from stream_app.scoring.audit import AuditError, AuditRecord, check_reason, new_id, side
     from stream_app.scoring.serving import write_serving
 
@@ -336,10 +335,9 @@ def assignment(
         base_uri,
         encode,
         from_serving,
-        publish,
-        read_latest,
         who,
     )
+    from stream_app.scoring.assignment_topic import publish, read_latest
     from stream_app.scoring.audit import AuditRecord, side
     from stream_app.scoring.serving import read_serving
 

@@ -45,7 +45,7 @@ def worker(
     from stream_app.logs import logging_config
     from stream_app.monitoring.startup import wait_for_kafka
     from stream_app.scoring.artifacts import materialise
-    from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, read_latest
+    from stream_app.scoring.assignment_topic import ASSIGNMENT_TOPIC, read_latest
     from stream_app.scoring.canary import CanarySpec
     from stream_app.scoring.model import ScoringModel
     from stream_app.scoring.registry import resolve_version

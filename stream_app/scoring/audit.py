@@ -188,7 +188,7 @@ def write(settings: Settings, record: AuditRecord, timeout: float = 30.0) -> int
     """Append ``record`` to ``models.audit`` (created if missing; acks=all, idempotent), keyed by
     its id; the offset it got. :class:`KafkaAccessError` says why it could not."""
     from stream_app.io.topics import ensure_topics
-    from stream_app.scoring.assignment import produce_one
+    from stream_app.scoring.assignment_topic import produce_one
 
     value = record.encode()
     ensure_topics(settings, [AUDIT_TOPIC])
@@ -209,7 +209,7 @@ def read_history(
     """Every record of ``models.audit`` (of ``group`` only, unless None), oldest first, read once
     from the beginning with a consumer of its own (no group offsets committed); and one line per
     record that could not be read. A missing topic gives no records."""
-    from stream_app.scoring.assignment import read_to_end
+    from stream_app.scoring.assignment_topic import read_to_end
 
     topic = settings.topic(AUDIT_TOPIC)
     latest: dict[bytes, Stored] = {}

@@ -19,7 +19,8 @@ from typing import Any
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.scoring.artifacts import materialise
-from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, AssignmentFollower, ModelRef
+from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, ModelRef
+from stream_app.scoring.assignment_topic import AssignmentFollower
 from stream_app.scoring.live import LiveModels
 from stream_app.scoring.serving import ServingWatcher
 
