@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from stream_app.features.definitions import EVENT_FEATURES
-from stream_app.features.state import CUSTOMER_FEATURES
+from stream_app.features.state_windows import CUSTOMER_FEATURES
 
 FORWARD_VERSION = 2
 FORWARDED_FEATURES: tuple[str, ...] = tuple(f.name for f in EVENT_FEATURES) + CUSTOMER_FEATURES

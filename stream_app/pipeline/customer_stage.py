@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from stream_app.features.customer_state import CustomerState
 from stream_app.features.definitions import event_feature_values
-from stream_app.features.state import CustomerState, Retention, source_id
+from stream_app.features.retention import Retention
+from stream_app.features.state_layout import source_id
 from stream_app.io.codecs import Transaction, decode_transaction
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import encode_forward
