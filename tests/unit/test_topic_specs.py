@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from stream_app import config
 from stream_app.config import Settings
 from stream_app.exceptions import ConfigError, TopicError
-from stream_app.io import topics as topics_mod
+from stream_app.io import topic_declarations as topics_mod
 from stream_app.io.topics import (
     Difference,
     TopicSpec,
