@@ -327,7 +327,7 @@ STEPS: list[Step] = [
     ),
     Step(
         "decode + validate",
-        anywhere(in_file("stream_app/io/codecs.py", "stream_app/io/input_checks.py")),
+        anywhere(in_file("stream_app/io/codecs.py")),
         "any frame in stream_app/io/codecs.py (orjson.loads, fastjsonschema, time parsing under "
         "it): transactions in the customer stage, labels in the scoring stage",
     ),

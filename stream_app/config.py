@@ -25,11 +25,11 @@ def _default_cache() -> Path:
 def user_data_dir() -> Path:
     """Where stream_app keeps per-user data: ``$XDG_DATA_HOME/stream-app`` (when set to an
     absolute path), else ``~/.local/share/stream-app``."""
-    xdg = _xdg_data_home()
+    xdg = xdg_data_home()
     return (xdg if xdg is not None else Path.home() / ".local" / "share") / "stream-app"
 
 
-def _xdg_data_home() -> Path | None:
+def xdg_data_home() -> Path | None:
     """``$XDG_DATA_HOME`` when set to an absolute path (the XDG spec ignores relative ones)."""
     xdg = os.environ.get("XDG_DATA_HOME", "").strip()
     return Path(xdg) if xdg and Path(xdg).is_absolute() else None
@@ -44,17 +44,6 @@ def default_models_dir() -> Path:
     if here.is_dir():
         return here
     return user_data_dir() / "models"
-
-
-def models_dir_source(settings: Settings) -> str:
-    """Where ``settings.models_dir`` comes from, for ``stream-app config``: the setting, the
-    working directory's ``./models``, or the per-user default (see :func:`default_models_dir`)."""
-    if "models_dir" in settings.model_fields_set:
-        return "set by STREAM_APP_MODELS_DIR"
-    if settings.models_dir == Path.cwd() / "models":
-        return "default: ./models of the working directory"
-    base = "$XDG_DATA_HOME" if _xdg_data_home() is not None else "~/.local/share"
-    return f"default: per-user, under {base}; no ./models in the working directory"
 
 
 class SliceSpec(BaseModel):
@@ -406,19 +395,6 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The real topic name for a declared one (adds ``topic_prefix``)."""
         return f"{self.topic_prefix}{name}"
-
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka configuration for confluent-kafka clients: bootstrap servers and security,
-        built by the Kafka connection module (``stream_app.io.security.librdkafka_config``, which
-        also builds the worker's Faust credentials from the same settings). Raises
-        ``ConfigError`` for inconsistent settings.
-
-        The one import from the package in this module, made when called: the Kafka module
-        imports nothing from here (it reads the settings through its ``KafkaSettings``
-        protocol), so there is no circle."""
-        from stream_app.io.security import librdkafka_config
-
-        return librdkafka_config(self)
 
     def describe(self) -> dict[str, str]:
         """Effective settings as strings, secrets masked."""

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from stream_app.api.problems import ApiProblem
 from stream_app.config import Settings
 from stream_app.io.codecs import Transaction
+from stream_app.io.security import librdkafka_config
 
 log = logging.getLogger("stream_app.api.record")
 
@@ -90,7 +91,7 @@ class RecordReply:
         await asyncio.shield(self._started)
 
     def _start(self) -> None:
-        config = self.settings.kafka_client_config()
+        config = librdkafka_config(self.settings)
         self._producer = Producer(
             {
                 **config,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from stream_app.config import Settings, models_dir_source
+from stream_app.config import Settings
+from stream_app.config_sources import models_dir_source
 
 
 def config() -> None:

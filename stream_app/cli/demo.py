@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from stream_app.devtools.demo_story import DemoWorld, Outcome, Plan, Truth
+from stream_app.io.security import librdkafka_config
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
@@ -65,7 +66,7 @@ def use_running_broker(settings: Any) -> bool:
     if port is None or not port_in_use(port) or _broker(settings).status().running:
         return False
     admin = AdminClient(
-        {**settings.kafka_client_config(), "socket.connection.setup.timeout.ms": 2000},
+        {**librdkafka_config(settings), "socket.connection.setup.timeout.ms": 2000},
         logger=logging.getLogger("stream_app.demo.probe"),
     )
     try:
@@ -225,7 +226,7 @@ class Collector:
         self.topics = {name: settings.topic(name) for name in ("scores", "scores.shadow", "drift")}
         self.consumer: Consumer = Consumer(
             {
-                **settings.kafka_client_config(),
+                **librdkafka_config(settings),
                 "group.id": f"{settings.app_id}-summary",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,

@@ -116,7 +116,7 @@ def run_tail(
     from confluent_kafka import Consumer, TopicPartition
     from rich.console import Console
 
-    from stream_app.io.security import check_access
+    from stream_app.io.security import check_access, librdkafka_config
     from stream_app.io.topic_reader import partitions_of
 
     if n < 1:
@@ -127,7 +127,7 @@ def run_tail(
     name = settings.topic(topic)
     check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     conf = {
-        **settings.kafka_client_config(),
+        **librdkafka_config(settings),
         "group.id": f"stream-app-tail-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

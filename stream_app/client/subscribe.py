@@ -126,11 +126,11 @@ class Subscription(Generic[R]):
             )
         from confluent_kafka import Consumer
 
-        from stream_app.io.security import check_access
+        from stream_app.io.security import check_access, librdkafka_config
 
         check_access(self.settings)  # wrong credentials or no broker: a clear error in seconds
         conf: dict[str, Any] = {
-            **self.settings.kafka_client_config(),
+            **librdkafka_config(self.settings),
             "group.id": self.group or f"stream-app-client-{uuid.uuid4().hex}",
             "enable.auto.commit": self.group is not None,
             "enable.auto.offset.store": False,

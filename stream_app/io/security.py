@@ -1,7 +1,7 @@
 """Kafka client connections: the one module that builds the connection settings (bootstrap
-servers and security) of every client stream_app opens. ``Settings.kafka_client_config()``
-delegates here; this module reads the settings through :class:`KafkaSettings` and imports
-nothing from ``stream_app.config``, so the configuration depends on nothing in the package.
+servers and security) of every client stream_app opens. It reads the settings through
+:class:`KafkaSettings` and imports nothing from ``stream_app.config``, and the configuration
+imports nothing from the package.
 
 The ``KAFKA_BOOTSTRAP_SERVERS`` / ``KAFKA_SECURITY_PROTOCOL`` / ``KAFKA_SASL_*`` /
 ``KAFKA_SSL_CAFILE`` settings become

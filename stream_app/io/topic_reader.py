@@ -49,11 +49,11 @@ def read_to_end(
     ``topics`` (real names) present at the start."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from stream_app.io.security import check_access
+    from stream_app.io.security import check_access, librdkafka_config
 
     check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": group_id, "enable.auto.commit": False}
+        {**librdkafka_config(settings), "group.id": group_id, "enable.auto.commit": False}
     )
     try:
         end: dict[tuple[str, int], int] = {}

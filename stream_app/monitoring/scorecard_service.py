@@ -262,19 +262,19 @@ def run_scorecard(
     """Consume the three topics into ``service``, publishing its records periodically."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from stream_app.io.security import check_access
+    from stream_app.io.security import check_access, librdkafka_config
 
     check_access(settings)  # a wrong password or CA fails here, clearly, within seconds
     topic_kind = {settings.topic(t): t for t in (SCORES, SHADOW, LABELS, TRANSACTIONS)}
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
+            **librdkafka_config(settings),
             "group.id": f"{settings.app_id}-scorecard",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
         }
     )
-    producer = Producer(settings.kafka_client_config()) if publish else None
+    producer = Producer(librdkafka_config(settings)) if publish else None
     metrics_topic, drift_topic = settings.topic(METRICS), settings.topic(DRIFT)
     pairs_topic = settings.topic(PAIRS)
     tenure_ms = int(service.slicer.tenure.days_s * 1000)

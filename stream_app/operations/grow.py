@@ -34,6 +34,7 @@ from stream_app.config import Settings
 from stream_app.exceptions import TopicError
 from stream_app.io.copartition import TABLES, changelog_name, copartitioned_topics
 from stream_app.io.partitioning import expected_partition
+from stream_app.io.security import librdkafka_config
 from stream_app.io.topic_reader import read_to_end
 from stream_app.io.topics import make_admin
 
@@ -123,7 +124,7 @@ def grow(
 
     say("moving state to the keys' new partitions")
     producer = Producer(
-        {**settings.kafka_client_config(), "enable.idempotence": True, "acks": "all"}
+        {**librdkafka_config(settings), "enable.idempotence": True, "acks": "all"}
     )
     errors: list[str] = []
 

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
+from stream_app.io.security import librdkafka_config
 
 OUTPUT_CONFIG: dict[str, str | int | bool] = {
     # Batching: a record waits up to 5 ms for others to the same partition (librdkafka sends
@@ -44,7 +45,7 @@ OUTPUT_CONFIG: dict[str, str | int | bool] = {
     "partitioner": "murmur2_random",
     "delivery.report.only.error": False,  # every report counts down its epoch
 }
-"""Producer settings on top of ``Settings.kafka_client_config()`` (see README, Performance)."""
+"""Producer settings on top of ``librdkafka_config(settings)`` (see README, Performance)."""
 DELIVERY_POLL_S = 0.001
 """How often :meth:`OutputPublisher.settle` looks at the epoch while records are in flight."""
 
@@ -97,7 +98,7 @@ class OutputPublisher:
         listener: Listener | None = None,
     ) -> None:
         """``listener``: told of every delivery report (err, msg) after it is counted."""
-        conf: dict[str, Any] = {**settings.kafka_client_config(), **OUTPUT_CONFIG}
+        conf: dict[str, Any] = {**librdkafka_config(settings), **OUTPUT_CONFIG}
         conf.update(config or {})
         self.config = conf
         self._producer = producer_factory(conf)

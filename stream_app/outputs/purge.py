@@ -27,6 +27,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
+from stream_app.io.security import librdkafka_config
 
 log = logging.getLogger("stream_app.outputs")
 
@@ -67,7 +68,7 @@ class RepartitionPurger:
         self.topic = topic
         self.interval_s = interval_s
         self._admin_factory = admin_factory
-        self._config = settings.kafka_client_config()
+        self._config = librdkafka_config(settings)
         self._admin: Any = None
         self._clock = clock
         self._last = clock()

@@ -30,10 +30,9 @@ from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.retention import Retention
 from stream_app.features.state_layout import source_id
 from stream_app.features.terminal_state import TerminalState
-from stream_app.io.codecs import Label, decode_label
+from stream_app.io.codecs import Label, decode_label, not_json
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import Forward, ForwardError, decode_forward
-from stream_app.io.input_checks import not_json
 from stream_app.io.records import RecordLike
 from stream_app.pipeline.customer_stage import (
     DeadLetter,

@@ -17,6 +17,7 @@ from typing import Any
 
 from stream_app.config import Settings
 from stream_app.exceptions import KafkaAccessError
+from stream_app.io.security import librdkafka_config
 from stream_app.scoring.assignment import (
     ASSIGNMENT_TOPIC,
     Assignment,
@@ -34,7 +35,7 @@ def _consumer(settings: Settings) -> Any:
 
     return Consumer(
         {
-            **settings.kafka_client_config(),
+            **librdkafka_config(settings),
             # never joins a group nor commits: manual assignment only
             "group.id": f"{settings.app_id}.assignment-reader.{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
@@ -119,7 +120,7 @@ def produce_one(
 
     producer = Producer(
         {
-            **settings.kafka_client_config(),
+            **librdkafka_config(settings),
             "acks": "all",
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),

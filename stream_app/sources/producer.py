@@ -1,6 +1,6 @@
 """A thin confluent-kafka producer for bulk publishing, and the loop that publishes a schedule.
 
-Throughput settings on top of ``Settings.kafka_client_config()``: ``linger.ms`` 20 and
+Throughput settings on top of ``librdkafka_config(settings)``: ``linger.ms`` 20 and
 ``batch.size`` 1 MiB (large batches), ``compression.type`` lz4 (cheap on CPU), ``acks`` all with
 ``enable.idempotence`` (no duplicates or reordering within a partition on retries). Records keep
 librdkafka's default timestamp, the produce time; the event time is inside the value.
@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
+from stream_app.io.security import librdkafka_config
 from stream_app.sources.schedule import Record
 
 BULK_CONFIG: dict[str, str | int | bool] = {
@@ -95,7 +96,7 @@ class BulkProducer:
         """``rate`` events/s (0 = as fast as possible); ``config`` overrides client settings."""
         if rate < 0:
             raise ValueError(f"rate must not be negative, got {rate}")
-        conf: dict[str, Any] = {**settings.kafka_client_config(), **BULK_CONFIG}
+        conf: dict[str, Any] = {**librdkafka_config(settings), **BULK_CONFIG}
         conf.update(config or {})
         self.config = conf
         self._producer = producer_factory(conf)

@@ -22,6 +22,7 @@ from stream_app.cli.publish import publish, run_publish
 from stream_app.cli.tail import run_tail, tail
 from stream_app.config import Settings
 from stream_app.exceptions import StreamAppError
+from stream_app.io.security import librdkafka_config
 from stream_app.sources.producer import BULK_CONFIG, BulkProducer, PublishError, TokenBucket
 from stream_app.sources.schedule import LABELS, TRANSACTIONS, Record, schedule
 from stream_app.sources.simulator import TransactionSimulator
@@ -154,7 +155,7 @@ def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 
     """Every record of a topic from the beginning, until ``expected`` arrived."""
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
+            **librdkafka_config(settings),
             "group.id": f"it-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }

@@ -31,6 +31,7 @@ from stream_app.broker import LocalBroker, SaslSslListener, ScramUser, free_port
 from stream_app.config import Settings
 from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.exceptions import BrokerError
+from stream_app.io.security import librdkafka_config
 from stream_app.io.topology import worker_acls
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import schedule
@@ -173,7 +174,7 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str
 def _read(settings: Settings, topic: str, expect: int, timeout: float = 90.0) -> list[dict]:
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
+            **librdkafka_config(settings),
             "group.id": f"verify-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -245,7 +246,7 @@ def test_worker_scores_through_sasl_ssl_with_only_its_acls(
         worker.stop()
 
     # The authorizer is really on: the worker's user may not read what it has no ACL for.
-    consumer = Consumer({**app.kafka_client_config(), "group.id": f"sec-{tag}"})
+    consumer = Consumer({**librdkafka_config(app), "group.id": f"sec-{tag}"})
     errors: list[KafkaError] = []
     try:
         consumer.assign([TopicPartition(admin.topic("metrics"), 0, OFFSET_BEGINNING)])

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stream_app.config import Settings, default_models_dir, models_dir_source
+from stream_app.config import Settings, default_models_dir
+from stream_app.config_sources import models_dir_source
 
 
 @pytest.fixture

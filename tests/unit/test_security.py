@@ -66,13 +66,13 @@ def test_plaintext_config_is_bootstrap_and_protocol_only() -> None:
         "bootstrap.servers": "127.0.0.1:1",
         "security.protocol": "PLAINTEXT",
     }
-    assert settings.kafka_client_config() == librdkafka_config(settings)
+    assert librdkafka_config(settings) == librdkafka_config(settings)
     assert faust_credentials(settings) is None
     assert ssl_context(settings) is None
 
 
 def test_sasl_ssl_librdkafka_config(cafile: Path) -> None:
-    assert sasl_ssl(cafile).kafka_client_config() == {
+    assert librdkafka_config(sasl_ssl(cafile)) == {
         "bootstrap.servers": "kafka.example:9093",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -128,7 +128,7 @@ def test_inconsistent_settings_are_refused(cafile: Path, kwargs: dict, match: st
 
 def test_cafile_without_tls_is_refused(cafile: Path) -> None:
     with pytest.raises(ConfigError, match="does not use TLS"):
-        Settings(kafka_ssl_cafile=cafile).kafka_client_config()
+        librdkafka_config(Settings(kafka_ssl_cafile=cafile))
 
 
 def test_unreadable_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
