@@ -327,7 +327,7 @@ STEPS: list[Step] = [
     ),
     Step(
         "decode + validate",
-        anywhere(in_file("stream_app/io/codecs.py")),
+        anywhere(in_file("stream_app/io/codecs.py", "stream_app/io/input_checks.py")),
         "any frame in stream_app/io/codecs.py (orjson.loads, fastjsonschema, time parsing under "
         "it): transactions in the customer stage, labels in the scoring stage",
     ),
@@ -394,10 +394,13 @@ STEPS: list[Step] = [
         "terminal stage: state + features + labels",
         one_of(
             under(in_file(SCORING), TABLE_ACCESS),
-            anywhere(function(SCORING, "_label", "_state", "eviction_horizon", "label_horizon")),
+            anywhere(
+                function(SCORING, "_label", "_state", "eviction_horizon", "label_horizon"),
+                in_file("stream_app/pipeline/terminal_horizons.py"),
+            ),
         ),
         "under scoring_stage.py: stream_app/features/* and the table read, and the label and "
-        "horizon methods (ScoringStage._label, _state, eviction_horizon, label_horizon)",
+        "horizon methods (ScoringStage._label, _state, pipeline/terminal_horizons.py)",
     ),
     Step(
         "terminal stage: rest",

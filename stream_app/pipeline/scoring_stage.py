@@ -12,7 +12,8 @@ and their envelopes say ``route: canary``.
 
 A label whose transaction the terminal does not hold is either early (its transaction may still
 come: a fraud label waits pending) or for an unknown event (dead letter ``unknown_event``): see
-:meth:`ScoringStage.label_horizon`.
+:meth:`~stream_app.pipeline.terminal_horizons.TerminalHorizons.label_horizon`. Why a record is
+dead-lettered: :mod:`stream_app.pipeline.terminal_rejections`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-import orjson
 
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.retention import Retention
 from stream_app.features.state_layout import source_id
 from stream_app.features.terminal_state import TerminalState
-from stream_app.io.codecs import Label, decode_label, not_json
+from stream_app.io.codecs import Label, decode_label
 from stream_app.io.deadletter import Reason, Rejection
 from stream_app.io.forward import Forward, ForwardError, decode_forward
 from stream_app.io.records import RecordLike
@@ -42,8 +41,15 @@ from stream_app.pipeline.customer_stage import (
     routed_away,
 )
 from stream_app.pipeline.floors import CommitFloors
-from stream_app.pipeline.routing import Misrouted, Reroute, Routing
+from stream_app.pipeline.routing import Routing
+from stream_app.pipeline.scoring_output import ScoringOutput
 from stream_app.pipeline.state_store import StateStore
+from stream_app.pipeline.terminal_horizons import TerminalHorizons
+from stream_app.pipeline.terminal_rejections import (
+    forward_rejection,
+    label_mismatch,
+    reused_forward,
+)
 from stream_app.scoring.canary import (
     CANARY_ROUTE,
     CHAMPION_ROUTE,
@@ -51,64 +57,9 @@ from stream_app.scoring.canary import (
     one_native_thread,
 )
 from stream_app.scoring.envelope import EnvelopeWriter
-from stream_app.scoring.model import BatchScores, ScoringModel
+from stream_app.scoring.model import ScoringModel
 
 Item = Forward | Label | Rejection
-
-
-@dataclass(slots=True)
-class LabelCounts:
-    """What happened to the labels of a batch."""
-
-    applied: int = 0
-    pending_or_unknown: int = 0
-
-
-@dataclass(slots=True)
-class ScoringOutput:
-    """Envelopes (key, value) for ``scores``, dead letters, counters."""
-
-    scores: list[tuple[bytes, bytes]] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    labels: LabelCounts = field(default_factory=LabelCounts)
-    replayed: int = 0
-    arrived_ms: list[float] = field(default_factory=list)  # Kafka timestamps of scored events
-    scoring_s: float = 0.0  # predict_proba + explanations + envelopes of the batch
-    # What the shadow and drift outputs need, row-aligned with ``scores``:
-    events: list[Forward] = field(default_factory=list)
-    event_ts: list[float] = field(default_factory=list)  # event times, epoch seconds
-    X: np.ndarray | None = None  # feature matrix, FEATURE_NAMES columns
-    champion: BatchScores | None = None
-    canary_scored: int = 0  # envelopes of the batch the canary decided (not in events, X)
-    # Labels on the wrong partition for their terminal (stream_app.pipeline.routing):
-    reroutes: list[Reroute] = field(default_factory=list)
-    misrouted: list[Misrouted] = field(default_factory=list)
-
-
-def forward_rejection(raw: bytes | None, exc: Exception) -> Rejection:
-    """Why a ``transactions.by-terminal`` record is not a forward (written by something else
-    than a worker): the decoding reasons of an input, or ``schema_violation`` for JSON that is
-    not a repartition record."""
-    if not raw:
-        return Rejection(Reason.EMPTY_VALUE, "The repartition record has no value.")
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError as json_exc:
-        return not_json(raw, json_exc)
-    return Rejection(Reason.SCHEMA_VIOLATION, f"Not a repartition record: {exc}.")
-
-
-def reused_forward(fwd: Forward, held_ts: float, held_customer: str) -> Rejection:
-    """Why ``fwd`` is dead-lettered when its terminal holds its id for another event."""
-    return Rejection(
-        Reason.EVENT_ID_REUSED,
-        f"event_id {fwd.event_id!r} (customer {fwd.customer_id!r}, {fwd.event_time}) is "
-        f"already held by terminal {fwd.terminal_id!r} for customer {held_customer!r} at "
-        f"{held_ts:.3f} (epoch s): an id names one payment; the first one read is kept and "
-        "scored, this one is not (its own customer's window, in stage 1, has counted it). Its "
-        f"value was read from transactions at partition {fwd.source_partition}, offset "
-        f"{fwd.source_offset}; this dead letter holds its repartition record.",
-    )
 
 
 class ScoringStage:
@@ -134,8 +85,8 @@ class ScoringStage:
         (None: not checked); its reroute topic is read as labels too. ``forward_routing``: the
         same for repartition records (on the wrong partition only after ``topics grow``; they go
         back to the repartition topic itself, at their terminal's partition). ``floors``: the
-        replay floors the worker's commits update (:meth:`eviction_horizon`); None (offline, in
-        tools, in tests of one pass) evicts from the newest event times seen."""
+        replay floors the worker's commits update (:meth:`TerminalHorizons.eviction_horizon`);
+        None (offline, in tools, in tests of one pass) evicts from the newest event times seen."""
         self.states: StateStore[TerminalState] = (
             states if isinstance(states, StateStore) else StateStore(TerminalState, states)
         )
@@ -145,17 +96,9 @@ class ScoringStage:
         self.canary_share = 0.0
         self._canary_pool: ThreadPoolExecutor | None = None
         self._writers()
-        self.source_partitions = source_partitions
-        self.max_source_skew_s = max_source_skew_s
-        # Newest event time seen per (input partition, transactions partition). A terminal's
-        # records all arrive on one input partition, interleaved from every customer partition;
-        # each of those sub-streams is in event-time order, so the least advanced one is the
-        # low watermark that bounds eviction for the terminals of that input partition.
-        self._source_time: dict[int, dict[int, float]] = {}
-        # The highest replay floor each transactions partition announced (in its forwards) per
-        # input partition; floors only rise, so a record from that source comes at or after it
-        # (less the lateness). See eviction_horizon.
-        self._source_floor: dict[int, dict[int, float]] = {}
+        self.horizons = TerminalHorizons(retention, source_partitions, max_source_skew_s, floors)
+        self.eviction_horizon = self.horizons.eviction_horizon
+        self.label_horizon = self.horizons.label_horizon
         self.floors = floors
         self.retention = retention
         self.labels_topic = labels_topic
@@ -198,11 +141,12 @@ class ScoringStage:
         event_ts: list[float] = []
         states = self.states
         terminal_s = self.retention.terminal_s
-        source_time = self._source_time
-        source_floor = self._source_floor
+        horizons = self.horizons
+        source_time = horizons.source_time
+        source_floor = horizons.source_floor
         floors = self.floors
         taken: dict[tuple[str, int], int] = {}  # forwards' (topic, partition) -> offset end
-        horizons: dict[int, float] = {}  # input partition -> eviction horizon, this batch
+        horizons_of: dict[int, float] = {}  # input partition -> eviction horizon, this batch
         for record, item in zip(records, items, strict=True):
             try:
                 kind = type(item)
@@ -235,9 +179,9 @@ class ScoringStage:
                                 announced = source_floor[partition] = {}
                             if fwd.floor > announced.get(fwd.source_partition, float("-inf")):
                                 announced[fwd.source_partition] = fwd.floor
-                    horizon = horizons.get(partition)
+                    horizon = horizons_of.get(partition)
                     if horizon is None:
-                        horizon = horizons[partition] = self.eviction_horizon(partition)
+                        horizon = horizons_of[partition] = horizons.eviction_horizon(partition)
                     held = state.reused(ts, fwd.event_id, fwd.customer_id)
                     if held is not None:
                         out.dead_letters.append(DeadLetter(record, reused_forward(fwd, *held)))
@@ -269,7 +213,7 @@ class ScoringStage:
             self._score(out, events, rows, event_ts)
         if floors is not None:
             for (topic, partition), end in taken.items():
-                floors.mark(topic, partition, end, self.floor_horizon(partition))
+                floors.mark(topic, partition, end, horizons.floor_horizon(partition))
         return out
 
     def _score(
@@ -388,70 +332,6 @@ class ScoringStage:
         """The columns of ``X`` (``FEATURE_NAMES`` order) that a model with ``features`` needs."""
         return X if tuple(features) == FEATURE_NAMES else X[:, feature_index(features)]
 
-    def eviction_horizon(self, partition: int) -> float:
-        """The event time that terminal state on input ``partition`` may be evicted relative to.
-
-        With replay floors (the worker): :meth:`floor_horizon` as it was at the input
-        partition's last committed offset (-inf before its first commit). Every forward after
-        that offset, and every forward the customer stage may still send again after a crash of
-        its own, comes at or after it less the lateness: nothing their windows need is evicted,
-        however far ahead of them the recovered state is. Without floors:
-        :meth:`time_horizon`.
-        """
-        floors = self.floors
-        if floors is None:
-            return self.time_horizon(partition)
-        return floors.partition_floor(partition)
-
-    def floor_horizon(self, partition: int) -> float:
-        """The least replay floor the transactions partitions announced in the forwards taken
-        from input ``partition`` so far: once every one has announced one, the lowest of those
-        within ``max_source_skew_s`` of the highest (an idle or stuck partition must not let
-        state grow without bound); until then the highest less ``max_source_skew_s``. -inf when
-        none has announced one."""
-        announced = self._source_floor.get(partition)
-        if not announced:
-            return float("-inf")
-        top = max(announced.values())
-        valve = top - self.max_source_skew_s
-        if len(announced) < self.source_partitions:
-            return valve
-        return min(f for f in announced.values() if f >= valve)
-
-    def time_horizon(self, partition: int) -> float:
-        """The eviction horizon from event times alone (no commits: one pass over a stream).
-
-        The partition's low watermark (the least advanced transactions partition's newest event
-        time among the records it carried) once every transactions partition has been seen on
-        it, but never more than ``max_source_skew_s`` behind its newest: an idle or stuck
-        partition must not let state grow without bound. Unknown partitions give -inf.
-        """
-        seen = self._source_time.get(partition)
-        if not seen:
-            return float("-inf")
-        newest = max(seen.values())
-        watermark = min(seen.values()) if len(seen) >= self.source_partitions else float("-inf")
-        return max(watermark, newest - self.max_source_skew_s)
-
-    def label_horizon(self, partition: int) -> float:
-        """Labels on input ``partition`` for events at or before this time are for unknown events
-        when the terminal does not hold them; later ones may have arrived before their event.
-
-        An event that old is gone either way: either the state would evict it by now (the
-        eviction horizon minus the retention), or every transactions partition has brought this
-        input partition events more than the allowed lateness newer, so it would have come
-        before them (a transactions partition carries its events in event-time order up to the
-        lateness: the order publishers produce, which the customer stage enforces per customer).
-        Nothing seen yet gives -inf: every label may still be early.
-        """
-        seen = self._source_time.get(partition)
-        if not seen:
-            return float("-inf")
-        evicted = self.eviction_horizon(partition) - self.retention.terminal_s
-        if len(seen) < self.source_partitions:
-            return evicted
-        return max(evicted, min(seen.values()) - self.retention.lateness_s)
-
     def _label(self, record: RecordLike, label: Label, out: ScoringOutput) -> None:
         """Apply one label."""
         terminal_id = label.terminal_id
@@ -469,7 +349,7 @@ class ScoringStage:
             return
         if state.apply_label(label.ts, label.event_id, label.label, keep_pending=False):
             out.labels.applied += 1
-        elif label.ts > self.label_horizon(record.partition):
+        elif label.ts > self.horizons.label_horizon(record.partition):
             state.apply_label(label.ts, label.event_id, label.label)  # early: a fraud one waits
             out.labels.pending_or_unknown += 1
         else:
@@ -486,27 +366,6 @@ class ScoringStage:
             )
             return
         self.states.changed(terminal_id, record.partition)
-
-
-def label_mismatch(state: TerminalState, label: Label) -> Rejection | None:
-    """Why ``label`` does not fit the transaction its terminal holds under its id: another
-    customer, or another event time; None when it fits or the id is not held."""
-    held = state.customer_of(label.ts, label.event_id)
-    if held is not None and held != label.customer_id:
-        return Rejection(
-            Reason.LABEL_MISMATCH,
-            f"The label's customer_id {label.customer_id!r} is not the customer "
-            f"{held!r} of transaction {label.event_id!r} at {label.event_time}; not applied.",
-        )
-    if held is None and not state.holds(label.ts, label.event_id):
-        when = state.time_of(label.event_id)
-        if when is not None:
-            return Rejection(
-                Reason.LABEL_MISMATCH,
-                f"The label names transaction {label.event_id!r} at {label.event_time}; "
-                f"terminal {label.terminal_id!r} holds it at {when:.3f} (epoch s); not applied.",
-            )
-    return None
 
 
 _INDEX_CACHE: dict[tuple[str, ...], list[int]] = {}
