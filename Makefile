@@ -72,9 +72,11 @@ profile: install
 	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
+# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]: imports run one way)
 lint: install
 	$(BIN)/ruff check stream_app tests bench
 	$(BIN)/mypy stream_app
+	$(BIN)/lint-imports --no-cache --no-logo
 
 broker-stop: install
 	$(BIN)/stream-app broker stop

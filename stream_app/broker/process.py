@@ -54,9 +54,10 @@ class LocalBroker(BrokerConfig):
     """One local single-node KRaft Kafka broker living in ``home``, started, checked and stopped
     from here (the parameters are those of :class:`~stream_app.broker.config.BrokerConfig`).
 
-    >>> broker = LocalBroker(Path("/tmp/kafka"), port=9092)   # doctest: +SKIP
-    >>> bootstrap = broker.start()                             # "127.0.0.1:9092"
-    >>> broker.stop()
+    >>> broker = LocalBroker(Path("/tmp/kafka"), port=9092)  # doctest: +SKIP
+    >>> broker.start()  # doctest: +SKIP
+    '127.0.0.1:9092'
+    >>> broker.stop()  # doctest: +SKIP
     """
 
     _proc: subprocess.Popen[bytes] | None = None  # the JVM this object started, if any

@@ -6,8 +6,8 @@ by event time (appends are O(1) for in-order events, late events are inserted in
 answers count / sum queries with two binary searches.
 
 >>> w = SlidingWindow()
->>> for ts, amount in [(0.0, 10.0), (5.0, 20.0), (10.0, 30.0)]:
-...     w.add(ts, amount)
+>>> [w.add(ts, amount) for ts, amount in [(0.0, 10.0), (5.0, 20.0), (10.0, 30.0)]]  # indexes
+[0, 1, 2]
 >>> w.count_sum(0.0, 10.0)   # (0, 10]: excludes the sample at 0
 (2, 50.0)
 >>> w.evict_through(5.0)      # drop samples at or before 5
