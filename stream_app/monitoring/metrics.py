@@ -36,12 +36,10 @@ batch with numpy (one ``searchsorted`` + ``bincount``) instead of one ``observe`
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,14 +47,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from stream_app.io.deadletter import Reason
+from stream_app.monitoring.batch_histogram import BatchHistogram, latencies_from_ms
+from stream_app.monitoring.model_metrics import ModelMetrics
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -66,6 +62,7 @@ __all__ = [
     "STAGES",
     "BatchHistogram",
     "WorkerMetrics",
+    "latencies_from_ms",
 ]
 
 #: End-to-end latency buckets (seconds), 5 ms to 30 s.
@@ -105,74 +102,7 @@ STAGES: tuple[str, ...] = ("customer", "scoring")
 LABEL_OUTCOMES: tuple[str, ...] = ("applied", "unmatched")
 
 
-class BatchHistogram(Collector):
-    """A label-less Prometheus histogram fed a whole array of observations at once.
-
-    Same exposition as :class:`prometheus_client.Histogram` (``_bucket{le}``, ``_count``,
-    ``_sum``; no ``_created``), but :meth:`observe_many` costs one numpy pass per batch rather than
-    one locked Python call per value. Bucket upper bounds are inclusive (``value <= le``), as in
-    Prometheus.
-    """
-
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
-        bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
-        if bounds.size == 0 or not np.all(np.isfinite(bounds)):
-            raise ValueError("buckets must be finite and non-empty (+Inf is added)")
-        self.name = name
-        self.documentation = documentation
-        self.bounds = bounds
-        self._counts = np.zeros(bounds.size + 1, dtype=np.int64)  # last slot: above every bound
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe_many(self, values: npt.ArrayLike) -> None:
-        """Add every value of ``values`` (seconds); NaNs are dropped."""
-        arr = np.asarray(values, dtype=np.float64).ravel()
-        if arr.size == 0:
-            return
-        arr = arr[~np.isnan(arr)]
-        index = np.searchsorted(self.bounds, arr, side="left")
-        counts = np.bincount(index, minlength=self._counts.size)
-        total = float(arr.sum())
-        with self._lock:
-            self._counts += counts
-            self._sum += total
-
-    def observe(self, value: float) -> None:
-        """Add one value."""
-        self.observe_many([value])
-
-    def snapshot(self) -> tuple[list[int], float]:
-        """Cumulative counts per bucket (the last is +Inf, i.e. the total) and the sum."""
-        with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
-            return [int(c) for c in cumulative], self._sum
-
-    def _family(self) -> HistogramMetricFamily:
-        cumulative, total = self.snapshot()
-        labels = [*(_le(b) for b in self.bounds.tolist()), "+Inf"]
-        return HistogramMetricFamily(
-            self.name,
-            self.documentation,
-            buckets=list(zip(labels, cumulative, strict=True)),
-            sum_value=total,
-        )
-
-    def collect(self) -> Iterator[Metric]:
-        """The histogram family: ``_bucket{le}``, ``_count``, ``_sum``."""
-        yield self._family()
-
-    def describe(self) -> Iterator[Metric]:
-        """Name and type only (lets the registry detect duplicate names)."""
-        yield HistogramMetricFamily(self.name, self.documentation)
-
-
-def _le(bound: float) -> str:
-    """The ``le`` label text prometheus_client uses for a bound (``0.005``, ``1.0``, ``30.0``)."""
-    return floatToGoString(bound)
-
-
-class WorkerMetrics:
+class WorkerMetrics(ModelMetrics):
     """Every metric of one worker, registered in ``self.registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -235,55 +165,8 @@ class WorkerMetrics:
             ["table"],
             registry=r,
         )
-        self.model = Info("stream_app_model", "The champion model.", registry=r)
-        self.challenger = Info(
-            "stream_app_challenger", "The challenger scored in shadow.", registry=r
-        )
-        self.serving = Gauge(
-            "stream_app_model_serving",
-            "1 for the version this worker serves in a role (champion, challenger). Across "
-            "workers, count by (role, version) shows a split of the group.",
-            ["role", "version"],
-            registry=r,
-        )
-        self.canary_share = Gauge(
-            "stream_app_canary_share",
-            "Share of customers (0-1) for whom the canary version decides instead of the "
-            "champion on this worker; no series without a canary.",
-            ["version"],
-            registry=r,
-        )
-        self._canary_version: str | None = None
-        self.assigned = Gauge(
-            "stream_app_model_assigned",
-            "1 for the version the group's model assignment (control topic models.assignment) "
-            "names for a role, as this worker last read it.",
-            ["role", "version"],
-            registry=r,
-        )
-        self.in_step = Gauge(
-            "stream_app_model_in_step",
-            "1 when this worker serves the version the assignment names for the role (or there "
-            "is no assignment yet, or the role is pinned), 0 while it serves another one "
-            "(an artifact refused, a fetch failing; /readyz says why).",
-            ["role"],
-            registry=r,
-        )
-        self.refused = Counter(
-            "stream_app_model_refused",
-            "Assigned versions this worker did not load, by role and reason: sha256_mismatch "
-            "(artifact), manifest_mismatch, fetch_failed, invalid.",
-            ["role", "reason"],
-            registry=r,
-        )
-        self.shadow = Counter(
-            "stream_app_shadow",
-            "Events the challenger scored in shadow (its decision agrees or disagrees with the "
-            "champion's), skipped because the challenger lagged (the champion never waits), or "
-            "left out of the shadow sample (unsampled).",
-            ["outcome"],
-            registry=r,
-        )
+        self._scored: dict[str, Any] = {}
+        self._register_model_families(r)
         self.drift_records = Counter(
             "stream_app_drift_records",
             "Drift records published, by statistic.",
@@ -351,70 +234,7 @@ class WorkerMetrics:
         self._dead = {
             reason.value: self.dead_letters.labels(reason=reason.value) for reason in Reason
         }
-        self._scored: dict[str, Any] = {}
         self._table_refreshed = 0.0
-        self._role_versions: dict[tuple[str, str], str] = {}
-        for role in ("champion", "challenger"):
-            self.in_step.labels(role=role).set(1)
-            for reason in ("sha256_mismatch", "manifest_mismatch", "fetch_failed", "invalid"):
-                self.refused.labels(role=role, reason=reason)
-
-    # --- set-up ---------------------------------------------------------------------------
-
-    def set_model(self, version: str, sha256: str) -> None:
-        """Publish the champion (Info) and create its scored series at 0."""
-        self.model.info({"version": version, "sha256": sha256})
-        self._role_version(self.serving, "champion", version)
-        self._scored_child(version)
-
-    def set_challenger(self, version: str, sha256: str) -> None:
-        """Publish the shadow challenger (Info)."""
-        self.challenger.info({"version": version, "sha256": sha256})
-        self._role_version(self.serving, "challenger", version)
-
-    def clear_challenger(self) -> None:
-        """No challenger any more (the Info line loses its labels)."""
-        self.challenger.info({})
-        self._role_version(self.serving, "challenger", None)
-
-    def set_canary(self, version: str | None, share: float) -> None:
-        """The canary this worker runs (None: none; its series goes)."""
-        old = self._canary_version
-        if old is not None and old != version:
-            self.canary_share.remove(old)
-        self._canary_version = version
-        if version is not None:
-            self.canary_share.labels(version=version).set(share)
-            self._scored_child(version)
-
-    def _role_version(self, gauge: Gauge, role: str, version: str | None) -> None:
-        """``gauge{role, version}`` 1 for ``version`` only (None: no series for the role)."""
-        key = (gauge._name, role)
-        old = self._role_versions.pop(key, None)
-        if old is not None and old != version:
-            gauge.remove(role, old)
-        if version is not None:
-            gauge.labels(role=role, version=version).set(1)
-            self._role_versions[key] = version
-
-    def set_assignment(
-        self, assigned: Mapping[str, str | None], in_step: Mapping[str, bool]
-    ) -> None:
-        """The versions the group's assignment names, and whether this worker serves them."""
-        for role, version in assigned.items():
-            self._role_version(self.assigned, role, version)
-        for role, ok in in_step.items():
-            self.in_step.labels(role=role).set(1 if ok else 0)
-
-    def model_refused(self, role: str, reason: str) -> None:
-        """An assigned version not loaded."""
-        self.refused.labels(role=role, reason=reason).inc()
-
-    def _scored_child(self, version: str) -> Any:
-        child = self._scored.get(version)
-        if child is None:
-            child = self._scored[version] = self.scored.labels(model_version=version)
-        return child
 
     # --- per batch ------------------------------------------------------------------------
 
@@ -456,20 +276,6 @@ class WorkerMetrics:
             self._labels["applied"].inc(applied)
         if unmatched:
             self._labels["unmatched"].inc(unmatched)
-
-    def shadow_outcomes(
-        self, agreed: int, disagreed: int, skipped: int, unsampled: int = 0
-    ) -> None:
-        """Challenger events since the previous call (``unsampled``: events of customers outside
-        the shadow sample, ``STREAM_APP_SHADOW_SAMPLE``)."""
-        for outcome, n in (
-            ("agree", agreed),
-            ("disagree", disagreed),
-            ("skipped", skipped),
-            ("unsampled", unsampled),
-        ):
-            if n:
-                self.shadow.labels(outcome=outcome).inc(n)
 
     def drift(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Count published drift records and their alerts; keep each statistic's latest value."""
@@ -525,12 +331,3 @@ class WorkerMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
         return generate_latest(self.registry)
-
-
-def latencies_from_ms(arrived_ms: Iterable[float], now_s: float | None = None) -> npt.NDArray[Any]:
-    """Seconds from each Kafka timestamp (ms) to ``now_s`` (default: now); unknown (<= 0) dropped,
-    negative clock skew clipped to 0."""
-    arr = np.fromiter(arrived_ms, dtype=np.float64)
-    arr = arr[arr > 0]
-    now = time.time() if now_s is None else now_s
-    return np.maximum(now - arr / 1000.0, 0.0)  # type: ignore[no-any-return]
