@@ -11,7 +11,7 @@ from scipy import stats
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.io.schemas import validate
-from stream_app.monitoring import drift
+from stream_app.monitoring import drift_stats as drift
 from stream_app.monitoring.drift import (
     BinnedReference,
     ChangeDetector,
