@@ -297,7 +297,12 @@ TABLE_ACCESS = in_file(
     "<frozen _collections_abc>",
 )
 FORWARD = "stream_app/io/forward.py"
-ENGINE = in_file("stream_app/pipeline/engine.py", "stream_app/pipeline/buffers.py")
+ENGINE = in_file(
+    "stream_app/pipeline/engine.py",
+    "stream_app/pipeline/engine_status.py",
+    "stream_app/pipeline/stage_runner.py",
+    "stream_app/pipeline/buffers.py",
+)
 FRAMEWORK = in_file("stream_app/", "faust/", "mode/", "aiokafka/", "kafka/")
 FAUST_PER_EVENT = either(
     in_file(

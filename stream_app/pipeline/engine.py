@@ -19,6 +19,10 @@ positions.
 
 Backpressure: a partition whose queue holds ``max_buffered`` records is left out of the next
 fetch (:meth:`BatchEngine.full`); Faust's consumer asks the broker for the others.
+
+A stage as the engine runs it is a :class:`~stream_app.pipeline.stage_runner.StageRunner`; what the
+engine reports of where the stages stand is :class:`~stream_app.pipeline.engine_status.
+EngineStatus`'s.
 """
 
 from __future__ import annotations
@@ -27,82 +31,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-from stream_app.pipeline.buffers import INF, MAX_LAG_WAIT_S, Batch, PartitionQueue, take
+from stream_app.pipeline.buffers import INF, MAX_LAG_WAIT_S, Batch, take
+from stream_app.pipeline.engine_status import EngineStatus
+from stream_app.pipeline.stage_runner import FetchView, StageInput, StageRunner
+
+__all__ = ["BatchEngine", "FetchView", "StageInput", "StageRunner"]
 
 log = logging.getLogger("stream_app.engine")
 
-Decoder = Callable[[list[Any]], tuple[list[Any], list[float | None]]]
-"""A stage's chunk decoder: records -> (decoded items, event time of each or None)."""
-Handler = Callable[[Batch], None]
-"""A stage's batch handler: processes a micro-batch and queues its outputs (never waits)."""
 
-
-class FetchView(Protocol):
-    """What the engine asks of the consumer about its partitions."""
-
-    def assignment(self) -> Iterable[Any]:
-        """The partitions (``.topic``, ``.partition``) assigned now."""
-
-    def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
-        """``tp``'s fetch position (the offset after the last record handed over) and end
-        offset (the high watermark, or the last stable offset when reading committed)."""
-
-    def committed(self, tp: Any) -> int | None:
-        """The group's committed offset of ``tp`` as the consumer knows it (None: none)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StageInput:
-    """An input topic of a stage; at equal event times lower ``rank`` goes first. ``held_by``:
-    a stage of this worker whose low watermark (less ``held_slack``) this topic's records do not
-    pass (the labels wait for the transactions stage 1 may still forward)."""
-
-    topic: str
-    rank: int = 1
-    held_by: StageRunner | None = None
-    held_slack: float = 0.0
-
-
-@dataclass(eq=False)
-class StageRunner:
-    """One stage in the engine: its inputs, its decoder, its handler."""
-
-    name: str
-    inputs: Sequence[StageInput]
-    decode: Decoder
-    handle: Handler
-    batch_max: int = 1000
-    queues: dict[Any, PartitionQueue[Any]] = field(default_factory=dict)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    batches: int = 0
-    records: int = 0
-    enforced: int = 0  # batches taken past a partition that stayed empty for max_idle_s
-    last_progress: float = field(default_factory=time.monotonic)
-    idle_s: float = 0.0  # time spent waiting with nothing buffered
-    held_s: float = 0.0  # time spent waiting with records buffered that the alignment held
-    busy_s: float = 0.0  # time spent handling batches
-
-    def __post_init__(self) -> None:
-        self.ranks = {i.topic: (i.rank, n) for n, i in enumerate(self.inputs)}
-        self.held = {i.topic: i for i in self.inputs if i.held_by is not None}
-
-    def queue(self, tp: Any) -> PartitionQueue[Any]:
-        """``tp``'s queue (made on first use)."""
-        q = self.queues.get(tp)
-        if q is None:
-            rank, order = self.ranks[tp.topic]
-            q = self.queues[tp] = PartitionQueue(
-                tp.topic, tp.partition, rank=rank, order=order * 4096 + tp.partition
-            )
-        return q
-
-
-class BatchEngine:
-    """The stages' partition queues, their loops, and the checkpoint before each commit."""
+class BatchEngine(EngineStatus):
+    """The stages' partition queues, their loops, and the checkpoint before each commit (what it
+    reports of where they stand: :class:`~stream_app.pipeline.engine_status.EngineStatus`)."""
 
     def __init__(
         self,
@@ -230,18 +173,6 @@ class BatchEngine:
 
     # --- the stages' side ----------------------------------------------------------------------
 
-    def _caught_up(self, tp: Any) -> bool | None:
-        """True: everything up to ``tp``'s end has been handed over; False: more to fetch;
-        None: not known yet (no fetch has answered for it)."""
-        view = self.view
-        if view is None:
-            return True
-        fetched = self.fetched.get(tp)
-        _, end = view.fetch_state(tp)
-        if fetched is None or end is None:
-            return None
-        return fetched >= end
-
     def take(self, runner: StageRunner, now: float) -> Batch:
         """``runner``'s next micro-batch (empty when nothing may go yet)."""
         view = self.view
@@ -349,15 +280,6 @@ class BatchEngine:
 
     # --- checkpoints and rebalances --------------------------------------------------------------
 
-    def positions(self) -> dict[Any, int]:
-        """Per partition, the offset after the last record a stage has taken (and handled)."""
-        return {
-            tp: q.taken_offset
-            for runner in self.stages
-            for tp, q in runner.queues.items()
-            if q.taken_offset is not None
-        }
-
     async def checkpoint(self) -> dict[Any, int]:
         """Make everything the stages have done durable; the positions to commit."""
         if self._checkpoint is None:
@@ -398,26 +320,6 @@ class BatchEngine:
             except Exception:  # housekeeping (the purge): never worth stopping the worker
                 log.exception("after-commit hook %r failed; going on", hook)
 
-    def behind(self) -> bool:
-        """Whether a stage has taken records that no commit covers yet."""
-        committed = self.committed_positions
-        return any(committed.get(tp) != offset for tp, offset in self.positions().items())
-
-    def waiting(self, runner: StageRunner) -> dict[str, int]:
-        """``topic[partition]`` -> records ``runner`` has to read there: buffered, plus what the
-        broker is known to hold beyond what was fetched."""
-        out: dict[str, int] = {}
-        view = self.view
-        for tp, q in runner.queues.items():
-            more = 0
-            if view is not None:
-                fetched = self.fetched.get(tp)
-                _, end = view.fetch_state(tp)
-                if fetched is not None and end is not None and end > fetched:
-                    more = end - fetched
-            out[f"{tp.topic}[{tp.partition}]"] = q.buffered + more
-        return out
-
     def reset(self) -> None:
         """Drop every queued record and position, and run the reset hooks (the states' caches):
         after a checkpoint, when the partitions change. They are read again from their
@@ -439,56 +341,3 @@ class BatchEngine:
         self.stopping = True
         for runner in self.stages:
             runner.wakeup.set()
-
-    def stage_times(self) -> dict[str, dict[str, float]]:
-        """Per stage: seconds handling batches, waiting with nothing to read, and waiting with
-        records the alignment held back (since start)."""
-        return {
-            r.name: {"busy_s": r.busy_s, "idle_s": r.idle_s, "held_s": r.held_s}
-            for r in self.stages
-        }
-
-    def describe(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Every stage partition's queue as the alignment sees it (logs, ``/readyz``)."""
-        clock = time.monotonic() if now is None else now
-        out = []
-        view = self.view
-        for runner in self.stages:
-            for tp, q in runner.queues.items():
-                position, end = view.fetch_state(tp) if view is not None else (None, None)
-                out.append(
-                    {
-                        "stage": runner.name,
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "buffered": q.buffered,
-                        "taken_offset": q.taken_offset,
-                        "committed": self.committed_positions.get(tp),
-                        "fetched": self.fetched.get(tp),
-                        "position": position,
-                        "end": end,
-                        "caught_up": self._caught_up(tp),
-                        "last_key": q.last_key,
-                        "taken_key": q.taken_key,
-                        "empty_for_s": None
-                        if q.empty_since is None
-                        else round(clock - q.empty_since, 3),
-                    }
-                )
-        return out
-
-    def lag(self) -> dict[Any, int]:
-        """Per assigned stage partition: records between the end offset and what was taken."""
-        out: dict[Any, int] = {}
-        view = self.view
-        if view is None:
-            return out
-        for runner in self.stages:
-            for tp, q in runner.queues.items():
-                _, end = view.fetch_state(tp)
-                if end is None:
-                    continue
-                start = q.taken_offset if q.taken_offset is not None else self.fetched.get(tp)
-                if start is not None:
-                    out[tp] = max(end - start, 0)
-        return out
