@@ -38,9 +38,9 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _settings() -> Settings:
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
 
-    return Settings()
+    return command_settings()
 
 
 def _broker(settings: Settings) -> LocalBroker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from stream_app.cli.settings import command_settings
 from stream_app.config import Settings
 from stream_app.config_sources import models_dir_source
 
@@ -12,7 +13,7 @@ from stream_app.config_sources import models_dir_source
 def config() -> None:
     """Print every setting with its effective value (secrets masked) and its description, then
     the models directory and where it comes from."""
-    settings = Settings()
+    settings = command_settings()
     table = Table("setting", "value", "description")
     for name, value in settings.describe().items():
         table.add_row(name, value, Settings.model_fields[name].description or "")

@@ -502,8 +502,8 @@ def try_next() -> list[str]:
         "stream-app publish --synthetic 20000 --rate 500     # terminal 2: payments and labels",
         "stream-app tail scores -n 3                         # the score envelopes",
         "stream-app top                                      # throughput, latency, drift live",
-        f"stream-app replay --served --from {yesterday} --to {yesterday} --out demo-report"
-        "   # evaluate what was served",
+        f"stream-app evaluate served --from {yesterday} --to {yesterday} --out demo-report"
+        "   # what was served, evaluated",
     ]
 
 
@@ -665,7 +665,7 @@ def demo(
     from rich.console import Console
 
     from stream_app.cli.broker import start as start_broker
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.devtools.demo_story import outcome, plan
     from stream_app.io.topics import ensure_topics
 
@@ -674,7 +674,7 @@ def demo(
     run = time.strftime("%Y%m%dT%H%M%S")
     # Each run gets its own topics and consumer group: a previous run's customer state would
     # (rightly) reject the same days' payments as too late.
-    settings = get_settings().model_copy(
+    settings = command_settings().model_copy(
         update={"topic_prefix": f"demo-{run}.", "app_id": f"stream-app-demo-{run}"}
     )
     console.rule("[bold]1 · Kafka broker")

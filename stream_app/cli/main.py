@@ -8,10 +8,10 @@ from stream_app.cli import (
     broker,
     config_cmd,
     demo,
+    evaluate,
     features_cmd,
     models,
     publish,
-    replay,
     scorecard,
     tail,
     top,
@@ -24,7 +24,7 @@ from stream_app.cli import (
 app = typer.Typer(
     name="stream-app",
     help="Streaming fraud scoring on Kafka: broker, topics, topology, worker, publish, tail, "
-    "train, replay, scorecard, top.",
+    "train, evaluate, scorecard, top.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,10 +39,12 @@ app.command("train")(train.train)
 app.command("config")(config_cmd.config)
 app.command("demo")(demo.demo)
 app.command("features")(features_cmd.features)
-app.command("replay")(replay.replay)
+app.add_typer(evaluate.app, name="evaluate")
 app.command("scorecard")(scorecard.scorecard)
 app.command("top")(top.top)
 app.command("topology")(topology.topology)
+# Old names, kept working: each warns on stderr (one line), then runs the new command.
+app.command("replay", hidden=True)(evaluate.replay)
 
 
 def main() -> None:

@@ -248,7 +248,7 @@ def publish(
         typer.Option(
             "--csv",
             dir_okay=False,
-            help="Replay this fraud-handbook CSV (.csv or .csv.gz), e.g. "
+            help="Publish this fraud-handbook CSV (.csv or .csv.gz) in event-time order, e.g. "
             "../shared/datasets/fraud-handbook/transactions.csv.gz.",
             show_default=False,
         ),
@@ -300,10 +300,10 @@ def publish(
     from rich.console import Console
     from rich.markup import escape
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
 
-    settings = Settings()
+    settings = command_settings()
     console = Console()
     try:
         summary = run_publish(

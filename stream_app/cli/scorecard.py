@@ -74,14 +74,14 @@ def scorecard(
     from rich.table import Table
 
     from stream_app.cli.progress import record_counter
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.logs import configure_logging
     from stream_app.monitoring.scorecard_metrics import ScorecardMetrics
     from stream_app.monitoring.scorecard_service import ScorecardService, run_scorecard
     from stream_app.monitoring.slices import Slicer
 
-    settings = get_settings()
+    settings = command_settings()
     console = Console(stderr=True)
     horizon_s = horizon_days * 86_400.0
     since_ms: int | None = None

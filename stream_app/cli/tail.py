@@ -196,10 +196,10 @@ def tail(
     from rich.console import Console
     from rich.markup import escape
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
 
-    settings = Settings()
+    settings = command_settings()
     console = Console()
     try:
         run_tail(

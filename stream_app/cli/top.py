@@ -50,10 +50,10 @@ def top(
     from rich.console import Console
     from rich.live import Live
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.operations.top import Samples, figures, merge, render, scrape
 
-    settings = get_settings()
+    settings = command_settings()
     worker_url = url or f"http://127.0.0.1:{settings.web_port}/metrics"
     card_url = scorecard_url or (
         f"http://127.0.0.1:{settings.scorecard_web_port}/metrics"

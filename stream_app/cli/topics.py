@@ -99,13 +99,13 @@ def apply_cmd(
     """
     from rich.console import Console
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.io.topics import apply_topics, project_topic_specs
 
     console = Console()
     try:
-        settings = Settings()
+        settings = command_settings()
         specs = project_topic_specs(settings, file)
         report = apply_topics(settings, specs, timeout=timeout, fix=fix, dry_run=dry_run)
     except StreamAppError as exc:
@@ -147,13 +147,13 @@ def list_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.io.topics import live_topics, make_admin, project_topic_specs
 
     console = Console()
     try:
-        settings = Settings()
+        settings = command_settings()
         specs = project_topic_specs(settings, file)
     except StreamAppError as exc:
         raise _fail(Console(stderr=True), str(exc)) from exc
@@ -220,13 +220,13 @@ def grow_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.operations.grow import grow
 
     console = Console()
     try:
-        settings = Settings()
+        settings = command_settings()
         with console.status("growing") as status:
             report = grow(settings, partitions, timeout, on_progress=status.update)
     except StreamAppError as exc:

@@ -19,10 +19,10 @@ def topology(
     applied). Connects to nothing."""
     import orjson
 
-    from stream_app.config import Settings
+    from stream_app.cli.settings import command_settings
     from stream_app.io.topology import describe
 
-    described = describe(Settings())
+    described = describe(command_settings())
     if as_json:
         typer.echo(orjson.dumps(described, option=orjson.OPT_INDENT_2).decode())
         return

@@ -58,14 +58,14 @@ def train(
     record the registration in the audit topic models.audit, unless --out writes elsewhere)."""
     from rich.console import Console
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.sources.schedule import batch_from_events
     from stream_app.training import train as run_training
 
     if model not in ("logreg", "hgb", "rf"):
         raise typer.BadParameter("--model must be logreg, hgb or rf")
     console = Console()
-    settings = get_settings()
+    settings = command_settings()
     if data is not None:
         from stream_app.sources.handbook_csv import read_csv_events
 

@@ -39,7 +39,7 @@ def worker(
     from threadpoolctl import threadpool_limits
 
     from stream_app.app import create_app
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import ModelIntegrityError, StreamAppError
     from stream_app.io.topics import ensure_changelogs, ensure_topics
     from stream_app.logs import logging_config
@@ -51,7 +51,7 @@ def worker(
     from stream_app.scoring.registry import resolve_version
     from stream_app.scoring.serving import ROLES, Role, read_serving, served_version
 
-    settings = get_settings()
+    settings = command_settings()
     try:  # a broker that is down is waited for; refused credentials end the worker at once
         wait_for_kafka(settings, say=lambda line: typer.echo(line, err=True))
     except StreamAppError as exc:

@@ -6,14 +6,21 @@
 - :class:`Subscription`: ``scores``, ``scores.shadow``, ``drift``, ``metrics`` as
   :class:`ScoreEnvelope`, :class:`ShadowScore`, :class:`DriftRecord`, :class:`MetricsRecord`,
   with ``for`` or ``async for``, in a consumer group or from an offset or a time.
-- :func:`replay_range` / :func:`evaluate_served`: a topic range replayed (or the served scores)
-  into an :class:`Evaluation` with each model's metrics.
+- :func:`evaluate_topic` / :func:`evaluate_served`: a topic range scored (or the served scores)
+  into an :class:`Evaluation` with each model's metrics (:func:`replay_range`: the deprecated
+  old name of :func:`evaluate_topic`).
 - :class:`StreamClient`: all three bound to one set of settings.
 
 The README's "Python client" section shows each; its examples run in the tests.
 """
 
-from stream_app.client.evaluate import Evaluation, ModelMetrics, evaluate_served, replay_range
+from stream_app.client.evaluate import (
+    Evaluation,
+    ModelMetrics,
+    evaluate_served,
+    evaluate_topic,
+    replay_range,
+)
 from stream_app.client.http import HttpClient as HttpClient  # the worker's HTTP API (issue 17)
 from stream_app.client.publish import (
     Delivery,
@@ -61,5 +68,6 @@ __all__ = [
     "Subscription",
     "Uncertainty",
     "evaluate_served",
+    "evaluate_topic",
     "replay_range",
 ]

@@ -1,11 +1,12 @@
-"""Replay a range of a topic into an evaluation, or evaluate what the worker served.
+"""Evaluate the models on a range of a topic, or evaluate what the worker served.
 
-Thin, typed wrappers over the tools behind ``stream-app replay``: :func:`replay_range` is
-``replay --topic`` (:func:`stream_app.evaluation.topic_range.replay_topic`: the range read with a
-consumer of its own, features rebuilt by the worker's code, scored by the champion and the
-challengers, labels joined from ``labels``), :func:`evaluate_served` is ``replay --served``
+Thin, typed wrappers over the evaluations behind ``stream-app evaluate``: :func:`evaluate_topic`
+is ``evaluate topic`` (:func:`stream_app.evaluation.topic_range.evaluate_topic`: the range read
+with a consumer of its own, features rebuilt by the worker's code, scored by the champion and the
+challengers, labels joined from ``labels``), :func:`evaluate_served` is ``evaluate served``
 (:func:`stream_app.evaluation.served_scores.evaluate_served`: the published scores joined with
-the labels, nothing recomputed). Both write ``scored.parquet``, ``metrics.json`` and
+the labels, nothing recomputed). :func:`replay_range` is the deprecated old name of
+:func:`evaluate_topic`. Both write ``scored.parquet``, ``metrics.json`` and
 ``report.html`` and return an :class:`Evaluation`: the metrics per model, typed.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,7 +29,7 @@ if TYPE_CHECKING:  # the evaluation tools load pandas and scikit-learn: only whe
 
 Bound = int | str | date | datetime
 """One end of a range: an offset (the same in every partition), a day (as the end: the whole
-day), an aware datetime, or the text ``stream-app replay --from/--to`` takes."""
+day), an aware datetime, or the text ``stream-app evaluate topic --from/--to`` takes."""
 
 
 def _number(value: Any) -> float | None:
@@ -128,7 +130,7 @@ def _out(out_dir: Path | str | None, kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"stream-app-{kind}-"))
 
 
-def replay_range(
+def evaluate_topic(
     start: Bound,
     stop: Bound,
     *,
@@ -150,21 +152,29 @@ def replay_range(
     holds no transaction, ``ModelNotFoundError`` / ``ModelIntegrityError`` for a model.
     """
     from stream_app.evaluation.csv_range import HISTORY_DAYS
-    from stream_app.evaluation.topic_range import replay_topic
+    from stream_app.evaluation.topic_range import evaluate_topic as evaluate
 
     settings = settings if settings is not None else Settings()
-    result = replay_topic(
+    result = evaluate(
         settings,
         topic=topic,
         start=_bound(start, end=False),
         stop=_bound(stop, end=True),
-        out_dir=_out(out_dir, "replay"),
+        out_dir=_out(out_dir, "topic"),
         models_dir=Path(models_dir) if models_dir is not None else settings.models_dir,
         champion=champion if champion is not None else settings.champion,
         challengers=challengers,
         history_days=HISTORY_DAYS if history_days is None else history_days,
     )
     return Evaluation.from_files(result.files)
+
+
+def replay_range(start: Bound, stop: Bound, **options: Any) -> Evaluation:
+    """Deprecated: the old name of :func:`evaluate_topic` (same arguments)."""
+    warnings.warn(
+        "replay_range is deprecated: use evaluate_topic", DeprecationWarning, stacklevel=2
+    )
+    return evaluate_topic(start, stop, **options)
 
 
 def evaluate_served(

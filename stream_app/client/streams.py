@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from stream_app.client.evaluate import Bound, Evaluation, evaluate_served, replay_range
+from stream_app.client.evaluate import Bound, Evaluation, evaluate_served, evaluate_topic
 from stream_app.client.publish import Publisher
 from stream_app.client.records import DriftRecord, MetricsRecord, R, ScoreEnvelope, ShadowScore
 from stream_app.client.subscribe import Subscription
@@ -53,7 +54,7 @@ class StreamClient:
         """The live scorecard's quality records (``metrics``)."""
         return self.subscribe(MetricsRecord, **options)
 
-    def replay(
+    def evaluate_topic(
         self,
         start: Bound,
         stop: Bound,
@@ -64,8 +65,8 @@ class StreamClient:
         challengers: Sequence[str] = (),
         history_days: float | None = None,
     ) -> Evaluation:
-        """:func:`~stream_app.client.evaluate.replay_range` with these settings."""
-        return replay_range(
+        """:func:`~stream_app.client.evaluate.evaluate_topic` with these settings."""
+        return evaluate_topic(
             start,
             stop,
             settings=self.settings,
@@ -75,6 +76,15 @@ class StreamClient:
             challengers=challengers,
             history_days=history_days,
         )
+
+    def replay(self, start: Bound, stop: Bound, **options: Any) -> Evaluation:
+        """Deprecated: the old name of :meth:`evaluate_topic` (same arguments)."""
+        warnings.warn(
+            "StreamClient.replay is deprecated: use StreamClient.evaluate_topic",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.evaluate_topic(start, stop, **options)
 
     def evaluate_served(
         self,

@@ -1,4 +1,5 @@
-"""Broker-less replay: score a date range of a handbook-format CSV with registered models.
+"""Evaluate on a CSV (``stream-app evaluate csv``): score a date range of a handbook-format CSV
+with registered models, no broker.
 
 The CSV is read from ``history_days`` before ``date_from`` to ``date_to`` (inclusive UTC days) so
 the windows are warm; features come from :func:`stream_app.features.offline.build_features`, the
@@ -47,8 +48,8 @@ _EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    """What a replay scored and where its outputs went."""
+class RangeEvaluation:
+    """What an evaluation of a range (of a CSV or a topic) scored and where its outputs went."""
 
     files: ReportFiles
     models: list[ModelInfo]
@@ -140,7 +141,7 @@ def read_history_and_range(
             return batch_from_events(_counted(events, progress, task))
     except DatasetError as exc:
         raise DatasetError(
-            f"cannot replay {date_from} .. {date_to} (read from {first}, {history_days} days of "
+            f"cannot evaluate {date_from} .. {date_to} (read from {first}, {history_days} days of "
             f"history): {exc}"
         ) from exc
 
@@ -176,7 +177,7 @@ def scored_frame(
     return frame
 
 
-def replay(
+def evaluate_csv(
     csv: Path,
     *,
     date_from: date,
@@ -189,8 +190,8 @@ def replay(
     label_delay_days: float = LABEL_DELAY_DAYS,
     handbook_protocol: bool = False,
     console: Console | None = None,
-) -> ReplayResult:
-    """Replay ``[date_from, date_to]`` of ``csv`` through the models and write the outputs.
+) -> RangeEvaluation:
+    """Score ``[date_from, date_to]`` of ``csv`` with the models and write the outputs.
 
     With a ``console``, progress bars are drawn on it. Raises :class:`DatasetError` for a missing
     or unreadable CSV or an empty range, :class:`ModelNotFoundError` for an unknown version,
@@ -262,4 +263,4 @@ def replay(
                     task, advance=1, description=f"Writing outputs ({what})"
                 ),
             )
-    return ReplayResult(files, infos, len(rows), int(np.count_nonzero(batch.ts < lo)))
+    return RangeEvaluation(files, infos, len(rows), int(np.count_nonzero(batch.ts < lo)))

@@ -1,4 +1,4 @@
-"""Replay outputs from a scored frame: ``scored.parquet``, ``metrics.json`` and ``report.html``.
+"""Evaluation outputs from a scored frame: ``scored.parquet``, ``metrics.json`` and ``report.html``.
 
 The input is one row per transaction with at least ``event_time`` (UTC), ``customer_id``,
 ``label`` and a ``score_<version>`` column per model. The CSV evaluation
@@ -521,7 +521,7 @@ def render_html(
         f"<li>{html.escape(str(k))}: <code>{html.escape(str(v))}</code></li>"
         for k, v in document["source"].items()
     )
-    title = f"Replay {span['from']} .. {span['to']}"
+    title = f"Evaluation {span['from']} .. {span['to']}"
     return "\n".join(
         [
             "<!DOCTYPE html>",

@@ -1,10 +1,12 @@
-"""Evaluate what the live worker served: ``scores`` (and ``scores.shadow``) joined with ``labels``.
+"""Evaluate what the live worker served (``stream-app evaluate served``): ``scores`` (and
+``scores.shadow``) joined with ``labels``.
 
 Nothing is recomputed: the score of each event is the one the worker published. The topics are
 read from their first offset to the log end seen at start, with manual assignment (no group
 offsets move). Labels carry the transaction's customer and event time, so the handbook protocol
-(drop cards already known compromised) can be applied exactly as the trainer and the CSV replay
-apply it. The outputs are the replay's: ``scored.parquet``, ``metrics.json``, ``report.html``.
+(drop cards already known compromised) can be applied exactly as the trainer and the CSV
+evaluation apply it. The outputs are the other evaluations': ``scored.parquet``, ``metrics.json``,
+``report.html``.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def evaluate_served(
     handbook_protocol: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReportFiles:
-    """Read the served scores and labels, write the replay outputs for ``[date_from, date_to]``."""
+    """Read the served scores and labels, write the evaluation outputs for
+    ``[date_from, date_to]``."""
     if date_from > date_to:
         raise DatasetError(f"--from {date_from} is after --to {date_to}: the range is empty")
     data = read_served(settings, settings.max_message_bytes, on_progress)

@@ -1,4 +1,5 @@
-"""Replay a range of the ``transactions`` topic: rebuild features offline, score, report.
+"""Evaluate on a topic (``stream-app evaluate topic``): a range of the ``transactions`` topic,
+features rebuilt offline, scored, reported.
 
 The topic is read with a consumer of its own (manual assignment, nothing committed: the live
 group's offsets never move) from its first offset to the log end seen at start. Every record
@@ -8,7 +9,7 @@ how partitions interleave. The **range** to score is given by offsets (the same 
 partition) or by event time; the records before it, up to ``history_days``, warm the windows.
 Labels come from ``labels`` by event id. Features come from
 :func:`stream_app.features.offline.build_features`, the worker's own state code, and the outputs
-are the CSV replay's (``scored.parquet``, ``metrics.json``, ``report.html``).
+are the CSV evaluation's (``scored.parquet``, ``metrics.json``, ``report.html``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.config import Settings
-from stream_app.evaluation.csv_range import HISTORY_DAYS, ReplayResult, load_models, scored_frame
+from stream_app.evaluation.csv_range import HISTORY_DAYS, RangeEvaluation, load_models, scored_frame
 from stream_app.evaluation.report import write_outputs
 from stream_app.exceptions import ConfigError, DatasetError
 from stream_app.features.definitions import DAY_S, LABEL_DELAY_DAYS
@@ -37,7 +38,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class Bound:
-    """One end of a replay range: an offset (in every partition) or an event time."""
+    """One end of an evaluated range: an offset (in every partition) or an event time."""
 
     offset: int | None = None
     time: float | None = None
@@ -79,7 +80,7 @@ class Bound:
 
 @dataclass(frozen=True)
 class TopicRead:
-    """Decoded transactions in replay order and what was read."""
+    """Decoded transactions in scoring order and what was read."""
 
     records: list[tuple[float, int, int, Transaction]]  # (ts, partition, offset, transaction)
     labels: dict[str, int]
@@ -114,6 +115,8 @@ def read_transactions_and_labels(
             seen.add(tx.event_id)
             records.append((tx.ts, partition, offset, tx))
 
+    # The group id keeps its first name, "-replay", so ACLs granted for it stay valid (README:
+    # Security); nothing is committed under it.
     read_to_end(settings, [topic, labels_topic], f"{settings.app_id}-replay", take, on_progress)
     records.sort(key=lambda r: (r[0], r[1], r[2]))
     return TopicRead(records, labels, counts["undecodable"], counts["duplicates"])
@@ -122,7 +125,7 @@ def read_transactions_and_labels(
 def select_range(
     read: TopicRead, start: Bound, stop: Bound, history_days: float
 ) -> tuple[TransactionBatch, np.ndarray, int]:
-    """(batch of history + range in replay order, row indexes to score, unlabelled count)."""
+    """(batch of history + range in scoring order, row indexes to score, unlabelled count)."""
     in_range = [
         start.admits_from(ts, offset) and stop.admits_to(ts, offset)
         for ts, _, offset, _ in read.records
@@ -150,7 +153,7 @@ def select_range(
     return batch, rows, unlabelled
 
 
-def replay_topic(
+def evaluate_topic(
     settings: Settings,
     *,
     topic: str,
@@ -163,7 +166,7 @@ def replay_topic(
     history_days: float = HISTORY_DAYS,
     label_delay_days: float = LABEL_DELAY_DAYS,
     on_progress: Callable[[int], None] | None = None,
-) -> ReplayResult:
+) -> RangeEvaluation:
     """Score the range of ``topic`` with the champion and challengers; write the outputs."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a directory for the outputs")
@@ -195,4 +198,4 @@ def replay_topic(
         date_to=datetime.fromtimestamp(float(scored_ts.max()), UTC).date(),
         source=source,
     )
-    return ReplayResult(files, [info for info, _ in models], len(rows), len(batch) - len(rows))
+    return RangeEvaluation(files, [info for info, _ in models], len(rows), len(batch) - len(rows))

@@ -1,4 +1,4 @@
-"""Replay the fraud-handbook CSV as transaction events with their labels.
+"""Read the fraud-handbook CSV as transaction events with their labels.
 
 The file (``transactions.csv.gz`` in ``../shared/datasets/fraud-handbook/``, see its README) has
 one row per payment, sorted by ``TX_DATETIME``. It is read with pandas in chunks (gz or plain),

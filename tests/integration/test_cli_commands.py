@@ -236,7 +236,7 @@ def test_demo_catches_injected_frauds_on_the_test_broker_and_cleans_up(
             out,
         ), out
         assert "did not answer as expected" not in out
-        for command in ("stream-app tail scores", "stream-app top", "stream-app replay"):
+        for command in ("stream-app tail scores", "stream-app top", "stream-app evaluate served"):
             assert command in out
 
         assert worker_pid is not None, out

@@ -1,4 +1,4 @@
-"""``stream-app replay --topic``: a range of the real topic, features rebuilt, deterministic."""
+"""``stream-app evaluate topic``: a range of the real topic, features rebuilt, deterministic."""
 
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
 from stream_app.evaluation.report import score_column
-from stream_app.evaluation.topic_range import Bound, replay_topic
+from stream_app.evaluation.topic_range import Bound, evaluate_topic
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
 from stream_app.io.topics import ensure_topics
@@ -46,7 +46,7 @@ def test_topic_range_replay_equals_offline_features_and_is_deterministic(
         producer.produce(settings.topic("transactions"), b"c1", b"{broken")  # counted, skipped
 
     def run(out, start, stop):
-        return replay_topic(
+        return evaluate_topic(
             settings,
             topic="transactions",
             start=Bound.parse(start),

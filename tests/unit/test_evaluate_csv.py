@@ -1,4 +1,5 @@
-"""``stream-app replay`` (broker-less): scored rows, metrics, report, determinism and errors."""
+"""``stream-app evaluate csv`` (broker-less; run here by its old name, ``replay --csv``): scored
+rows, metrics, report, determinism and errors."""
 
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from stream_app.cli.main import app
-from stream_app.evaluation.csv_range import HISTORY_DAYS, replay
+from stream_app.evaluation.csv_range import HISTORY_DAYS, evaluate_csv
 from stream_app.evaluation.metrics import card_precision_top_k
 from stream_app.evaluation.report import PLOT_TITLES
 from stream_app.exceptions import DatasetError, ModelIntegrityError, ModelNotFoundError
@@ -209,7 +210,7 @@ def test_missing_csv(data, tmp_path):
     assert result.exit_code == 1
     assert "nope.csv not found" in text(result)
     with pytest.raises(DatasetError, match="not found"):
-        replay(
+        evaluate_csv(
             tmp_path / "nope.csv",
             date_from=date(2026, 2, 8),
             date_to=date(2026, 2, 14),
@@ -232,7 +233,7 @@ def test_empty_range(data, tmp_path, date_from, date_to, message):
     assert message in text(result)
     assert not (tmp_path / "out" / "scored.parquet").exists()
     with pytest.raises(DatasetError):
-        replay(
+        evaluate_csv(
             data.csv,
             date_from=date.fromisoformat(date_from),
             date_to=date.fromisoformat(date_to),
@@ -249,7 +250,7 @@ def test_unknown_model_version(data, tmp_path):
     result = invoke(data, tmp_path / "out", "--champion", "v-missing")
     assert result.exit_code == 1
     with pytest.raises(ModelNotFoundError):
-        replay(
+        evaluate_csv(
             data.csv,
             date_from=date(2026, 2, 8),
             date_to=date(2026, 2, 14),
@@ -276,7 +277,7 @@ def test_tampered_model_is_refused(data, tmp_path):
     with (version / "model.joblib").open("ab") as handle:
         handle.write(b"\0")
     with pytest.raises(ModelIntegrityError, match="SHA-256"):
-        replay(
+        evaluate_csv(
             data.csv,
             date_from=date(2026, 2, 8),
             date_to=date(2026, 2, 14),
@@ -308,7 +309,7 @@ def test_a_model_sees_only_its_manifest_features(data, tmp_path):
         "thresholds": {"review": 0.5, "decline": 0.9},
     }
     write_version(tmp_path / "models" / "v-subset", {"estimator": estimator}, manifest)
-    result = replay(
+    result = evaluate_csv(
         data.csv,
         date_from=date(2026, 2, 8),
         date_to=date(2026, 2, 14),

@@ -1,4 +1,4 @@
-"""Topic replay: range bounds and the selection of history and scored rows."""
+"""Topic evaluation: range bounds and the selection of history and scored rows."""
 
 from datetime import UTC, datetime
 
