@@ -7,7 +7,7 @@ without a time limit (``retention.ms = -1``, ``topics/topics.toml``) and the wor
 them itself once the offsets of the terminal stage past them are committed: after a checkpoint,
 at most every ``interval_s``, :class:`RepartitionPurger` asks the broker to move each partition's
 log start to the committed offset (``DeleteRecords``; the worker's user needs Delete on the
-topic, ``stream_app.io.topology.worker_acls``). The worker also calls it on a timer of the same
+topic, ``stream_app.io.worker_acls.worker_acls``). The worker also calls it on a timer of the same
 interval with every offset committed so far, so the last commits before the stream goes quiet
 are purged too.
 

@@ -5,7 +5,7 @@ certificate signed by a CA the test generates (``openssl``), Kafka's ``StandardA
 the super user ``admin`` written into the metadata by Kafka's own ``kafka-storage format
 --add-scram``, and the worker's user ``app`` added through the Admin API (the request
 ``kafka-configs --add-config SCRAM-SHA-512=...`` sends) with exactly the ACLs of
-:func:`stream_app.io.topology.worker_acls`. Every client connects through the SASL_SSL listener
+:func:`stream_app.io.worker_acls.worker_acls`. Every client connects through the SASL_SSL listener
 with only the ``KAFKA_*`` settings; the PLAINTEXT listener only serves the fixture's set-up.
 """
 
@@ -32,7 +32,7 @@ from stream_app.config import Settings
 from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.exceptions import BrokerError
 from stream_app.io.security import librdkafka_config
-from stream_app.io.topology import worker_acls
+from stream_app.io.worker_acls import worker_acls
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import schedule
 from stream_app.sources.simulator import simulate

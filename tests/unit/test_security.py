@@ -27,7 +27,7 @@ from stream_app.io.security import (
     ssl_context,
     validate,
 )
-from stream_app.io.topology import worker_acls
+from stream_app.io.worker_acls import worker_acls
 
 
 @pytest.fixture(scope="module")

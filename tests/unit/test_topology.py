@@ -20,8 +20,8 @@ from stream_app.io.topology import (
     Topic,
     Topology,
     describe,
-    worker_acls,
 )
+from stream_app.io.worker_acls import worker_acls
 
 DECLARED = (
     "transactions",
