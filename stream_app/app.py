@@ -71,11 +71,11 @@ from stream_app.pipeline.routing import Reroute, Routing
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.pipeline.state_store import StateStore, TableKeys
 from stream_app.scoring.canary import CanarySpec
-from stream_app.scoring.follow import install_model_watch
-from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import Role
 from stream_app.scoring.shadow import ShadowJob, sample_rows
+from stream_app.worker.follow import install_model_watch
+from stream_app.worker.live import LiveModels
 
 log = logging.getLogger("stream_app.worker")
 
@@ -774,7 +774,7 @@ def create_app(
 
     if follow and settings.model_watch_interval_s > 0:
         # The group's assignment on the control topic, else models/serving.json
-        # (stream_app.scoring.follow).
+        # (stream_app.worker.follow).
         install_model_watch(app, settings, live)
 
     if settings.web_enabled and settings.api_enabled:  # /v1/... and /openapi.json (issue 17)

@@ -33,9 +33,9 @@ from stream_app.scoring.assignment import (
     model_ref,
     to_serving,
 )
-from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import Serving
+from stream_app.worker.live import LiveModels
 from tests.unit.conftest import make_version
 from tests.unit.test_serving import FakeStage
 

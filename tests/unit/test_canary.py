@@ -25,12 +25,12 @@ from stream_app.scoring.assignment import (
     to_serving,
 )
 from stream_app.scoring.canary import CanarySpec, canary_rows, in_canary, parse_share
-from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import promote, read_serving, rollback, set_canary
 from stream_app.scoring.shadow import in_sample
 from stream_app.sources.schedule import schedule
 from stream_app.sources.simulator import simulate
+from stream_app.worker.live import LiveModels
 from tests.unit.conftest import make_version
 from tests.unit.test_stages import run_stages
 

@@ -11,7 +11,6 @@ import pytest
 from stream_app.config import Settings
 from stream_app.exceptions import ModelIntegrityError, ModelNotFoundError
 from stream_app.monitoring.metrics import WorkerMetrics
-from stream_app.scoring.live import LiveModels
 from stream_app.scoring.model import ScoringModel
 from stream_app.scoring.serving import (
     ServingWatcher,
@@ -21,6 +20,7 @@ from stream_app.scoring.serving import (
     served_version,
     serving_path,
 )
+from stream_app.worker.live import LiveModels
 from tests.unit.conftest import make_version
 
 

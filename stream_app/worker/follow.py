@@ -21,8 +21,8 @@ from stream_app.exceptions import ModelIntegrityError
 from stream_app.scoring.artifacts import materialise
 from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, ModelRef
 from stream_app.scoring.assignment_topic import AssignmentFollower
-from stream_app.scoring.live import LiveModels
 from stream_app.scoring.serving import ServingWatcher
+from stream_app.worker.live import LiveModels
 
 log = logging.getLogger("stream_app.models")
 

@@ -1,0 +1,1 @@
+"""The worker: the Faust app wired from the pipeline, the models it serves, outputs and watches."""
