@@ -22,6 +22,7 @@ from stream_app.scoring.artifacts import materialise
 from stream_app.scoring.assignment import ASSIGNMENT_TOPIC, ModelRef
 from stream_app.scoring.assignment_topic import AssignmentFollower
 from stream_app.scoring.serving import ServingWatcher
+from stream_app.worker.crash import guard
 from stream_app.worker.live import LiveModels
 
 log = logging.getLogger("stream_app.models")
@@ -84,7 +85,8 @@ def install_model_watch(app: Any, settings: Settings, live: LiveModels) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=interval)
             changed.clear()
-            try:
+            # A bug must not end the following silently: logged, and the next round goes on.
+            with guard("following the model assignment", logger=log):
                 published = follower.latest()
                 if published is None:
                     if follower.caught_up.is_set():
@@ -117,10 +119,6 @@ def install_model_watch(app: Any, settings: Settings, live: LiveModels) -> None:
                 await live.follow_assignment(
                     published, lambda ref: fetch_assigned(settings, ref), settings.model_retry_s
                 )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not end the following silently
-                log.exception("following the model assignment failed: %r", exc)
 
     @app.on_before_shutdown.connect
     def stop_follower(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -157,7 +157,7 @@ def test_too_late_event_goes_to_dead_letters(model):
 
 
 def test_worker_stats_summary_counts_and_resets():
-    from stream_app.app import WorkerStats
+    from stream_app.worker.stats import WorkerStats
 
     stats = WorkerStats()
     assert stats.summary() is None
