@@ -417,12 +417,16 @@ STEPS: list[Step] = [
         anywhere(
             in_file(
                 "stream_app/monitoring/drift.py",
+                "stream_app/monitoring/drift_stats.py",
+                "stream_app/monitoring/drift_records.py",
+                "stream_app/monitoring/drift_detectors.py",
                 "stream_app/monitoring/drift_monitor.py",
                 "river/",
             ),
             function(APP, "publish_drift"),
         ),
-        "stream_app/monitoring/drift.py and drift_monitor.py, river, app.publish_drift (its "
+        "stream_app/monitoring/drift*.py (window, statistics, records, detectors, monitor), "
+        "river, app.publish_drift (its "
         "records' produce too)",
     ),
     Step(
@@ -452,6 +456,8 @@ STEPS: list[Step] = [
         anywhere(
             in_file(
                 "stream_app/monitoring/metrics.py",
+                "stream_app/monitoring/model_metrics.py",
+                "stream_app/monitoring/batch_histogram.py",
                 "stream_app/monitoring/health.py",
                 "stream_app/logs.py",
                 "prometheus_client/",
