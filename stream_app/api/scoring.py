@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from stream_app.features.definitions import event_feature_values
 from stream_app.io.codecs import Transaction
 from stream_app.pipeline.scoring_stage import ScoringStage
+from stream_app.scoring.canary import CANARY_ROUTE, CHAMPION_ROUTE, in_canary
 from stream_app.scoring.envelope import EnvelopeWriter, ScoredEvent
 from stream_app.scoring.model import ScoringModel
 
@@ -50,12 +51,28 @@ def score_envelope(
     row: list[float],
     arrived_ms: float,
     with_features: bool = False,
+    route: str = "champion",
+    champion_version: str | None = None,
+    canary_version: str | None = None,
 ) -> dict[str, Any]:
-    """The envelope ``model`` gives ``tx`` with the feature vector ``row``."""
+    """The envelope ``model`` gives ``tx`` with the feature vector ``row`` (``route``, and the
+    versions the envelope names: as the scoring stage writes them)."""
     X = ScoringStage.matrix(np.array([row], dtype=np.float64), model.features)
     scores = one_row_model(model).score_batch(X)
     event = ScoredEvent(tx.event_id, tx.customer_id, tx.terminal_id, tx.event_time, arrived_ms)
-    return EnvelopeWriter(model, with_features).objects([event], X, scores)[0]
+    writer = EnvelopeWriter(model, with_features, route, champion_version, canary_version)
+    return writer.objects([event], X, scores)[0]
+
+
+def deciding_model(
+    champion: ScoringModel, canary: tuple[ScoringModel, float] | None, customer_id: str
+) -> tuple[str, ScoringModel]:
+    """(route, model) that decides for ``customer_id``: the canary (model, share) for its
+    customers, as the scoring stage picks them (:func:`~stream_app.scoring.canary.in_canary`),
+    else the champion."""
+    if canary is not None and in_canary(customer_id, canary[1]):
+        return CANARY_ROUTE, canary[0]
+    return CHAMPION_ROUTE, champion
 
 
 _ONE_ROW: dict[tuple[str, str], ScoringModel] = {}

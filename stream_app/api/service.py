@@ -24,7 +24,7 @@ from stream_app.api.forward import Forwarder
 from stream_app.api.ownership import Ownership
 from stream_app.api.problems import ApiProblem, rejected, unavailable
 from stream_app.api.record import RecordReply
-from stream_app.api.scoring import feature_row, score_envelope
+from stream_app.api.scoring import deciding_model, feature_row, score_envelope
 from stream_app.config import Settings
 from stream_app.features.definitions import Entity
 from stream_app.features.state import Retention
@@ -46,6 +46,9 @@ class ApiState:
     engine: Any
     champion: Callable[[], ScoringModel]
     retention: Retention
+    canary: Callable[[], tuple[ScoringModel, float] | None] = lambda: None
+    """The canary of the moment and its share, if one runs: a what-if for one of its customers
+    is decided by it, as the stream would."""
 
 
 class ApiService:
@@ -190,12 +193,17 @@ class ApiService:
             )
             parts.update(zip(remote, answers, strict=True))
         customer, terminal = parts[Entity.CUSTOMER], parts[Entity.TERMINAL]
+        champion, canary = self.state.champion(), self.state.canary()
+        route, model = deciding_model(champion, canary, tx.customer_id)
         return score_envelope(
-            self.state.champion(),
+            model,
             tx,
             feature_row(tx, customer, terminal),
             arrived_ms,
             with_features or self.settings.emit_features,
+            route=route,
+            champion_version=champion.version,
+            canary_version=canary[0].version if canary is not None else None,
         )
 
     async def record(self, raw: bytes, timeout_s: float | None) -> dict[str, Any]:

@@ -183,6 +183,14 @@ class ServedModels:
                 )
         self.canary_active = active
 
+    def canary_arm(self) -> tuple[ScoringModel, float] | None:
+        """(model, share) of the canary deciding now, None without one (the HTTP API's what-if
+        routes a customer as the scoring stage does)."""
+        spec, challenger = self.canary_spec, self.challenger
+        if not self.canary_active or spec is None or challenger is None:
+            return None
+        return challenger, spec.share
+
     async def _swap(self, role: Role, model: ScoringModel | None) -> None:
         """Put ``model`` in ``role`` between two batches (None: no challenger)."""
         async with self.lock:

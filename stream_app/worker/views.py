@@ -53,6 +53,7 @@ def install_web(
                 engine,
                 lambda: live.champion,
                 retention,
+                live.canary_arm,
             ),
         )
     install_views(

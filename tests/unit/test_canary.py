@@ -294,7 +294,38 @@ def test_the_setting_pins_the_share_for_whatever_challenger_is_served(two_models
     stage = Stage()
     live = LiveModels(settings, champion, challenger, stage, WorkerMetrics(), frozenset())
     assert stage.canary == (challenger.version, 0.2)
+    assert live.canary_arm() == (challenger, 0.2)  # what the HTTP API's what-if uses
     assert not live.use_canary_spec(None)  # the assignment's canary is ignored
     assert stage.canary == (challenger.version, 0.2)
     live.use_challenger(None)
-    assert stage.canary is None
+    assert stage.canary is None and live.canary_arm() is None
+
+
+def test_a_what_if_is_decided_by_the_arm_the_stream_would_use(two_models):
+    from stream_app.api.scoring import deciding_model, score_envelope
+    from stream_app.features.definitions import FEATURE_NAMES
+    from stream_app.io.codecs import Transaction
+
+    champion, canary = two_models
+    on = next(c for c in IDS if in_canary(c, 0.05))
+    off = next(c for c in IDS if not in_canary(c, 0.05))
+    assert deciding_model(champion, (canary, 0.05), on) == ("canary", canary)
+    assert deciding_model(champion, (canary, 0.05), off) == ("champion", champion)
+    assert deciding_model(champion, None, on) == ("champion", champion)
+    tx = Transaction("e1", "2026-05-01T00:00:00+00:00", 1_777_593_600.0, on, "t1", 12.5)
+    route, model = deciding_model(champion, (canary, 0.05), on)
+    envelope = score_envelope(
+        model,
+        tx,
+        [1.0] * len(FEATURE_NAMES),
+        0.0,
+        route=route,
+        champion_version=champion.version,
+        canary_version=canary.version,
+    )
+    validate("score_envelope", envelope)
+    assert (envelope["route"], envelope["model_version"], envelope["champion_version"]) == (
+        "canary",
+        canary.version,
+        champion.version,
+    )
