@@ -1,1 +1,2 @@
-"""Feature definitions and per-entity window state (one module serves training, replay, live)."""
+"""Feature definitions and per-entity window state: one module serves training, the offline
+evaluations and the live worker."""

@@ -124,7 +124,7 @@ TOPOLOGY = Topology(
         Node(
             "publish",
             "stream-app publish, stream_app.client",
-            "events in: the generator, a CSV replay, the Python client's publisher",
+            "events in: the generator, the handbook CSV, the Python client's publisher",
             sources=(),
             sinks=("transactions", "labels"),
         ),
@@ -162,8 +162,8 @@ TOPOLOGY = Topology(
             sources=("models.audit",),
         ),
         Node(
-            "replay",
-            "stream-app replay --served / --topic",
+            "evaluate",
+            "stream-app evaluate served / topic",
             "offline evaluation of what was served, or of a range of an input topic",
             sources=("scores", "scores.shadow", "labels", "transactions"),
         ),

@@ -15,7 +15,7 @@ The topic has one partition and ``cleanup.policy=compact``, keyed by the record'
 record has a key of its own, so compaction never drops one, and nothing is deleted by time (a
 tombstone under an id removes that record on purpose, e.g. to erase a person's name). The id is
 made before the change is published and goes into the assignment's audit entry too, so the
-worker that applies the change logs it (:mod:`stream_app.scoring.live`) and
+worker that applies the change logs it (:mod:`stream_app.worker.live`) and
 ``stream-app models history`` shows the same id.
 
 Order: a promote or rollback publishes the assignment first and writes its audit record after,

@@ -109,7 +109,7 @@ def test_the_copartitioned_topics_and_tables_come_from_the_topology() -> None:
 
 
 def test_readers_and_writers() -> None:
-    assert TOPOLOGY.readers("transactions") == ("customer", "scorecard", "replay")
+    assert TOPOLOGY.readers("transactions") == ("customer", "scorecard", "evaluate")
     assert TOPOLOGY.writers("transactions") == ("publish", "record")
     assert TOPOLOGY.writers("transactions.by-terminal") == ("customer", "scoring")
     assert TOPOLOGY.readers("transactions.by-terminal") == ("scoring",)
