@@ -7,9 +7,8 @@ at the time it became known, before a transaction at that same instant). Per mic
 update fraud flags; each transaction updates its terminal's window (idempotent by source offset)
 and gets its full feature vector; then the whole batch is scored by **one** ``predict_proba``
 and turned into envelopes. With a canary on (:meth:`ScoringStage.use_canary`), the rows of the
-canary's customers are scored by the canary instead (one more ``predict_proba``, for them only, in
-a process of its own while the champion scores the rest), and their envelopes say ``route:
-canary``.
+canary's customers are scored by the canary instead (its own ``predict_proba``, for them only),
+and their envelopes say ``route: canary``.
 
 A label whose transaction the terminal does not hold is either early (its transaction may still
 come: a fraud label waits pending) or for an unknown event (dead letter ``unknown_event``): see
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -51,8 +49,7 @@ from stream_app.pipeline.terminal_rejections import (
     label_mismatch,
     reused_forward,
 )
-from stream_app.scoring.canary import CHAMPION_ROUTE, canary_rows
-from stream_app.scoring.canary_scorer import CanaryScorer
+from stream_app.scoring.canary import CANARY_ROUTE, CHAMPION_ROUTE, canary_rows
 from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import ScoringModel
 
@@ -91,7 +88,6 @@ class ScoringStage:
         self.emit_features = emit_features
         self.canary: ScoringModel | None = None
         self.canary_share = 0.0
-        self.canary_scorer: CanaryScorer | None = None
         self._writers()
         self.horizons = TerminalHorizons(retention, source_partitions, max_source_skew_s, floors)
         self.eviction_horizon = self.horizons.eviction_horizon
@@ -252,11 +248,11 @@ class ScoringStage:
         envelopes in the batch's order. ``out``'s events, X and champion scores are the
         champion's rows only (the shadow and the champion's drift window take those)."""
         X_canary = self.matrix(X[picked], canary.features)
-        scorer = self.canary_scorer
-        assert scorer is not None
-        # The canary scores its rows in a process of its own while the champion scores the others
-        # here (stream_app.scoring.canary_scorer); the batch waits for both, in order.
-        pending = scorer.submit([events[i] for i in picked], X_canary, self.model.version)
+        writer = self.canary_envelopes
+        assert writer is not None
+        canary_pairs = writer.encode(
+            [events[i] for i in picked], X_canary, canary.score_batch(X_canary)
+        )
         encoded: list[tuple[bytes, bytes] | None] = [None] * len(events)
         chosen = set(picked)
         kept = [i for i in range(len(events)) if i not in chosen]
@@ -271,7 +267,7 @@ class ScoringStage:
                 encoded[i] = pair
             out.events, out.X, out.champion = champion_events, X_kept, scores
             out.event_ts = [event_ts[i] for i in kept]
-        for i, pair in zip(picked, pending.result(), strict=True):
+        for i, pair in zip(picked, canary_pairs, strict=True):
             encoded[i] = pair
         out.canary_scored = len(picked)
         out.scores = cast(list[tuple[bytes, bytes]], encoded)  # every row is filled
@@ -286,41 +282,31 @@ class ScoringStage:
         self.model = champion
         self._writers()
 
-    def use_canary(
-        self, canary: ScoringModel | None, share: float = 0.0, version_dir: Path | None = None
-    ) -> None:
+    def use_canary(self, canary: ScoringModel | None, share: float = 0.0) -> None:
         """From the next batch on, ``canary`` decides for ``share`` (0-1) of customers, sticky
         by customer (:func:`~stream_app.scoring.canary.in_canary`); None or 0: the champion
-        decides for everyone. ``version_dir``: the canary's registry directory, to score it in a
-        process of its own (:mod:`stream_app.scoring.canary_scorer`); None: in a thread."""
-        before = self.canary
+        decides for everyone."""
         if canary is None or share <= 0.0:
             self.canary, self.canary_share = None, 0.0
         else:
             self.canary, self.canary_share = canary, min(1.0, share)
-        if self.canary is not before or (
-            self.canary is not None
-            and self.canary_scorer is not None
-            and self.canary_scorer.version_dir != version_dir
-        ):
-            if self.canary_scorer is not None:
-                self.canary_scorer.close()
-            self.canary_scorer = (
-                CanaryScorer(self.canary, version_dir, self.emit_features)
-                if self.canary is not None
-                else None
-            )
-            if self.canary_scorer is not None:
-                self.canary_scorer.warm_up()
         self._writers()
 
     def _writers(self) -> None:
-        """The champion's envelope writer (it names the canary's version too)."""
+        """The envelope writers of the champion's and the canary's routes (each names both
+        versions)."""
         canary = self.canary
         canary_version = canary.version if canary is not None else None
         champion = self.model
         self.envelopes = EnvelopeWriter(
             champion, self.emit_features, CHAMPION_ROUTE, champion.version, canary_version
+        )
+        self.canary_envelopes = (
+            EnvelopeWriter(
+                canary, self.emit_features, CANARY_ROUTE, champion.version, canary_version
+            )
+            if canary is not None
+            else None
         )
 
     @staticmethod

@@ -25,8 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
 from stream_app.exceptions import ModelIntegrityError
 
 CHAMPION_ROUTE = "champion"
@@ -98,11 +96,3 @@ class CanarySpec:
     def describe(self) -> str:
         """``20261123T120000Z-hgb for 5 % of customers``."""
         return f"{self.version} for {self.share * 100:g} % of customers"
-
-
-def one_native_thread() -> None:
-    """Hold the calling thread's native pools (OpenMP, BLAS) to one thread, as the worker holds
-    its main thread's: OpenMP's setting is per calling thread, and a tree model's prediction on
-    the default pool spin-waits on every core (the canary's thread took 7 CPU seconds per 100,000
-    events instead of 1.2 on ``bench/canary.py``). The initializer of the canary's thread."""
-    threadpool_limits(limits=1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from stream_app.config import Settings
@@ -41,11 +40,8 @@ class ModelUser(Protocol):
     def use_models(self, champion: ScoringModel, extra_features: Sequence[str]) -> None:
         """Score with ``champion``; also compute ``extra_features`` (the challenger's)."""
 
-    def use_canary(
-        self, canary: ScoringModel | None, share: float = 0.0, version_dir: Path | None = None
-    ) -> None:
-        """Let ``canary`` (loaded from ``version_dir``) decide for ``share`` of customers (None:
-        nobody)."""
+    def use_canary(self, canary: ScoringModel | None, share: float = 0.0) -> None:
+        """Let ``canary`` decide for ``share`` of customers (None: nobody)."""
 
 
 class ServedModels:
@@ -172,9 +168,7 @@ class ServedModels:
         )
         if active:
             assert spec is not None and challenger is not None
-            self.stage.use_canary(
-                challenger, spec.share, self.settings.models_dir / challenger.version
-            )
+            self.stage.use_canary(challenger, spec.share)
             self.canary_detail = f"canary {spec.describe()}"
             self.metrics.set_canary(spec.version, spec.share)
         else:

@@ -117,7 +117,7 @@ class FakeStage:
     def use_models(self, champion, extra_features):
         self.calls.append((champion.version, tuple(extra_features)))
 
-    def use_canary(self, canary, share=0.0, version_dir=None):
+    def use_canary(self, canary, share=0.0):
         self.canary = (canary.version, share) if canary is not None else None
 
 
