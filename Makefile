@@ -14,7 +14,7 @@ BENCH_ARGS  ?=
 # make profile PROFILE_ARGS="--events 50000 --models /work/profile-models": bench/profile.py
 PROFILE_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench bench-shadow bench-revisions bench-scale-soak profile clean broker-stop
+.PHONY: install demo test test-unit lint bench bench-shadow bench-canary bench-revisions bench-scale-soak profile clean broker-stop
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -62,6 +62,10 @@ bench-shadow: install
 REVS ?= 28d59f1 HEAD
 bench-revisions: install
 	$(BIN)/python bench/revisions.py $(REVS)
+
+# Throughput with a 5 % canary against the same challenger in shadow only, alternated in one run
+bench-canary: install
+	$(BIN)/python bench/canary.py $(BENCH_ARGS)
 
 # 1 vs 2 worker processes on 6 partitions, then a 10-minute soak (RSS and state slope)
 bench-scale-soak: install
