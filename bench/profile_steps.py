@@ -296,7 +296,7 @@ TABLE_ACCESS = in_file(
     "mode/utils/",
     "<frozen _collections_abc>",
 )
-FORWARD = "stream_app/io/forward.py"
+FORWARD = "stream_app/pipeline/forward.py"
 ENGINE = in_file(
     "stream_app/pipeline/engine.py",
     "stream_app/pipeline/engine_status.py",
@@ -340,7 +340,7 @@ STEPS: list[Step] = [
         "forward decode (scoring stage orjson.loads)",
         anywhere(code_has(SCORING, "orjson.loads"), function(FORWARD, "decode_forward")),
         "a scoring_stage.py line that calls orjson.loads (the repartitioned record), "
-        "io/forward.decode_forward",
+        "pipeline/forward.decode_forward",
     ),
     Step(
         "changelog writes",
@@ -365,7 +365,7 @@ STEPS: list[Step] = [
     Step(
         "forward encode",
         anywhere(function(CUSTOMER, "encode_forward"), function(FORWARD, "encode_forward")),
-        "customer_stage.encode_forward / io/forward.encode_forward (the repartition record)",
+        "customer_stage.encode_forward / pipeline/forward.encode_forward (the repartition record)",
     ),
     Step(
         "predict_proba",
@@ -417,7 +417,7 @@ STEPS: list[Step] = [
         anywhere(
             in_file(
                 "stream_app/monitoring/drift.py",
-                "stream_app/monitoring/drift_stats.py",
+                "stream_app/evaluation/drift_stats.py",
                 "stream_app/monitoring/drift_records.py",
                 "stream_app/monitoring/drift_detectors.py",
                 "stream_app/monitoring/drift_monitor.py",
@@ -425,7 +425,8 @@ STEPS: list[Step] = [
             ),
             function(APP, "publish_drift"),
         ),
-        "stream_app/monitoring/drift*.py (window, statistics, records, detectors, monitor), "
+        "stream_app/monitoring/drift*.py (window, records, detectors, monitor), "
+        "evaluation/drift_stats.py (the statistics), "
         "river, app.publish_drift (its "
         "records' produce too)",
     ),

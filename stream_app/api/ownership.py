@@ -24,8 +24,8 @@ from typing import Any
 from faust.types import TP
 from yarl import URL
 
+from stream_app.faust_ext.recovery import settled
 from stream_app.io.partitioning import expected_partition
-from stream_app.monitoring.health import settled
 
 
 def url_ident(url: str | URL) -> tuple[str, int]:

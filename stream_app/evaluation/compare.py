@@ -30,8 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.evaluation.metrics import calibration
-from stream_app.monitoring.scorecard import period_metrics
+from stream_app.evaluation.metrics import calibration, period_metrics
 
 METRICS: tuple[str, ...] = ("auc_roc", "average_precision", "precision_at_k", "brier", "ece")
 WINDOWS: tuple[str, ...] = ("shadow", "canary")

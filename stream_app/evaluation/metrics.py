@@ -8,7 +8,8 @@ over days.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -101,3 +102,19 @@ def calibration(
         if n[b]
     ]
     return ece, out
+
+
+def period_metrics(scores: Iterable[float], labels: Iterable[int], k: int) -> dict[str, Any]:
+    """AUC ROC, AP (None unless both classes), precision@k, Brier (None when empty)."""
+    s = np.asarray(scores if isinstance(scores, np.ndarray) else list(scores), dtype=np.float64)
+    y = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=np.int64)
+    if len(s) == 0:
+        return {"auc_roc": None, "average_precision": None, "precision_at_k": None, "brier": None}
+    both = 0 < int(y.sum()) < len(y)
+    top = np.argsort(-s, kind="stable")[: min(k, len(s))]
+    return {
+        "auc_roc": float(roc_auc_score(y, s)) if both else None,
+        "average_precision": float(average_precision_score(y, s)) if both else None,
+        "precision_at_k": float(y[top].mean()),
+        "brier": float(np.mean((s - y) ** 2)),
+    }

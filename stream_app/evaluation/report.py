@@ -32,8 +32,8 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 
+from stream_app.evaluation.drift_stats import PSI_THRESHOLD as PSI_ALERT
 from stream_app.evaluation.metrics import card_precision_top_k, quality
-from stream_app.monitoring.drift import PSI_THRESHOLD as PSI_ALERT
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -173,8 +173,8 @@ DRIFT_TOP_FEATURES = 4
 def daily_drift(frame: pd.DataFrame, model: ModelInfo) -> dict[str, Any]:
     """PSI per UTC day against the model's training reference: of its score, and of each of its
     non-calendar features present in the frame."""
+    from stream_app.evaluation.drift_stats import BinnedReference
     from stream_app.features.definitions import CALENDAR_FEATURES
-    from stream_app.monitoring.drift import BinnedReference
 
     assert model.reference is not None
     days = day_numbers(frame["event_time"])

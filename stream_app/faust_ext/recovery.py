@@ -233,3 +233,11 @@ class SeekFirstTableManager(TableManager):
                 )
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
+
+
+def settled(app: faust.App) -> bool:
+    """Whether the worker is past its first recovery and not in a rebalance or a recovery now
+    (progress is only expected then)."""
+    recovery = getattr(app.tables, "recovery", None)
+    completed = recovery is not None and recovery.completed.is_set()
+    return completed and not getattr(app, "rebalancing", False) and not app.in_recovery

@@ -14,7 +14,7 @@ caller passes event times (epoch seconds) in and publishes the records it gets b
 * ``ChangeDetector``: river's ADWIN or Page-Hinkley on a stream of floats (the score, or the
   label error ``|label - score|``), counting detections.
 
-The statistics are in :mod:`stream_app.monitoring.drift_stats`, the records in
+The statistics are in :mod:`stream_app.evaluation.drift_stats`, the records in
 :mod:`~stream_app.monitoring.drift_records`, the detectors in
 :mod:`~stream_app.monitoring.drift_detectors`; this module holds the window and hands their
 names on.
@@ -28,17 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_app.exceptions import ModelIntegrityError
-from stream_app.monitoring.drift_detectors import ChangeDetector, DetectorKind
-from stream_app.monitoring.drift_records import (
-    LABEL_ERROR,
-    SCORE,
-    DriftThresholds,
-    Statistic,
-    drift_record,
-    iso_utc,
-)
-from stream_app.monitoring.drift_stats import (
+from stream_app.evaluation.drift_stats import (
     KS_THRESHOLD,
     PSI_EPS,
     PSI_THRESHOLD,
@@ -48,6 +38,16 @@ from stream_app.monitoring.drift_stats import (
     ks_statistic,
     psi,
     sorted_finite,
+)
+from stream_app.exceptions import ModelIntegrityError
+from stream_app.monitoring.drift_detectors import ChangeDetector, DetectorKind
+from stream_app.monitoring.drift_records import (
+    LABEL_ERROR,
+    SCORE,
+    DriftThresholds,
+    Statistic,
+    drift_record,
+    iso_utc,
 )
 
 __all__ = [

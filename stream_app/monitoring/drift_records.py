@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from stream_app.monitoring.drift_stats import KS_THRESHOLD, PSI_THRESHOLD
+from stream_app.evaluation.drift_stats import KS_THRESHOLD, PSI_THRESHOLD
 
 Statistic = Literal["psi", "ks", "adwin", "page_hinkley"]
 

@@ -61,14 +61,6 @@ def readiness(app: faust.App, champion: ScoringModel | None) -> dict[str, dict[s
     return checks
 
 
-def settled(app: faust.App) -> bool:
-    """Whether the worker is past its first recovery and not in a rebalance or a recovery now
-    (progress is only expected then)."""
-    recovery = getattr(app.tables, "recovery", None)
-    completed = recovery is not None and recovery.completed.is_set()
-    return completed and not getattr(app, "rebalancing", False) and not app.in_recovery
-
-
 def consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[str, int], int]:
     """Records between the log end and the read position, per assigned partition of ``topics``.
 

@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
-
-from stream_app.evaluation.metrics import calibration
+from stream_app.evaluation.metrics import calibration, period_metrics
 
 EVENT_DAY = "event_day"
 CHAMPION = "champion"
@@ -191,22 +188,6 @@ class PeriodStats:
     scored: int = 0
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-
-
-def period_metrics(scores: Iterable[float], labels: Iterable[int], k: int) -> dict[str, Any]:
-    """AUC ROC, AP (None unless both classes), precision@k, Brier (None when empty)."""
-    s = np.asarray(scores if isinstance(scores, np.ndarray) else list(scores), dtype=np.float64)
-    y = np.asarray(labels if isinstance(labels, np.ndarray) else list(labels), dtype=np.int64)
-    if len(s) == 0:
-        return {"auc_roc": None, "average_precision": None, "precision_at_k": None, "brier": None}
-    both = 0 < int(y.sum()) < len(y)
-    top = np.argsort(-s, kind="stable")[: min(k, len(s))]
-    return {
-        "auc_roc": float(roc_auc_score(y, s)) if both else None,
-        "average_precision": float(average_precision_score(y, s)) if both else None,
-        "precision_at_k": float(y[top].mean()),
-        "brier": float(np.mean((s - y) ** 2)),
-    }
 
 
 def calibration_record(scores: list[float], labels: list[int], bins: int) -> dict[str, Any]:

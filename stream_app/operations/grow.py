@@ -123,9 +123,7 @@ def grow(
             time.sleep(0.5)
 
     say("moving state to the keys' new partitions")
-    producer = Producer(
-        {**librdkafka_config(settings), "enable.idempotence": True, "acks": "all"}
-    )
+    producer = Producer({**librdkafka_config(settings), "enable.idempotence": True, "acks": "all"})
     errors: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

@@ -40,9 +40,9 @@ from stream_app.features.retention import Retention
 from stream_app.features.state_layout import source_id
 from stream_app.io.codecs import Transaction, decode_transaction
 from stream_app.io.deadletter import Reason, Rejection
-from stream_app.io.forward import encode_forward
 from stream_app.io.records import InputRecord, RecordLike
 from stream_app.pipeline.floors import CommitFloors
+from stream_app.pipeline.forward import encode_forward
 from stream_app.pipeline.routing import Misrouted, Reroute, Routing
 from stream_app.pipeline.state_store import StateStore
 

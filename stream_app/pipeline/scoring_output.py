@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream_app.io.forward import Forward
 from stream_app.pipeline.customer_stage import DeadLetter
+from stream_app.pipeline.forward import Forward
 from stream_app.pipeline.routing import Misrouted, Reroute
 from stream_app.scoring.model import BatchScores
 

@@ -30,7 +30,6 @@ from stream_app.features.state_layout import source_id
 from stream_app.features.terminal_state import TerminalState
 from stream_app.io.codecs import Label, decode_label
 from stream_app.io.deadletter import Reason, Rejection
-from stream_app.io.forward import Forward, ForwardError, decode_forward
 from stream_app.io.records import RecordLike
 from stream_app.pipeline.customer_stage import (
     DeadLetter,
@@ -40,6 +39,7 @@ from stream_app.pipeline.customer_stage import (
     routed_away,
 )
 from stream_app.pipeline.floors import CommitFloors
+from stream_app.pipeline.forward import Forward, ForwardError, decode_forward
 from stream_app.pipeline.routing import Routing
 from stream_app.pipeline.scoring_output import ScoringOutput
 from stream_app.pipeline.state_store import StateStore

@@ -9,8 +9,8 @@ import orjson
 from stream_app.features.terminal_state import TerminalState
 from stream_app.io.codecs import Label
 from stream_app.io.deadletter import Reason, Rejection
-from stream_app.io.forward import Forward
 from stream_app.io.input_checks import not_json
+from stream_app.pipeline.forward import Forward
 
 
 def forward_rejection(raw: bytes | None, exc: Exception) -> Rejection:

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from stream_app.config import Settings
+from stream_app.faust_ext.recovery import settled
 from stream_app.io.copartition import mismatch_message, partition_mismatches
 from stream_app.io.security import admin_client
-from stream_app.monitoring.health import settled
 from stream_app.monitoring.liveness import EXIT_STALLED, Liveness
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.pipeline.engine import BatchEngine

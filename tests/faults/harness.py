@@ -43,8 +43,8 @@ from stream_app.devtools.worker_process import WorkerProcess
 from stream_app.features.definitions import FEATURE_NAMES, Aggregate, Entity, window_features
 from stream_app.features.offline import build_features
 from stream_app.features.state import CustomerState, Retention, TerminalState, state_view
-from stream_app.io.forward import forward_view
 from stream_app.io.topics import ensure_topics
+from stream_app.pipeline.forward import forward_view
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import Record, batch_from_events, schedule
 from stream_app.sources.simulator import LabelledTransaction, simulate

@@ -70,7 +70,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config import Settings
-from stream_app.io.forward import forward_view
+from stream_app.pipeline.forward import forward_view
 from tests.faults.harness import (
     BATCH_MAX,
     COMMIT_INTERVAL_S,

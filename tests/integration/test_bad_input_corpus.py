@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.io.deadletter import KEEP_BYTES, KEEP_KEY_BYTES, original_value
-from stream_app.io.forward import forward_view
 from stream_app.io.schemas import validate
+from stream_app.pipeline.forward import forward_view
 from stream_app.sources.producer import BulkProducer
 from stream_app.sources.schedule import schedule
 from stream_app.sources.simulator import simulate

@@ -55,7 +55,7 @@ from stream_app.features.definitions import FEATURE_NAMES, LABEL_DELAY_DAYS
 from stream_app.features.offline import build_features
 from stream_app.features.state import Retention, TerminalState
 from stream_app.features.stats import StateSizeStats, state_size_stats
-from stream_app.io.forward import forward_view
+from stream_app.pipeline.forward import forward_view
 from stream_app.sources.handbook_csv import DATASET_ENV, default_csv_path, read_csv_events
 from stream_app.sources.schedule import batch_from_events
 from stream_app.training import TrainResult, train

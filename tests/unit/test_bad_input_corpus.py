@@ -23,9 +23,9 @@ from stream_app.io.deadletter import (
     encode_dead_letter,
     original_value,
 )
-from stream_app.io.forward import ForwardError, decode_forward, forward_view
 from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
+from stream_app.pipeline.forward import ForwardError, decode_forward, forward_view
 from stream_app.pipeline.scoring_stage import ScoringStage, forward_rejection
 from stream_app.scoring.model import ScoringModel
 from tests.bad_input_corpus import CORPUS_DIR, listed_files, load_corpus

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from stream_app.evaluation import drift_stats as drift
 from stream_app.exceptions import ModelIntegrityError
 from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.io.schemas import validate
-from stream_app.monitoring import drift_stats as drift
 from stream_app.monitoring.drift import (
     BinnedReference,
     ChangeDetector,

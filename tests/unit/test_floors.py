@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from stream_app.features.state import CustomerState
-from stream_app.io.forward import FORWARDED_FEATURES, decode_forward, encode_forward
 from stream_app.pipeline.floors import CommitFloors
+from stream_app.pipeline.forward import FORWARDED_FEATURES, decode_forward, encode_forward
 
 INF = float("inf")
 

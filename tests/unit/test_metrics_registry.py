@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.features.state import Retention
 from stream_app.io.deadletter import Reason, SourcePosition
-from stream_app.io.forward import encode_forward
 from stream_app.monitoring.health import readiness
 from stream_app.monitoring.metrics import (
     LATENCY_BUCKETS,
@@ -18,6 +17,7 @@ from stream_app.monitoring.metrics import (
     latencies_from_ms,
 )
 from stream_app.pipeline.customer_stage import InputRecord
+from stream_app.pipeline.forward import encode_forward
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
 

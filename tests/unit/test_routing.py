@@ -147,7 +147,7 @@ def test_right_partition_is_processed_as_before():
 def test_scoring_stage_reroutes_misrouted_labels_and_forwards_and_knows_a_copy_by_its_origin(
     model_dir,
 ):
-    from stream_app.io.forward import encode_forward
+    from stream_app.pipeline.forward import encode_forward
     from stream_app.pipeline.scoring_stage import ScoringStage
     from stream_app.scoring.model import ScoringModel
 

@@ -12,9 +12,9 @@ from stream_app.features.definitions import FEATURE_NAMES
 from stream_app.features.offline import build_features
 from stream_app.features.state import CustomerState, Retention, state_view
 from stream_app.io.deadletter import Reason, SourcePosition
-from stream_app.io.forward import encode_forward, forward_view
 from stream_app.io.schemas import validate
 from stream_app.pipeline.customer_stage import CustomerStage, InputRecord
+from stream_app.pipeline.forward import encode_forward, forward_view
 from stream_app.pipeline.scoring_stage import ScoringStage
 from stream_app.scoring.model import ScoringModel
 from stream_app.sources.schedule import batch_from_events, schedule

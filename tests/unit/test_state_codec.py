@@ -1,5 +1,5 @@
 """The entity states' bytes (stream_app.features.state): exact layout, round trips, states
-written by earlier code, and the forwards' codec (stream_app.io.forward)."""
+written by earlier code, and the forwards' codec (stream_app.pipeline.forward)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from stream_app.features.state import (
     source_id,
     state_view,
 )
-from stream_app.io.forward import (
+from stream_app.pipeline.forward import (
     FORWARDED_FEATURES,
     ForwardError,
     decode_forward,
