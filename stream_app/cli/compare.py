@@ -37,13 +37,13 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.evaluation.compare import METRICS, WINDOWS, Estimate, compare_window
     from stream_app.exceptions import StreamAppError
     from stream_app.io.topic_reader import read_to_end
     from stream_app.monitoring.scorecard_service import PAIRS
 
-    settings = get_settings()
+    settings = command_settings()
     topic = settings.topic(PAIRS)
     records: list[dict[str, Any]] = []
     bad = 0

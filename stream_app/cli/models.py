@@ -33,11 +33,11 @@ def list_models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.scoring.registry import list_versions, read_manifest
     from stream_app.scoring.serving import read_serving
 
-    settings = get_settings()
+    settings = command_settings()
     serving = read_serving(settings.models_dir)
     versions = list_versions(settings.models_dir)
     table = Table(title=f"Models in {settings.models_dir}")
@@ -88,7 +88,7 @@ def _apply(
     topic's, else this machine's serving.json), publish the result to the control topic, write
     serving.json, then the audit record to models.audit; (the new content, where it went, the
     audit record's id and offset). Errors exit with a message."""
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import ModelIntegrityError, ModelNotFoundError, StreamAppError
     from stream_app.scoring.assignment import (
         ASSIGNMENT_TOPIC,
@@ -101,7 +101,7 @@ def _apply(
     from stream_app.scoring.audit import AuditError, AuditRecord, check_reason, new_id, side
     from stream_app.scoring.serving import write_serving
 
-    settings = get_settings()
+    settings = command_settings()
     by = (by or "").strip() or who()
     topic = settings.topic(ASSIGNMENT_TOPIC)
     try:
@@ -328,7 +328,7 @@ def assignment(
     worker that does not pin a role serves), with its audit trail."""
     import orjson
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.scoring.assignment import (
         ASSIGNMENT_TOPIC,
@@ -341,7 +341,7 @@ def assignment(
     from stream_app.scoring.audit import AuditRecord, side
     from stream_app.scoring.serving import read_serving
 
-    settings = get_settings()
+    settings = command_settings()
     topic = settings.topic(ASSIGNMENT_TOPIC)
     try:
         if publish_file:
@@ -410,13 +410,13 @@ def register(
     """Record VERSION's registration in the audit topic models.audit (`stream-app train` does it
     for the versions it trains; this is for a version copied into the registry, or one trained
     while the broker was away)."""
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import ModelIntegrityError, ModelNotFoundError
     from stream_app.scoring.assignment import who
     from stream_app.scoring.audit import AuditRecord, side
     from stream_app.scoring.registry import read_manifest
 
-    settings = get_settings()
+    settings = command_settings()
     try:
         read_manifest(settings.models_dir / version)
         record = AuditRecord.new(
@@ -435,12 +435,12 @@ def register(
 def audit_registration(version: str, sha256: str, reason: str, by: str | None) -> str:
     """Write the registration record of a version just trained into the registry; the line to
     print (a warning that says what to do when it could not be written: training stands)."""
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.scoring.assignment import who
     from stream_app.scoring.audit import AUDIT_TOPIC, AuditRecord, write
 
-    settings = get_settings()
+    settings = command_settings()
     record = AuditRecord.new(
         "register",
         settings.app_id,
@@ -482,11 +482,11 @@ def history(
     from rich.console import Console
     from rich.table import Table
 
-    from stream_app.config import get_settings
+    from stream_app.cli.settings import command_settings
     from stream_app.exceptions import StreamAppError
     from stream_app.scoring.audit import AUDIT_TOPIC, describe, read_history
 
-    settings = get_settings()
+    settings = command_settings()
     topic = settings.topic(AUDIT_TOPIC)
     try:
         stored, problems = read_history(settings, None if all_groups else settings.app_id)
