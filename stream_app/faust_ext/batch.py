@@ -26,7 +26,9 @@ path unchanged. Faust still owns everything else:
   (:meth:`BatchConsumer._fetch`).
 
 :meth:`BatchConsumer.fetch_state` reads aiokafka's per-partition fetch position and end offset,
-which the engine's event-time alignment needs (is there more to fetch of this partition?).
+which the engine's event-time alignment needs (is there more to fetch of this partition?), and
+:meth:`BatchConsumer.answered_at` when the fetch answer that set that end came (is the end newer
+than the records fetched of the other partitions?).
 
 Checked against faust-streaming 0.15.3 and aiokafka 0.14.0 (``stream_app.faust_ext.VERSIONS``);
 the copied fetch loop is pinned by the SHA-256 of Faust's source it came from
@@ -89,7 +91,7 @@ def aiokafka_problems() -> list[str]:
         for name in ("has_valid_position", "position")
         if not hasattr(TopicPartitionState, name)
     ]
-    assigned = ("highwater", "lso", "_position")
+    assigned = ("highwater", "lso", "_position", "timestamp")
     problems += [
         f"TopicPartitionState.{name}"
         for name in assigned
@@ -156,6 +158,20 @@ class BatchConsumer(FastDispatchConsumer):
         position = state.position if state.has_valid_position else None
         end = state.lso if self.read_committed and state.lso is not None else state.highwater
         return position, end
+
+    def answered_at(self, tp: Any) -> int | None:
+        """When the last fetch answer for ``tp`` came (epoch ms; aiokafka's
+        ``last_poll_timestamp``); None when none has, or ``tp`` is not assigned."""
+        consumer = self._thread._consumer
+        if consumer is None:
+            return None
+        assignment = consumer._subscription.subscription
+        assignment = assignment.assignment if assignment is not None else None
+        if assignment is None:
+            return None
+        state = assignment.state_value(tp)
+        answered: int | None = state.timestamp if state is not None else None
+        return answered
 
     def committed(self, tp: Any) -> int | None:
         """``tp``'s committed offset as Faust keeps it (read from the broker at assignment by

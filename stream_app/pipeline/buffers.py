@@ -92,6 +92,9 @@ class PartitionQueue(Generic[T]):
     next_offset: int | None = None  # offset after the last record buffered
     taken_offset: int | None = None  # offset after the last record taken
     empty_since: float | None = None  # monotonic time the buffer became empty with more to read
+    # Set by :meth:`frontier` when it stopped waiting for this empty partition (its wait ran out):
+    # the stage may now take records this partition could still precede. The engine reports it.
+    waived: bool = False
 
     def add(self, records: list[Any], items: list[Any], times: Sequence[float | None]) -> None:
         """Buffer a fetched chunk (``times``: each record's event time, or None)."""
@@ -103,6 +106,7 @@ class PartitionQueue(Generic[T]):
         self.last_key = keys[-1]
         self.next_offset = records[-1].offset + 1
         self.empty_since = None
+        self.waived = False
 
     def frontier(
         self,
@@ -120,6 +124,7 @@ class PartitionQueue(Generic[T]):
         if self.empty_since is None:
             self.empty_since = now
         elif now - self.empty_since >= (max_idle_s if caught_up is None else max_lag_wait_s):
+            self.waived = True
             return INF
         return self.taken_key
 
@@ -216,6 +221,7 @@ class PartitionQueue(Generic[T]):
         self.last_key = self.taken_key = -INF
         self.next_offset = self.taken_offset = None
         self.empty_since = None
+        self.waived = False
 
 
 @dataclass(slots=True)

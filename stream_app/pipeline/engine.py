@@ -78,6 +78,8 @@ class BatchEngine(EngineStatus):
         # Since when a stage has taken records that no commit covers (None: all committed).
         self.uncommitted_since: float | None = None
         self.fetched: dict[Any, int] = {}  # tp -> fetch position when its last chunk came
+        # tp -> when the fetch answer that brought its last chunk came (see _caught_up)
+        self.chunk_answers: dict[Any, int] = {}
         self.generation = 0  # bumped by every reset (rebalance)
         # Input topics whose offsets must not jump: a chunk that starts past the offset expected
         # (the last one queued, or the committed one for a partition's first chunk) is noted in
@@ -89,6 +91,8 @@ class BatchEngine(EngineStatus):
         # labels by the customer stage): woken when that stage moves, not only by their own
         # records (a stage whose queues are full fetches nothing and would sleep for 1 s).
         self.dependents: dict[int, list[StageRunner]] = {}
+        # (partition, since when it was empty) of each wait that ran out, reported once.
+        self._waived_reported: set[tuple[Any, float | None]] = set()
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -132,6 +136,10 @@ class BatchEngine(EngineStatus):
             expected = self.view.committed(tp)
         if expected is not None and records[0].offset > expected and tp.topic in self.gap_topics:
             self.gaps.append((tp, expected, records[0].offset))
+        if self.view is not None:
+            answered = self.view.answered_at(tp)
+            if answered is not None:
+                self.chunk_answers[tp] = answered
         items, times = runner.decode(records)
         queue.add(records, items, times)
         runner.wakeup.set()
@@ -200,7 +208,37 @@ class BatchEngine(EngineStatus):
             for queue in batch.taken:
                 if queue.buffered < self.max_buffered:
                     self.space.set()
+            for tp, queue, done in zip(tps, queues, caught_up, strict=True):
+                if queue.waived:
+                    self._report_waived(runner, tp, queue, done, now)
         return batch
+
+    def _report_waived(
+        self, runner: StageRunner, tp: Any, queue: Any, caught_up: bool | None, now: float
+    ) -> None:
+        """A batch went on without ``tp`` (empty, and its wait ran out): counted in
+        ``runner.enforced``, and logged once per wait (records it brings later may come after
+        records of the other partitions with later event times)."""
+        key = (tp, queue.empty_since)
+        if key in self._waived_reported:
+            return
+        self._waived_reported.add(key)
+        runner.enforced += 1
+        waited = 0.0 if queue.empty_since is None else now - queue.empty_since
+        why = (
+            "no fetch has answered for it yet (its lag is unknown)"
+            if caught_up is None
+            else "it has more to read but nothing came"
+        )
+        log.warning(
+            "Stage %s went on without %s[%d] after waiting %.1f s: %s. Records it brings later "
+            "may be taken after records of its other inputs with later event times.",
+            runner.name,
+            tp.topic,
+            tp.partition,
+            waited,
+            why,
+        )
 
     def low_watermark(self, runner: StageRunner, now: float | None = None) -> float:
         """The lowest key ``runner`` may still take from its assigned partitions (INF: none).
@@ -329,6 +367,8 @@ class BatchEngine(EngineStatus):
                 queue.clear()
             runner.queues.clear()
         self.fetched.clear()
+        self.chunk_answers.clear()
+        self._waived_reported.clear()
         self.committed_positions.clear()
         self.uncommitted_since = None
         for hook in self.reset_hooks:

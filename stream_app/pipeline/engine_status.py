@@ -17,19 +17,37 @@ class EngineStatus:
     stages: list[StageRunner]
     view: FetchView | None
     fetched: dict[Any, int]  # tp -> fetch position when its last chunk came
+    chunk_answers: dict[Any, int]  # tp -> when the fetch answer with its last chunk came (ms)
     committed_positions: dict[Any, int]
 
     def _caught_up(self, tp: Any) -> bool | None:
-        """True: everything up to ``tp``'s end has been handed over; False: more to fetch;
-        None: not known yet (no fetch has answered for it)."""
+        """True: everything up to ``tp``'s end has been handed over; False: more to fetch, or
+        more may have come since the end was read; None: not known yet (no fetch has answered
+        for it).
+
+        An end offset is only as new as the fetch answer that brought it. A partition whose last
+        answer brought records is left out of the consumer's fetches until they are handed over
+        (aiokafka, like the Java consumer, does not fetch a partition with records waiting), so
+        the answers that came meanwhile for the other partitions may be newer than its end: a
+        forward fetched in one of them can come from a transaction published after a label this
+        partition's end does not reach yet. So a partition counts as read to its end only once
+        an answer newer than the one that brought its last records says so (usually the next
+        fetch).
+        """
         view = self.view
         if view is None:
             return True
+        # The answer's time before its end: the consumer's thread may record a newer answer in
+        # between, and an end newer than the time read only makes this answer more cautious.
+        answered = view.answered_at(tp)
         fetched = self.fetched.get(tp)
         _, end = view.fetch_state(tp)
         if fetched is None or end is None:
             return None
-        return fetched >= end
+        if fetched < end:
+            return False
+        brought = self.chunk_answers.get(tp)
+        return brought is None or answered is None or answered > brought
 
     def positions(self) -> dict[Any, int]:
         """Per partition, the offset after the last record a stage has taken (and handled)."""

@@ -27,6 +27,10 @@ class FetchView(Protocol):
         """``tp``'s fetch position (the offset after the last record handed over) and end
         offset (the high watermark, or the last stable offset when reading committed)."""
 
+    def answered_at(self, tp: Any) -> int | None:
+        """When the last fetch answer for ``tp`` came (epoch ms; None: none yet, or not known):
+        the answer that set its end offset."""
+
     def committed(self, tp: Any) -> int | None:
         """The group's committed offset of ``tp`` as the consumer knows it (None: none)."""
 
@@ -56,7 +60,7 @@ class StageRunner:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     batches: int = 0
     records: int = 0
-    enforced: int = 0  # batches taken past a partition that stayed empty for max_idle_s
+    enforced: int = 0  # waits that ran out: a batch went on without an empty partition
     last_progress: float = field(default_factory=time.monotonic)
     idle_s: float = 0.0  # time spent waiting with nothing buffered
     held_s: float = 0.0  # time spent waiting with records buffered that the alignment held

@@ -31,12 +31,17 @@ class FakeView:
         self.tps = tps
         self.state: dict[TP, tuple[int | None, int | None]] = {tp: (0, 0) for tp in tps}
         self.commits: dict[TP, int] = {}
+        # When the last fetch answer of each came (ms); none: not known (ends are always fresh)
+        self.answers: dict[TP, int] = {}
 
     def assignment(self) -> list[TP]:
         return self.tps
 
     def fetch_state(self, tp: Any) -> tuple[int | None, int | None]:
         return self.state[tp]
+
+    def answered_at(self, tp: Any) -> int | None:
+        return self.answers.get(tp)
 
     def committed(self, tp: Any) -> int | None:
         return self.commits.get(tp)
@@ -112,6 +117,30 @@ def test_labels_wait_for_the_stage_that_forwards_the_transactions():
     view.state[tx] = (2, 2)  # stage 1 has caught up: it bounds nothing
     assert engine.low_watermark(first) == float("inf")
     assert engine.take(second, now=0.0).items == ["labels0@1"]
+
+
+def test_an_end_read_in_the_answer_that_brought_records_is_not_the_end_until_a_newer_answer():
+    """The race the kill -9 test hit once in many runs (a terminal-risk feature one fraud label
+    short): the labels partition's last answer brought its records, so the consumer left it out
+    of the next fetch; that fetch's answer brought a forward of a transaction published after a
+    label the labels partition's (older) end did not reach. The forward waits for a newer answer
+    of the labels partition."""
+    handled: list[list[Any]] = []
+    engine, view, _first, second, (tx, by, labels) = engine_with(handled)
+    view.state[tx] = (0, 0)  # stage 1 has nothing to forward: it holds no label back
+    view.answers[labels] = 100
+    deliver(engine, view, labels, recs(labels, 0, [5.0]), end=1)  # read to its end as of 100
+    view.answers[by] = 101
+    deliver(engine, view, by, recs(by, 0, [9.0]), end=1)  # a newer answer: the labels left out
+    assert engine.take(second, now=0.0).items == ["labels0@0"]
+    assert not engine.take(second, now=0.0)  # the forward at 9.0 waits for the labels
+    # the labels' next answer brings the label known at 8.0, appended after their answer at 100
+    view.answers[labels] = 102
+    deliver(engine, view, labels, recs(labels, 1, [8.0]), end=2)
+    assert engine.take(second, now=0.0).items == ["labels0@1"]
+    assert not engine.take(second, now=0.0)  # that answer brought records: again not the end
+    view.answers[labels] = 103  # an answer with nothing new: read to its end
+    assert engine.take(second, now=0.0).items == ["by0@0"]
 
 
 def test_a_forwarding_partition_never_served_holds_the_labels_no_longer_than_stage_1_waits():
