@@ -166,6 +166,7 @@ def create_app(
     engine = checkpoint.engine
     engine.add_stage(customer_runner)
     engine.add_stage(scoring_runner)
+    engine.reset_hooks.append(scoring_stage.forget_order)
     app.register_engine(engine, settings.partitions)
     install_purge(app, settings, engine, topics.by_terminal)
     layout = PartitionLayout(settings, engine)

@@ -9,6 +9,7 @@ Metric (labels)                                   what
 ``stream_app_events_scored_total`` (model_version) score envelopes produced
 ``stream_app_dead_letters_total`` (reason)        records sent to the DLQ, by reason code
 ``stream_app_labels_total`` (outcome)             labels ``applied`` or ``unmatched``
+``stream_app_labels_late_total``                  labels taken after a transaction they precede
 ``stream_app_replayed_total`` (stage)             records seen before a restart (idempotent)
 ``stream_app_end_to_end_latency_seconds``         transaction's Kafka timestamp → scored
 ``stream_app_scoring_seconds``                    a batch's score + envelope step
@@ -131,6 +132,13 @@ class WorkerMetrics(ModelMetrics):
             "Fraud labels consumed: applied to a known transaction, or unmatched (pending or "
             "unknown event).",
             ["outcome"],
+            registry=r,
+        )
+        self.labels_late = Counter(
+            "stream_app_labels_late",
+            "Labels taken after a transaction of the same or a later event time on their "
+            "partition: scores computed meanwhile lacked them, where offline features have them "
+            "(a label feed that lags, or a producer that batches its topics apart).",
             registry=r,
         )
         self.replayed = Counter(
@@ -270,12 +278,14 @@ class WorkerMetrics(ModelMetrics):
         if latencies_s is not None:
             self.latency.observe_many(latencies_s)
 
-    def label_outcomes(self, applied: int, unmatched: int) -> None:
-        """Labels of a batch: applied to a transaction, or unmatched."""
+    def label_outcomes(self, applied: int, unmatched: int, late: int = 0) -> None:
+        """Labels of a batch: applied to a transaction, or unmatched; and how many came late."""
         if applied:
             self._labels["applied"].inc(applied)
         if unmatched:
             self._labels["unmatched"].inc(unmatched)
+        if late:
+            self.labels_late.inc(late)
 
     def drift(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Count published drift records and their alerts; keep each statistic's latest value."""

@@ -19,6 +19,9 @@ class LabelCounts:
 
     applied: int = 0
     pending_or_unknown: int = 0
+    # Taken after a forward of a later (or the same) event time on its partition: a score
+    # computed meanwhile lacked it (ScoringStage.newest_forward).
+    late: int = 0
 
 
 @dataclass(slots=True)

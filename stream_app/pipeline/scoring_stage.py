@@ -53,6 +53,8 @@ from stream_app.scoring.canary import CANARY_ROUTE, CHAMPION_ROUTE, canary_rows
 from stream_app.scoring.envelope import EnvelopeWriter
 from stream_app.scoring.model import ScoringModel
 
+INF = float("inf")
+
 Item = Forward | Label | Rejection
 
 
@@ -101,6 +103,14 @@ class ScoringStage:
         self.forward_routing = forward_routing
         rerouted = label_routing.reroute_topic if label_routing is not None else None
         self.label_topics = frozenset([labels_topic] + ([rerouted] if rerouted else []))
+        # The newest forward event time taken per input partition since the last reset: a label
+        # known at or before it comes late (see LabelCounts.late).
+        self.newest_forward: dict[int, float] = {}
+
+    def forget_order(self) -> None:
+        """The partitions are read again from their commits (a rebalance): start
+        :attr:`newest_forward` afresh."""
+        self.newest_forward.clear()
 
     # --- decoding (the engine calls this per fetched chunk) ------------------------------------
 
@@ -137,6 +147,7 @@ class ScoringStage:
         horizons = self.horizons
         source_time = horizons.source_time
         source_floor = horizons.source_floor
+        newest_forward = self.newest_forward
         floors = self.floors
         taken: dict[tuple[str, int], int] = {}  # forwards' (topic, partition) -> offset end
         horizons_of: dict[int, float] = {}  # input partition -> eviction horizon, this batch
@@ -159,6 +170,8 @@ class ScoringStage:
                             offset = origin[2]
                     state = states.get(terminal_id, partition)
                     ts = fwd.ts
+                    if ts > newest_forward.get(partition, -INF):
+                        newest_forward[partition] = ts
                     seen = source_time.get(partition)
                     if seen is None:
                         seen = source_time[partition] = {}
@@ -324,6 +337,11 @@ class ScoringStage:
             return
         if routed_away(self.label_routing, record, terminal_id.encode(), out):
             return
+        if label.label_ts <= self.newest_forward.get(record.partition, -INF):
+            # Appended after a transaction it should have come before (a label feed that lags,
+            # or a producer that batches its topics apart): the features served meanwhile
+            # lacked it, where the offline builder has it. Counted, then applied as usual.
+            out.labels.late += 1
         state = self.states.get(terminal_id, record.partition)
         mismatch = label_mismatch(state, label)
         if mismatch is not None:

@@ -119,7 +119,7 @@ class ScoringHandler:
             canary_model = stage.canary
             if canary_model is not None:
                 metrics.scored_batch(canary_model.version, out.canary_scored)
-        metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown)
+        metrics.label_outcomes(out.labels.applied, out.labels.pending_or_unknown, out.labels.late)
 
     def offer_shadow(
         self, shadow: ShadowScorer, events: Any, X: Any, champion_scores: Any, version: str

@@ -487,3 +487,45 @@ def test_a_dead_letter_alone_in_its_batch_is_remembered_across_batches():
     assert dead_letter_outcomes(stage.process(recs[1:2])) == dead_letter_outcomes(outs[1])
     stage.flush()
     assert len(state_view(table["c"], CustomerState)["d"]) == 1
+
+
+def test_a_label_taken_after_a_later_forward_on_its_partition_is_counted_late(model):
+    """What ``stream_app_labels_late_total`` counts: a label known at or before a transaction
+    already scored on its input partition (that score lacked it; the offline one has it)."""
+    t0 = datetime(2026, 3, 20, tzinfo=UTC).timestamp()
+
+    def fwd(eid, ts, offset, partition=0):
+        value = encode_forward(eid, "2026-03-20T00:00:00Z", ts, "c", "T", 0.0, 0, 0, [0.0] * 9)
+        return InputRecord(b"T", value, SourcePosition("by", partition, offset, 0))
+
+    def lab(eid, known, offset, partition=0):
+        value = orjson.dumps(
+            {
+                "event_id": eid,
+                "customer_id": "c",
+                "terminal_id": "T",
+                "event_time": "2026-03-20T00:00:00Z",
+                "label": 1,
+                "label_time": datetime.fromtimestamp(known, UTC).isoformat(),
+                "schema_version": 1,
+            }
+        )
+        return InputRecord(b"T", value, SourcePosition("labels", partition, offset, 0))
+
+    stage = ScoringStage({}, model, RET, "labels", 65_536)
+    assert stage.process([fwd("a", t0 + 100, 0)]).labels.late == 0
+    # known at the forward's time and before it: late; after it, or on another partition: not
+    out = stage.process(
+        [
+            lab("x", t0 + 100, 0),
+            lab("y", t0 + 50, 1),
+            lab("z", t0 + 101, 2),
+            lab("w", t0 + 10, 0, 1),
+        ]
+    )
+    assert (out.labels.late, out.labels.pending_or_unknown, out.dead_letters) == (2, 4, [])
+    # in one batch, in the order taken: the label before the forward is on time
+    out = stage.process([lab("v", t0 + 200, 3), fwd("b", t0 + 300, 1), lab("u", t0 + 250, 4)])
+    assert out.labels.late == 1
+    stage.forget_order()  # a rebalance: the partitions are read again from their commits
+    assert stage.process([lab("t", t0 + 250, 5)]).labels.late == 0
