@@ -273,7 +273,13 @@ def publish(
         ),
     ] = None,
     rate: Annotated[
-        float, typer.Option("--rate", min=0, help="Records per second; 0 = as fast as possible.")
+        float,
+        typer.Option(
+            "--rate",
+            min=0,
+            help="Records per second, in the order produced across topics (a live stream); "
+            "0 = as fast as possible, batched.",
+        ),
     ] = 0.0,
     label_delay_days: Annotated[
         float,

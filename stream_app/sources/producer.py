@@ -2,7 +2,8 @@
 
 Throughput settings on top of ``librdkafka_config(settings)``: ``linger.ms`` 20 and
 ``batch.size`` 1 MiB (large batches), ``compression.type`` lz4 (cheap on CPU), ``acks`` all with
-``enable.idempotence`` (no duplicates or reordering within a partition on retries). Records keep
+``enable.idempotence`` (no duplicates or reordering within a partition on retries). Publishing at
+a rate (a live stream) keeps the order across topics instead (``PACED_CONFIG``). Records keep
 librdkafka's default timestamp, the produce time; the event time is inside the value.
 
 Failures are counted by the delivery callback and raised once, at :meth:`BulkProducer.flush`, as
@@ -36,6 +37,16 @@ BULK_CONFIG: dict[str, str | int | bool] = {
     "partitioner": "murmur2_random",
 }
 """Producer settings added to the client configuration for bulk publishing."""
+PACED_CONFIG: dict[str, str | int | bool] = {
+    "linger.ms": 0,
+    "max.in.flight.requests.per.connection": 1,
+}
+"""Added when publishing at a rate (a live stream): records reach the broker in the order they
+were produced, across topics and partitions. With ``linger.ms`` 20 each partition's batch left
+on its own timer, so a transaction could be appended up to 20 ms before a label produced ahead
+of it, and a worker that keeps up scored it without that label (the offline features have it;
+the worker counts such labels in ``stream_app_labels_late_total``). One request in flight at a
+time, each carrying whatever was produced by then, keeps the order at a paced rate."""
 POLL_EVERY = 1_000
 """Serve delivery callbacks after this many produce calls."""
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -97,6 +108,8 @@ class BulkProducer:
         if rate < 0:
             raise ValueError(f"rate must not be negative, got {rate}")
         conf: dict[str, Any] = {**librdkafka_config(settings), **BULK_CONFIG}
+        if rate > 0:
+            conf.update(PACED_CONFIG)
         conf.update(config or {})
         self.config = conf
         self._producer = producer_factory(conf)

@@ -55,6 +55,17 @@ second time (see ``test_replay_stages``), and, once labels flowed past the 37-da
 the scoring stage let forwards pass labels held behind stage 1's low watermark (6 terminal risk
 features of 250,840 envelopes were short of a fraud label; ``stream_app.pipeline.buffers.take``
 now bounds the forwards by the first held label).
+
+It failed once more in CI (2026-12-05: one envelope of 257,448, its three terminal-risk features
+one fraud label short), and the cause was the publisher, not a kill: ``BulkProducer`` sent each
+partition's batch on its own ``linger.ms`` (20 ms) timer, so a transaction could reach the broker
+before a label produced ahead of it, and a worker that keeps up with the publisher scored its
+forward before that label existed on the broker. Counted with a log line per label taken after a
+later forward on its partition: 14-909 such labels per run in 8 runs (harmless unless the label
+is a fraud one a window needs), 0 in 2 runs once paced publishing kept the order (``linger.ms`` 0,
+one request in flight: ``stream_app.sources.producer.PACED_CONFIG``). The worker now counts these
+in ``stream_app_labels_late_total``. The same investigation found the consumer-side twin (an end
+offset older than a forward fetched meanwhile: ``EngineStatus._caught_up``).
 """
 
 from __future__ import annotations
