@@ -11,6 +11,10 @@ within each round, so a slow spell of the machine hits them all alike.
 
     .venv/bin/python bench/revisions.py 28d59f1 HEAD [--events 20000] [--rounds 2]
 
+With ``--rate R`` the worker starts on empty topics instead and the events (with their labels)
+are published at ``R`` records/s while it runs: a live stream, measured by the champion's
+end-to-end latency (``latency_ms`` of each envelope: p50, p95, p99) rather than throughput.
+
 Writes ``bench/results/revisions.json``.
 """
 
@@ -22,11 +26,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 from confluent_kafka import Consumer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,16 +105,22 @@ def one_run(
         check=True,
         capture_output=True,
     )
-    run_publish(
-        settings,
-        synthetic=args.events,
-        rate=0,
-        labels=False,
-        seed=7,
-        customers=2000,
-        terminals=4000,
-        progress=False,
-    )
+
+    def publish() -> None:
+        run_publish(
+            settings,
+            synthetic=args.events,
+            rate=args.rate,
+            labels=args.rate > 0,
+            label_delay_days=0.5,
+            seed=7,
+            customers=2000,
+            terminals=4000,
+            progress=False,
+        )
+
+    if not args.rate:
+        publish()
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -120,28 +133,37 @@ def one_run(
     worker = WorkerProcess(home / tag, env, cwd=tree)  # cwd: the revision's package, not ours
     started = time.monotonic()
     worker.start()
+    latencies: list[float] = []
     try:
         worker.wait_ready()
         ready = time.monotonic() - started
+        if args.rate:
+            threading.Thread(target=publish, daemon=True).start()
         scored, first = 0, None
         while scored < args.events and time.monotonic() - started < args.timeout:
             for message in consumer.consume(1000, 1.0):
                 if message.error() is None:
                     scored += 1
                     first = first or time.monotonic()
+                    if args.rate:
+                        latencies.append(orjson.loads(message.value())["latency_ms"])
         last = time.monotonic()
         assert worker.proc is not None
         cpu = thread_cpu_s(worker.proc.pid)
     finally:
         worker.stop()
         consumer.close()
-    return {
+    result: dict[str, Any] = {
         "ready_s": round(ready, 1),
         "scored": scored,
         "events_per_s": round(scored / (last - first), 1) if first and last > first else 0.0,
         "main_thread_cpu_s": round(cpu.get("main", 0.0), 2),
         "process_cpu_s": round(sum(cpu.values()), 2),
     }
+    if latencies:
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        result |= {"p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "p99_ms": round(p99, 1)}
+    return result
 
 
 def main() -> None:
@@ -152,6 +174,13 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--challenger", action="store_true", help="Shadow a challenger too.")
     parser.add_argument("--timeout", type=float, default=600.0, help="Per run, seconds.")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="Publish while the worker runs, at this many records/s (with labels), and report "
+        "latency; 0 (default): preloaded topics, throughput.",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-revisions-") as tmp:
         home = Path(tmp)
@@ -175,6 +204,12 @@ def main() -> None:
     document = {"args": vars(args), "runs": runs}
     (out / "revisions.json").write_text(json.dumps(document, indent=2) + "\n")
     for rev, results in runs.items():
+        if args.rate:
+            print(
+                f"{rev}: latency ms p50 {[r.get('p50_ms') for r in results]}, p95 "
+                f"{[r.get('p95_ms') for r in results]}, p99 {[r.get('p99_ms') for r in results]}"
+            )
+            continue
         print(
             f"{rev}: events/s {[r['events_per_s'] for r in results]}, main-thread CPU s "
             f"{[r['main_thread_cpu_s'] for r in results]}"
