@@ -114,6 +114,7 @@ class BulkProducer:
         self.config = conf
         self._producer = producer_factory(conf)
         self._bucket = TokenBucket(rate) if rate > 0 else None
+        self._known_topics: set[str] = set()  # paced: topics whose partitions are known
         self.produced = 0
         self.delivered: Counter[str] = Counter()
         self.failed = 0
@@ -142,6 +143,14 @@ class BulkProducer:
         while (left := deadline - time.monotonic()) > 0:
             self._producer.poll(left)
 
+    def _learn(self, topic: str) -> None:
+        """Fetch ``topic``'s partitions before its first record (paced publishing). Otherwise
+        that record waits in librdkafka for the topic's metadata while the records produced
+        after it, to topics already known, go out: the first labels of a stream reached the
+        broker tens of milliseconds after the transactions that followed them."""
+        self._producer.list_topics(topic, timeout=30)
+        self._known_topics.add(topic)
+
     def produce(
         self,
         topic: str,
@@ -158,6 +167,8 @@ class BulkProducer:
             wait = self._bucket.reserve()
             if wait > 0:
                 self._wait(wait)
+            if topic not in self._known_topics:
+                self._learn(topic)
         extra: dict[str, Any] = {}
         if headers:
             extra["headers"] = headers

@@ -61,11 +61,14 @@ one fraud label short), and the cause was the publisher, not a kill: ``BulkProdu
 partition's batch on its own ``linger.ms`` (20 ms) timer, so a transaction could reach the broker
 before a label produced ahead of it, and a worker that keeps up with the publisher scored its
 forward before that label existed on the broker. Counted with a log line per label taken after a
-later forward on its partition: 14-909 such labels per run in 8 runs (harmless unless the label
-is a fraud one a window needs), 0 in 2 runs once paced publishing kept the order (``linger.ms`` 0,
-one request in flight: ``stream_app.sources.producer.PACED_CONFIG``). The worker now counts these
-in ``stream_app_labels_late_total``. The same investigation found the consumer-side twin (an end
-offset older than a forward fetched meanwhile: ``EngineStatus._caught_up``).
+later forward on its partition (the worker now counts them in ``stream_app_labels_late_total``;
+harmless unless a fraud label a window needs): 14-909 per run in 8 runs. Keeping the order
+(``stream_app.sources.producer.PACED_CONFIG``: ``linger.ms`` 0, one request in flight) uncovered
+the consumer-side twin, 2,166 in one run: an end offset older than a forward fetched meanwhile
+(``EngineStatus._caught_up``). With both fixed: 0, 0 and 12 in three runs, the 12 being the
+stream's first labels, which waited in librdkafka for the labels topic's metadata while
+transactions went out (paced publishing now fetches a topic's partitions before its first
+record).
 """
 
 from __future__ import annotations

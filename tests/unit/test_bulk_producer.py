@@ -32,3 +32,43 @@ def test_the_token_bucket_waits_exactly_for_the_missing_tokens():
     assert bucket.reserve() == 0.1  # one token short at 10/s
     now[0] = 0.5  # 5 tokens later: -1 + 5 = 4, capped at the burst of 2
     assert [bucket.reserve(), bucket.reserve(), bucket.reserve()] == [0.0, 0.0, 0.1]
+
+
+class Recording:
+    """A stand-in for confluent-kafka's Producer that records what it is asked, in order."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        self.calls.append(("metadata", topic))
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.calls.append(("produce", topic))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def test_paced_publishing_learns_each_topics_partitions_before_its_first_record():
+    made: list[Recording] = []
+
+    def factory(conf: dict[str, Any]) -> Recording:
+        made.append(Recording(conf))
+        return made[-1]
+
+    paced = BulkProducer(Settings(), rate=1e6, producer_factory=factory)
+    for topic in ("tx", "tx", "labels", "tx", "labels"):
+        paced.produce(topic, b"k", b"v")
+    assert made[0].calls == [
+        ("metadata", "tx"),
+        ("produce", "tx"),
+        ("produce", "tx"),
+        ("metadata", "labels"),
+        ("produce", "labels"),
+        ("produce", "tx"),
+        ("produce", "labels"),
+    ]
+    bulk = BulkProducer(Settings(), producer_factory=factory)
+    bulk.produce("tx", b"k", b"v")
+    assert made[1].calls == [("produce", "tx")]
