@@ -161,9 +161,12 @@ class BatchEngine(EngineStatus):
                 position, _ = view.fetch_state(tp)
                 if position is not None:
                     self.fetched[tp] = position
-        for runner in self.stages:  # a partition now caught up no longer holds anything back
-            if self.dependents.get(id(runner)):
-                self._wake_dependents(runner)
+        # A partition now read to its end, or whose end this fetch answered afresh, no longer
+        # holds anything back: a stage with records waiting looks again (no record of its own
+        # may come to wake it: an answer without records moves no queue).
+        for runner in self.stages:
+            if any(q.buffered for q in runner.queues.values()):
+                runner.wakeup.set()
 
     def full(self) -> set[Any]:
         """Partitions whose queue is full (every stage partition while halted): leave them out
