@@ -162,7 +162,11 @@ def one_run(
     }
     if latencies:
         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-        result |= {"p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "p99_ms": round(p99, 1)}
+        result |= {
+            "p50_ms": round(float(p50), 1),
+            "p95_ms": round(float(p95), 1),
+            "p99_ms": round(float(p99), 1),
+        }
     return result
 
 
