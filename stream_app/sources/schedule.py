@@ -56,7 +56,8 @@ class Record(NamedTuple):
 
     ``topic`` is the declared name (``"transactions"`` or ``"labels"``; map it with
     ``Settings.topic``), ``key`` the message key, ``value`` the orjson-encoded event and ``time``
-    the instant the record belongs at (event time for transactions, label time for labels).
+    the instant the record belongs at (event time for transactions, label time for labels, less
+    ``schedule``'s ``label_lead``).
     """
 
     topic: str
@@ -96,6 +97,7 @@ def schedule(
     labels: bool = True,
     labels_until: datetime | None = None,
     stats: ScheduleStats | None = None,
+    label_lead: timedelta = timedelta(0),
 ) -> Iterator[Record]:
     """Yield the records of ``items`` (time-ordered ``(event, label)`` pairs) in time order.
 
@@ -106,11 +108,22 @@ def schedule(
     after ``labels_until`` (e.g. now: not known yet) are withheld and counted in ``stats``.
     Pending labels are flushed after the last transaction.
 
-    Raises ``ValueError`` on a negative delay, an event time without offset, or input that goes
-    back in time.
+    ``label_lead``: each label goes out this long *before* its ``label_time`` (which its payload
+    keeps, and which is when a consumer uses it). A producer may reorder records of different
+    partitions by a few milliseconds (each partition's batch leaves on its own), so a label
+    yielded just before a transaction can reach the broker just after it, and a live consumer
+    that keeps up scores that transaction without it; a lead of a few hours of event time absorbs
+    that. At most ``label_delay``: a label never goes out before its transaction.
+
+    Raises ``ValueError`` on a negative delay or lead, a lead longer than the delay, an event time
+    without offset, or input that goes back in time.
     """
     if label_delay < timedelta(0):
         raise ValueError(f"label_delay must not be negative, got {label_delay}")
+    if not timedelta(0) <= label_lead <= label_delay:
+        raise ValueError(
+            f"label_lead must be between 0 and label_delay ({label_delay}), got {label_lead}"
+        )
     stats = stats if stats is not None else ScheduleStats()
     pending: deque[Record] = deque()
     previous: datetime | None = None
@@ -147,7 +160,7 @@ def schedule(
             "label_time": due.isoformat(),
             "schema_version": 1,
         }
-        pending.append(Record(LABELS, event["terminal_id"], dumps(label_event), due))
+        pending.append(Record(LABELS, event["terminal_id"], dumps(label_event), due - label_lead))
     while pending:
         stats.labels += 1
         yield pending.popleft()

@@ -144,6 +144,38 @@ def test_labels_until_withholds_unknown_labels_and_stats_count():
     assert stats.last_event_time == datetime(2018, 4, 8, 0, 0, 1, tzinfo=UTC)
 
 
+def test_a_label_lead_sends_labels_earlier_and_keeps_their_label_time():
+    records = list(schedule(ITEMS, label_lead=timedelta(seconds=2)))
+    assert describe(records) == describe(schedule(ITEMS))  # no record of ITEMS is within 2 s
+    labels = [r for r in records if r.topic == LABELS]
+    assert [r.time for r in labels] == [
+        datetime(2018, 4, 7, 23, 59, 58, tzinfo=UTC),
+        datetime(2018, 4, 7, 23, 59, 58, tzinfo=UTC),
+        datetime(2018, 4, 14, 23, 59, 58, tzinfo=UTC),
+        datetime(2018, 4, 14, 23, 59, 59, tzinfo=UTC),
+    ]
+    assert [orjson.loads(r.value)["label_time"] for r in labels] == [
+        "2018-04-08T00:00:00+00:00",
+        "2018-04-08T00:00:00+00:00",
+        "2018-04-15T00:00:00+00:00",
+        "2018-04-15T00:00:01+00:00",
+    ]
+    # A's label due at 04-08 00:00:02 comes after E (00:00:01); sent 2 s early, before it
+    items = [
+        LabelledTransaction(A, 1),
+        LabelledTransaction(tx("e", "2018-04-08T00:00:01Z", "c", "t"), 0),
+    ]
+    delay = timedelta(days=7, seconds=2)
+    assert describe(schedule(items, label_delay=delay))[1:3] == [
+        (TRANSACTIONS, "c", "e"),
+        (LABELS, "t1", "a"),
+    ]
+    assert describe(schedule(items, label_delay=delay, label_lead=timedelta(seconds=2)))[1:3] == [
+        (LABELS, "t1", "a"),
+        (TRANSACTIONS, "c", "e"),
+    ]
+
+
 def test_rejects_bad_input():
     with pytest.raises(ValueError, match="not in event-time order"):
         list(schedule([(C, 0), (A, 0)]))
@@ -151,6 +183,8 @@ def test_rejects_bad_input():
         list(schedule([(tx("x", "2018-04-01T00:00:00", "c", "t"), 0)]))
     with pytest.raises(ValueError, match="negative"):
         list(schedule(ITEMS, label_delay=timedelta(seconds=-1)))
+    with pytest.raises(ValueError, match="label_lead must be between"):
+        list(schedule(ITEMS, label_delay=timedelta(hours=1), label_lead=timedelta(hours=2)))
 
 
 def test_schedule_is_lazy():
