@@ -48,6 +48,11 @@ class FakeProducer:
         self.sent: list[tuple[str, object, bytes]] = []
         self.buffer_errors = 0
         self.polls: list[float] = []
+        self.metadata_asked: list[str] = []
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        """A paced producer asks for a topic's metadata before its first record."""
+        self.metadata_asked.append(topic)
 
     def produce(self, topic, value=None, key=None, on_delivery=None) -> None:
         if len(self.queue) >= self.capacity:
@@ -129,9 +134,13 @@ def test_token_bucket():
 
 
 def test_rate_limit_paces_the_producer():
-    producer = BulkProducer(
-        Settings(), rate=200.0, producer_factory=lambda conf: FakeProducer(conf, 1000)
-    )
+    fakes: list[FakeProducer] = []
+
+    def factory(conf: dict) -> FakeProducer:
+        fakes.append(FakeProducer(conf, 1000))
+        return fakes[-1]
+
+    producer = BulkProducer(Settings(), rate=200.0, producer_factory=factory)
     began = time.monotonic()
     for i in range(60):
         producer.produce("t", str(i), b"{}")
@@ -139,6 +148,7 @@ def test_rate_limit_paces_the_producer():
     # 60 records at 200/s with a burst of 20: about (60 - 20) / 200 = 0.2 s.
     assert 0.15 <= elapsed < 2.0
     assert producer.flush(1.0) == {"t": 60}
+    assert fakes[0].metadata_asked == ["t"]  # once, before the topic's first record
 
 
 # --- a real broker ----------------------------------------------------------------------------
