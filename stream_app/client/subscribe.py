@@ -166,6 +166,15 @@ class Subscription(Generic[R]):
                     "partitions of the topic"
                 )
             partitions = sorted(self.start)
+        # The watermarks first: a partition with no record at or after the start time starts at
+        # its end as it was *before* the time lookup, so a record written in between (the worker
+        # scoring right now) is read, not skipped.
+        marks = {
+            partition: consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
+            for partition in partitions
+        }
         times: dict[int, int] = {}
         if isinstance(self.start, datetime):
             if self.start.tzinfo is None:
@@ -180,9 +189,7 @@ class Subscription(Generic[R]):
             times = {tp.partition: tp.offset for tp in found}
         assignment = []
         for partition in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
-            )
+            low, high = marks[partition]
             if self.start == "earliest":
                 offset = low
             elif self.start == "latest":
